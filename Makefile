@@ -1,0 +1,27 @@
+# `make demo`: set up .venv (if absent) and run the main job on the shipped default spec.
+# `make test`: set up .venv (if absent) and run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SPEC ?= specs/vp_8gaussians.yaml
+
+.PHONY: demo test lint clean
+
+$(BIN)/diffsde: pyproject.toml plugins/cdpm/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]' -e plugins/cdpm
+	touch $@
+
+demo: $(BIN)/diffsde
+	$(BIN)/diffsde validate $(SPEC)
+	$(BIN)/diffsde validate $(SPEC) --resolved
+
+test: $(BIN)/diffsde
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/diffsde
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,114 @@
+"""The ``diffsde`` command line."""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+EXIT_SPEC_ERROR = 2
+
+
+def _validate(args) -> int:
+    from ._plugins import get_registry
+    from ._spec._validate import SpecError, compatible_objectives, load_spec
+
+    try:
+        setup = load_spec(args.spec, args.set or ())
+    except SpecError as err:
+        for issue in err.issues:
+            print(issue, file=sys.stderr)
+        count = len(err.issues)
+        print(f"{args.spec}: {count} problem{'s' if count > 1 else ''}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    if args.resolved:
+        sys.stdout.write(setup.resolved_yaml())
+        return 0
+    sde = setup.spec.sde.type
+    kernel = "Gaussian kernel" if setup.sde.has_gaussian_kernel else "no Gaussian kernel"
+    usable = compatible_objectives(setup.sde, get_registry())
+    objectives = ", ".join(usable) if usable else "none registered yet"
+    print(
+        f"ok: {args.spec} (sde '{sde}' with {kernel}, data '{setup.spec.data.type}' in "
+        f"dimension {setup.dim}; objectives that can train it: {objectives})"
+    )
+    return 0
+
+
+def _schema(args) -> int:
+    from ._plugins import get_registry
+    from ._spec._model import spec_model
+
+    text = json.dumps(spec_model(get_registry()).model_json_schema(), indent=2)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def _plugins(args) -> int:
+    from ._plugins import get_registry
+
+    registry = get_registry()
+    rows = [
+        {
+            "kind": kind,
+            "name": c.name,
+            "distribution": c.distribution,
+            "plugin": c.plugin,
+            "doc": c.doc,
+        }
+        for kind in registry.components
+        for c in (registry.get(kind, n) for n in registry.names(kind))
+    ]
+    errors = [str(e) for e in registry.errors]
+    if args.json:
+        print(json.dumps({"components": rows, "errors": errors}, indent=2))
+        return 0
+    for kind in registry.components:
+        print(f"{kind}s:")
+        names = registry.names(kind)
+        if not names:
+            print("  (none registered)")
+        for name in names:
+            c = registry.get(kind, name)
+            print(f"  {name:<16} {c.distribution:<14} {c.doc}")
+    if errors:
+        print("plugin errors:")
+        for e in errors:
+            print(f"  {e}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="diffsde", description="Score-based diffusion models declared as SDEs."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a spec; print file:line:col key: message per problem")
+    v.add_argument("spec", help="path to a YAML spec")
+    v.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a key (dotted path), repeatable"
+    )
+    v.add_argument("--resolved", action="store_true", help="print the spec with all defaults")
+    v.set_defaults(run=_validate)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of specs")
+    s.add_argument("--output", "-o", help="write to this file instead of stdout")
+    s.set_defaults(run=_schema)
+
+    pl = sub.add_parser("plugins", help="list every registered component and plugin errors")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(run=_plugins)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

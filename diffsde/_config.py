@@ -1,0 +1,187 @@
+"""Base classes of spec sections that plugins extend, and the expression field type.
+
+A plugin registers a pydantic model subclassing one of the ``…Config`` bases below, with a
+``type: Literal["tag"]`` field; the spec's discriminated unions are built from what is registered.
+"""
+
+import abc
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import pydantic
+from pydantic_core import PydanticCustomError
+
+from ._expression import Expression, ExpressionError, check_syntax, compile_expression
+
+ParamValue = float | list[float] | list[list[float]]
+
+
+class SpecFieldError(ValueError):
+    """A semantic error in one field of a spec section, found while building it.
+
+    ``field`` is the key inside the section (dotted for nested keys), ``column`` an offset inside
+    the field's string value (for expressions), or None.
+    """
+
+    def __init__(self, field: str, message: str, column: int | None = None):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.column = column
+
+
+class SpecFieldErrors(ValueError):
+    """Several :class:`SpecFieldError` of one section, reported together."""
+
+    def __init__(self, errors: list[SpecFieldError]):
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+def compile_fields(
+    config: pydantic.BaseModel,
+    fields: Mapping[str, tuple[tuple[str, ...], str]],
+    *,
+    dim: int,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Expression]:
+    """:func:`compile_field` for several fields ``{name: (variables, output)}``, reporting every
+    failing field at once (:class:`SpecFieldErrors`)."""
+    compiled, errors = {}, []
+    for name, (variables, output) in fields.items():
+        try:
+            compiled[name] = compile_field(
+                config, name, variables, dim=dim, output=output, params=params
+            )
+        except SpecFieldError as err:
+            errors.append(err)
+    if errors:
+        raise SpecFieldErrors(errors)
+    return compiled
+
+
+def _syntax_only(value: str) -> str:
+    try:
+        check_syntax(value)
+    except ExpressionError as err:
+        raise PydanticCustomError(
+            "expression", "{message}", {"message": err.message, "column": err.column}
+        ) from None
+    return value
+
+
+Expr = Annotated[
+    str,
+    pydantic.AfterValidator(_syntax_only),
+    pydantic.Field(json_schema_extra={"format": "diffsde-expression"}),
+]
+"""A spec expression: a string checked for syntax and whitelist at parse time."""
+
+
+def compile_field(
+    config: pydantic.BaseModel,
+    field: str,
+    variables: tuple[str, ...],
+    *,
+    dim: int,
+    output: str,
+    params: Mapping[str, Any] | None = None,
+) -> Expression:
+    """Compile the expression in ``config.<field>`` and check it by tracing.
+
+    ``output`` is ``"scalar"`` (shape ()) or ``"vector"`` (shape (dim,), a scalar broadcasts).
+    The expression is traced with ``jax.eval_shape`` on a dummy x of shape (dim,) and scalar t,
+    so unknown names, shape and dtype mismatches become :class:`SpecFieldError` at validation.
+    """
+    source = getattr(config, field)
+    try:
+        expression = compile_expression(source, variables, params)
+    except ExpressionError as err:
+        raise SpecFieldError(field, err.message, err.column) from None
+    dummies = {
+        "x": jax.ShapeDtypeStruct((dim,), jnp.float32),
+        "t": jax.ShapeDtypeStruct((), jnp.float32),
+    }
+    try:
+        out = jax.eval_shape(lambda kw: expression(**kw), {v: dummies[v] for v in variables})
+    except Exception as err:  # jax's shape/type errors: reported, never a traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SpecFieldError(
+            field, f"cannot be evaluated with x of shape ({dim},): {first}"
+        ) from None
+    allowed = [()] if output == "scalar" else [(), (dim,)]
+    if out.shape not in allowed:
+        want = "a scalar" if output == "scalar" else f"a vector of shape ({dim},) or a scalar"
+        raise SpecFieldError(
+            field, f"must give {want} for data of dimension {dim}, but gives shape {out.shape}"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise SpecFieldError(
+            field,
+            f"gives {out.dtype} values, expected floats (wrap comparisons in where(cond, a, b))",
+        )
+    return expression
+
+
+class ComponentConfig(pydantic.BaseModel, abc.ABC):
+    """Base of every registrable spec section. Subclasses add ``type: Literal["tag"]``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str]
+
+
+class SDEConfig(ComponentConfig):
+    """A forward SDE section (``sde:``). ``build`` returns an :class:`AbstractSDE`."""
+
+    kind: ClassVar[str] = "sde"
+
+    @abc.abstractmethod
+    def build(self, *, dim: int):
+        """The SDE on R^dim; raise SpecFieldError for a value that is wrong in context."""
+
+
+class DatasetConfig(ComponentConfig):
+    """A data section (``data:``). ``build`` returns an :class:`AbstractDataset`."""
+
+    kind: ClassVar[str] = "dataset"
+
+    @abc.abstractmethod
+    def build(self):
+        """The dataset."""
+
+
+class ObjectiveConfig(ComponentConfig):
+    """A score-matching objective section (``objective:``).
+
+    ``needs_gaussian_kernel``: the objective uses the SDE's closed-form transition kernel
+    (denoising score matching does); objectives that only need samples of p_t set it False.
+    """
+
+    kind: ClassVar[str] = "objective"
+    needs_gaussian_kernel: ClassVar[bool]
+
+
+class SamplerConfig(ComponentConfig):
+    """A sampler section (``sampler:``)."""
+
+    kind: ClassVar[str] = "sampler"
+
+
+class ModelConfig(ComponentConfig):
+    """A score-model section (``model:``)."""
+
+    kind: ClassVar[str] = "model"
+
+
+class MetricConfig(ComponentConfig):
+    """An evaluation metric (an item of ``eval.metrics``)."""
+
+    kind: ClassVar[str] = "metric"
+
+
+BASES: dict[str, type[ComponentConfig]] = {
+    base.kind: base
+    for base in (SDEConfig, ObjectiveConfig, SamplerConfig, ModelConfig, DatasetConfig, MetricConfig)
+}

@@ -1,0 +1,215 @@
+"""The plugin manager and the registry of components it collects.
+
+Built-ins are a plugin like any other. Third-party plugins are entry points in the group
+``diffsde``, loaded lazily on first use of the registry; ``DIFFSDE_PLUGINS`` (comma-separated
+entry-point names, empty for none) limits which ones load. A plugin that fails to import or
+registers something invalid is reported (``Registry.errors``) and skipped; the rest keeps working.
+"""
+
+import dataclasses
+import importlib.metadata
+import inspect
+import os
+import typing
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from ._config import BASES, ComponentConfig
+
+HOOKS: dict[str, str] = {
+    "sde": "register_sdes",
+    "objective": "register_objectives",
+    "sampler": "register_samplers",
+    "model": "register_models",
+    "dataset": "register_datasets",
+    "metric": "register_metrics",
+}
+ENTRY_POINT_GROUP = "diffsde"
+ALLOW_LIST_VARIABLE = "DIFFSDE_PLUGINS"
+BUILTIN = "diffsde"
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    config: type[ComponentConfig]
+    plugin: str
+    distribution: str
+
+    @property
+    def doc(self) -> str:
+        """First line of the config class's docstring."""
+        lines = (inspect.getdoc(self.config) or "").strip().splitlines()
+        return lines[0] if lines else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginError:
+    plugin: str
+    distribution: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"plugin '{self.plugin}' (distribution '{self.distribution}'): {self.message}"
+
+
+@dataclasses.dataclass
+class Registry:
+    """Components by kind and name, plus the errors met while loading plugins."""
+
+    components: dict[str, dict[str, Component]]
+    errors: list[PluginError]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def get(self, kind: str, name: str) -> Component:
+        return self.components[kind][name]
+
+    def configs(self, kind: str) -> list[type[ComponentConfig]]:
+        return [self.components[kind][n].config for n in self.names(kind)]
+
+
+def type_tag(config: type) -> str | None:
+    """The single string of a ``type: Literal["tag"]`` field, or None if there is none."""
+    fields = getattr(config, "model_fields", {})
+    field = fields.get("type")
+    if field is None or typing.get_origin(field.annotation) is not typing.Literal:
+        return None
+    args = typing.get_args(field.annotation)
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
+
+
+class _PluginHost:
+    """Holds the pluggy manager, which plugin came from which distribution, and the registry."""
+
+    def __init__(self):
+        self.manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.manager.add_hookspecs(hookspecs)
+        self.distributions: dict[str, str] = {}
+        self.load_errors: list[PluginError] = []
+        self.entry_points_loaded = False
+        self._registry: Registry | None = None
+        from . import _builtin
+
+        self.add(_builtin, BUILTIN, BUILTIN)
+
+    def add(self, plugin: Any, name: str, distribution: str) -> None:
+        self.manager.register(plugin, name=name)
+        self.distributions[name] = distribution
+        self._registry = None
+
+    def remove(self, name: str) -> None:
+        self.manager.unregister(name=name)
+        self.distributions.pop(name, None)
+        self._registry = None
+
+    def load_entry_points(self) -> None:
+        self.entry_points_loaded = True
+        allowed = os.environ.get(ALLOW_LIST_VARIABLE)
+        allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if allow is not None and ep.name not in allow:
+                continue
+            distribution = ep.dist.name if ep.dist is not None else "?"
+            if self.manager.has_plugin(ep.name):
+                continue
+            try:
+                module = ep.load()
+            except Exception as err:
+                self.load_errors.append(
+                    PluginError(ep.name, distribution, f"failed to import: {type(err).__name__}: {err}")
+                )
+                continue
+            self.add(module, ep.name, distribution)
+
+    def registry(self) -> Registry:
+        if not self.entry_points_loaded:
+            self.load_entry_points()
+        if self._registry is None:
+            self._registry = self._collect()
+        return self._registry
+
+    def _collect(self) -> Registry:
+        components: dict[str, dict[str, Component]] = {kind: {} for kind in HOOKS}
+        errors = list(self.load_errors)
+        for kind, hook_name in HOOKS.items():
+            for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+                plugin = impl.plugin_name
+                distribution = self.distributions.get(plugin, "?")
+
+                def register(config, *, kind=kind, plugin=plugin, distribution=distribution):
+                    problem = _check_component(kind, config, components[kind])
+                    if problem:
+                        errors.append(PluginError(plugin, distribution, problem))
+                        return
+                    name = type_tag(config)
+                    components[kind][name] = Component(kind, name, config, plugin, distribution)
+
+                try:
+                    impl.function(register=register)
+                except Exception as err:
+                    errors.append(
+                        PluginError(
+                            plugin, distribution, f"{hook_name} raised {type(err).__name__}: {err}"
+                        )
+                    )
+        return Registry(components, errors)
+
+
+def _check_component(kind: str, config: Any, existing: dict[str, Component]) -> str | None:
+    base = BASES[kind]
+    label = getattr(config, "__qualname__", repr(config))
+    if not (isinstance(config, type) and issubclass(config, base)):
+        return (
+            f"registered {label} as a{'n' if kind[0] in 'aeiou' else ''} {kind}, but it does not "
+            f"subclass diffsde.{base.__name__}: derive it from diffsde.{base.__name__}"
+        )
+    if inspect.isabstract(config):
+        missing = ", ".join(sorted(config.__abstractmethods__))
+        return f"registered {label}, which is abstract: implement {missing}"
+    name = type_tag(config)
+    if name is None:
+        return f'registered {label} without a field `type: Literal["<tag>"]`: add one'
+    if name in existing:
+        other = existing[name]
+        return (
+            f"{kind} '{name}' ({label}) is already registered by plugin '{other.plugin}' "
+            f"(distribution '{other.distribution}'): rename its type tag"
+        )
+    return None
+
+
+_host: _PluginHost | None = None
+
+
+def _get_host() -> _PluginHost:
+    global _host
+    if _host is None:
+        _host = _PluginHost()
+    return _host
+
+
+def get_registry() -> Registry:
+    """The registry of every component, loading entry-point plugins on first call."""
+    return _get_host().registry()
+
+
+def register_plugin(plugin: ModuleType | object, name: str, distribution: str = "<local>") -> None:
+    """Register a plugin object (module or instance with hookimpls) by hand, e.g. in tests."""
+    _get_host().add(plugin, name, distribution)
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin registered with :func:`register_plugin`."""
+    _get_host().remove(name)
+
+
+def reload_plugins() -> None:
+    """Forget every loaded plugin (e.g. after changing DIFFSDE_PLUGINS); reload lazily."""
+    global _host
+    _host = None

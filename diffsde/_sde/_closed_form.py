@@ -1,0 +1,160 @@
+"""SDEs with closed-form Gaussian kernels: OU, VE, VP, sub-VP (MATH.md §2 table)."""
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from .._custom_types import Scalar, ScalarLike, Vector
+from .._prior import GaussianPrior
+from ._base import AbstractGaussianSDE
+
+
+class LinearBeta(eqx.Module):
+    """β(t) = β_min + (t/T)(β_max − β_min) and its integral B(t) = ∫₀ᵗ β."""
+
+    beta_min: float
+    beta_max: float
+    T: float
+
+    def __check_init__(self):
+        if not (0 <= self.beta_min <= self.beta_max):
+            raise ValueError(
+                f"need 0 <= beta_min <= beta_max, got beta_min={self.beta_min}, "
+                f"beta_max={self.beta_max}"
+            )
+
+    def beta(self, t: ScalarLike) -> Scalar:
+        return self.beta_min + (t / self.T) * (self.beta_max - self.beta_min)
+
+    def integral(self, t: ScalarLike) -> Scalar:
+        return self.beta_min * t + (self.beta_max - self.beta_min) * t**2 / (2 * self.T)
+
+
+def _check_horizon(T: float):
+    if not T > 0:
+        raise ValueError(f"the time horizon T must be positive, got T={T}")
+
+
+class OU(AbstractGaussianSDE):
+    """Ornstein–Uhlenbeck dX = −θ X dt + σ dB: λ_t = e^{−θt}, σ_t² = σ²/(2θ)(1 − e^{−2θt}).
+
+    The defaults θ = 1, σ = √2 have stationary law N(0, I).
+    """
+
+    dim: int = eqx.field(static=True)
+    theta: float = 1.0
+    sigma: float = 2.0**0.5
+    T: float = eqx.field(static=True, default=5.0)
+
+    def __check_init__(self):
+        _check_horizon(self.T)
+        if not (self.theta > 0 and self.sigma > 0):
+            raise ValueError(f"OU needs theta > 0 and sigma > 0, got {self.theta}, {self.sigma}")
+
+    def drift(self, t: ScalarLike, x: Vector) -> Vector:
+        del t
+        return -self.theta * x
+
+    def diffusion(self, t: ScalarLike) -> Scalar:
+        del t
+        return jnp.asarray(self.sigma, jnp.float32)
+
+    def kernel(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
+        lam = jnp.exp(-self.theta * t)
+        var = -(self.sigma**2) / (2 * self.theta) * jnp.expm1(-2 * self.theta * t)
+        return lam, jnp.sqrt(var)
+
+    def prior(self) -> GaussianPrior:
+        return GaussianPrior(self.dim, 0.0, self.sigma / (2 * self.theta) ** 0.5)
+
+
+class VE(AbstractGaussianSDE):
+    """Variance exploding (SMLD): σ(t) = σ_min (σ_max/σ_min)^{t/T}, b = 0, g = σ(t)√(2 log r / T).
+
+    λ_t = 1, σ_t² = σ(t)² − σ_min²; prior N(0, σ_max² I).
+    """
+
+    dim: int = eqx.field(static=True)
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    T: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        _check_horizon(self.T)
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(
+                f"VE needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"
+            )
+
+    @property
+    def _log_ratio(self) -> Scalar:
+        return jnp.log(self.sigma_max / self.sigma_min)
+
+    def drift(self, t: ScalarLike, x: Vector) -> Vector:
+        del t
+        return jnp.zeros_like(x)
+
+    def diffusion(self, t: ScalarLike) -> Scalar:
+        sigma_t = self.sigma_min * jnp.exp(t / self.T * self._log_ratio)
+        return sigma_t * jnp.sqrt(2 * self._log_ratio / self.T)
+
+    def kernel(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
+        var = self.sigma_min**2 * jnp.expm1(2 * t / self.T * self._log_ratio)
+        return jnp.ones_like(var), jnp.sqrt(var)
+
+    def prior(self) -> GaussianPrior:
+        return GaussianPrior(self.dim, 0.0, self.sigma_max)
+
+
+class VP(AbstractGaussianSDE):
+    """Variance preserving (DDPM): b = −½β(t) x, g = √β(t); λ_t = e^{−B/2}, σ_t² = 1 − e^{−B}."""
+
+    dim: int = eqx.field(static=True)
+    schedule: LinearBeta
+    T: float = eqx.field(static=True)
+
+    def __init__(self, dim: int, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
+        _check_horizon(T)
+        self.dim = dim
+        self.T = T
+        self.schedule = LinearBeta(beta_min, beta_max, T)
+
+    def drift(self, t: ScalarLike, x: Vector) -> Vector:
+        return -0.5 * self.schedule.beta(t) * x
+
+    def diffusion(self, t: ScalarLike) -> Scalar:
+        return jnp.sqrt(self.schedule.beta(t))
+
+    def kernel(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
+        B = self.schedule.integral(t)
+        return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
+
+    def prior(self) -> GaussianPrior:
+        return GaussianPrior(self.dim, 0.0, 1.0)
+
+
+class SubVP(AbstractGaussianSDE):
+    """sub-VP: b = −½β(t) x, g = √(β(t)(1 − e^{−2B(t)})); λ_t = e^{−B/2}, σ_t = 1 − e^{−B}."""
+
+    dim: int = eqx.field(static=True)
+    schedule: LinearBeta
+    T: float = eqx.field(static=True)
+
+    def __init__(self, dim: int, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
+        _check_horizon(T)
+        self.dim = dim
+        self.T = T
+        self.schedule = LinearBeta(beta_min, beta_max, T)
+
+    def drift(self, t: ScalarLike, x: Vector) -> Vector:
+        return -0.5 * self.schedule.beta(t) * x
+
+    def diffusion(self, t: ScalarLike) -> Scalar:
+        B = self.schedule.integral(t)
+        return jnp.sqrt(-self.schedule.beta(t) * jnp.expm1(-2 * B))
+
+    def kernel(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
+        B = self.schedule.integral(t)
+        return jnp.exp(-0.5 * B), -jnp.expm1(-B)
+
+    def prior(self) -> GaussianPrior:
+        return GaussianPrior(self.dim, 0.0, 1.0)

@@ -1,0 +1,380 @@
+"""Spec text → validated spec and built objects, or a list of located, teaching errors."""
+
+import dataclasses
+import difflib
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import pydantic
+import yaml
+
+from .._config import SpecFieldError, SpecFieldErrors
+from .._data import AbstractDataset
+from .._plugins import Registry, get_registry
+from .._prior import AbstractPrior
+from .._sde._base import AbstractSDE
+from ._model import SECTIONS, SpecBase, spec_model
+from ._source import Location, Path, SourceError, SourceMap, load_yaml
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec: where, which dotted key, and what to do about it."""
+
+    location: Location
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location} {self.key}: {self.message}" if self.key else f"{self.location} {self.message}"
+
+
+class SpecError(ValueError):
+    """A spec with one or more problems; ``str()`` lists them one per line."""
+
+    def __init__(self, issues: Sequence[SpecIssue]):
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A validated spec and the objects it declares."""
+
+    spec: SpecBase
+    sde: AbstractSDE
+    prior: AbstractPrior
+    data: AbstractDataset
+    file: str
+
+    @property
+    def dim(self) -> int:
+        return self.data.dim
+
+    def resolved_yaml(self) -> str:
+        """The spec with every default filled in, as YAML (what is stored with a run)."""
+        return dump_resolved(self.spec)
+
+
+def dump_resolved(spec: SpecBase) -> str:
+    def type_first(value):
+        if isinstance(value, dict):
+            ordered = {"type": value["type"]} if "type" in value else {}
+            ordered.update((k, type_first(v)) for k, v in value.items() if k != "type")
+            return ordered
+        if isinstance(value, list):
+            return [type_first(v) for v in value]
+        return value
+
+    return yaml.safe_dump(
+        type_first(spec.model_dump(mode="json")), sort_keys=False, allow_unicode=True
+    )
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _data_path(data: Any, loc: Sequence[Any]) -> Path:
+    """pydantic's loc, less the union-tag and model-name parts that are not keys of the data."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, dict) or isinstance(node, list):
+            if isinstance(part, str) and part not in SECTIONS and not path:
+                path.append(part)  # a missing top-level key
+            elif isinstance(part, str) and path and not _is_tag(node, part):
+                path.append(part)  # a missing key inside a section
+        else:
+            break
+    return tuple(path)
+
+
+def _is_tag(node: Any, part: str) -> bool:
+    return isinstance(node, dict) and node.get("type") == part
+
+
+def _kind_of(path: Path) -> str | None:
+    if len(path) >= 1 and path[0] in SECTIONS:
+        return SECTIONS[path[0]]
+    if path[:2] == ("eval", "metrics"):
+        return "metric"
+    if path[:1] == ("prior",):
+        return "prior"
+    return None
+
+
+def _choices(registry: Registry, kind: str | None) -> list[str]:
+    if kind == "prior":
+        return ["gaussian", "gibbs"]
+    return registry.names(kind) if kind in registry.components else []
+
+
+def _did_you_mean(value: Any, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _section_path(path: Path) -> Path:
+    return path[:3] if path[:2] == ("eval", "metrics") else path[:1]
+
+
+def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[Path, str, bool]:
+    """Turn one pydantic error into (path, message, point at the key rather than the value)."""
+    kind = error["type"]
+    ctx = error.get("ctx", {})
+    if kind in ("union_tag_invalid", "union_tag_not_found") or (
+        kind == "literal_error" and path[-1:] == ("type",) and _kind_of(path) is not None
+    ):
+        section = _section_path(path)
+        choices = _choices(registry, _kind_of(section))
+        where = (*section, "type")
+        if kind == "union_tag_not_found":
+            return section, f"missing `type:`; choose one of: {', '.join(choices)}", True
+        tag = ctx.get("tag", error.get("input"))
+        label = _kind_of(section)
+        return (
+            where,
+            f"unknown {label} type '{tag}'; valid choices: {', '.join(choices)}"
+            f"{_did_you_mean(tag, choices)}",
+            False,
+        )
+    if kind == "extra_forbidden":
+        parent = path[:-1]
+        allowed = _allowed_keys(parent, data, registry)
+        close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        valid = f"; valid keys: {', '.join(allowed)}" if allowed else ""
+        return path, f"unknown key '{path[-1]}'{hint}{valid}", True
+    if kind == "missing":
+        return path, f"missing required key '{path[-1]}'", True
+    if kind == "expression":
+        return path, f"invalid expression: {ctx['message']}", False
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if "input" in error and kind not in ("none_registered",) and not isinstance(error["input"], dict | list):
+        message = f"{message} (got {error['input']!r})"
+    return path, message, False
+
+
+def _allowed_keys(parent: Path, data: Any, registry: Registry) -> list[str]:
+    node: Any = data
+    for part in parent:
+        node = node[part]
+    kind = _kind_of(parent) if len(parent) in (1, 3) else None
+    if kind in registry.components and isinstance(node, dict) and node.get("type") in registry.components[kind]:
+        return list(registry.get(kind, node["type"]).config.model_fields)
+    if parent == ():
+        return list(spec_model(registry).model_fields)
+    if parent == ("prior",) and isinstance(node, dict):
+        from ._model import GaussianPriorConfig, GibbsPriorConfig
+
+        model = GibbsPriorConfig if node.get("type") == "gibbs" else GaussianPriorConfig
+        return list(model.model_fields)
+    if len(parent) == 1:
+        field = spec_model(registry).model_fields.get(parent[0])
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+            return list(annotation.model_fields)
+    return []
+
+
+def _issue(source: SourceMap, path: Path, message: str, *, at_key=False, column=None) -> SpecIssue:
+    location = source.locate(path, key=at_key)
+    if column is not None:
+        location = location.shifted(column)
+    return SpecIssue(location, _dotted(path), message)
+
+
+def apply_overrides(data: dict, overrides: Sequence[str], source: SourceMap) -> list[SpecIssue]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) in place."""
+    issues = []
+    for item in overrides:
+        origin = Location(f"--set {item}", 1, 1)
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            issues.append(SpecIssue(origin, "", "an override must look like key.path=value"))
+            continue
+        path: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            issues.append(SpecIssue(origin, key, f"the value is not valid YAML: {err}"))
+            continue
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, dict):
+                node = node.setdefault(part, {})
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                issues.append(SpecIssue(origin, key, f"'{_dotted(tuple(path[:i]))}' is not a mapping"))
+                break
+        else:
+            if isinstance(node, dict) or (isinstance(node, list) and isinstance(path[-1], int)):
+                node[path[-1]] = value
+                source.values[tuple(path)] = Location(
+                    f"--set {item}", 1, len(key) + 2, scalar_start=len(key) + 2
+                )
+                source.keys[tuple(path)] = Location(f"--set {item}", 1, 1)
+            else:
+                issues.append(SpecIssue(origin, key, f"'{_dotted(tuple(path[:-1]))}' is not a mapping"))
+    return issues
+
+
+def _field_issues(
+    source: SourceMap, section: Path, err: SpecFieldError | SpecFieldErrors
+) -> list[SpecIssue]:
+    errors = err.errors if isinstance(err, SpecFieldErrors) else [err]
+    return [
+        _issue(source, (*section, *e.field.split(".")), e.message, column=e.column)
+        for e in errors
+    ]
+
+
+def _construct(section: Path, source: SourceMap, build, issues: list[SpecIssue]):
+    """Run ``build()``; turn the errors it raises into issues located in ``section``."""
+    try:
+        return build()
+    except (SpecFieldError, SpecFieldErrors) as err:
+        issues += _field_issues(source, section, err)
+    except ValueError as err:
+        issues.append(_issue(source, section, str(err)))
+    return None
+
+
+def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
+    issues: list[SpecIssue] = []
+    data = _construct(("data",), source, spec.data.build, issues)
+    if data is None:
+        return None, issues
+    dim = data.dim
+    sde = _construct(("sde",), source, lambda: spec.sde.build(dim=dim), issues)
+    if spec.prior is not None:
+        prior = _construct(("prior",), source, lambda: spec.prior.build(dim=dim), issues)
+    if sde is None:
+        return None, issues
+    issues += _trace_sde(sde, source)
+    if spec.prior is None:
+        try:
+            prior = sde.prior()
+        except ValueError as err:
+            issues.append(_issue(source, ("sde", "type"), str(err)))
+    objective = spec.objective
+    if objective is not None and objective.needs_gaussian_kernel and not sde.has_gaussian_kernel:
+        usable = compatible_objectives(sde, registry)
+        alternatives = (
+            f"objectives that can train it: {', '.join(usable)}"
+            if usable
+            else "no registered objective can train it yet"
+        )
+        issues.append(
+            _issue(
+                source,
+                ("objective", "type"),
+                f"objective '{objective.type}' needs an SDE with a Gaussian transition kernel, and "
+                f"sde type '{spec.sde.type}' has none; {alternatives}",
+            )
+        )
+    if issues:
+        return None, issues
+    return Setup(spec, sde, prior, data, file), []
+
+
+def compatible_objectives(sde: AbstractSDE, registry: Registry) -> list[str]:
+    """Names of registered objectives that can train a score for ``sde``."""
+    return [
+        name
+        for name in registry.names("objective")
+        if sde.has_gaussian_kernel or not registry.get("objective", name).config.needs_gaussian_kernel
+    ]
+
+
+def _trace_sde(sde: AbstractSDE, source: SourceMap) -> list[SpecIssue]:
+    """Trace drift and diffusion with dummy inputs: shape errors become spec errors."""
+    x = jax.ShapeDtypeStruct((sde.dim,), jnp.float32)
+    t = jax.ShapeDtypeStruct((), jnp.float32)
+    checks = [
+        ("drift", lambda: jax.eval_shape(sde.drift, t, x), (sde.dim,)),
+        ("diffusion", lambda: jax.eval_shape(sde.diffusion, t), ()),
+    ]
+    issues = []
+    for name, trace, shape in checks:
+        try:
+            out = trace()
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            issues.append(_issue(source, ("sde",), f"its {name} cannot be evaluated: {first}"))
+            continue
+        if out.shape != shape:
+            issues.append(
+                _issue(source, ("sde",), f"its {name} has shape {out.shape}, expected {shape}")
+            )
+    return issues
+
+
+def validate_text(
+    text: str,
+    file: str = "<spec>",
+    overrides: Sequence[str] = (),
+    *,
+    registry: Registry | None = None,
+) -> Setup:
+    """Validate spec text; return the :class:`Setup` or raise :class:`SpecError`."""
+    registry = registry or get_registry()
+    try:
+        data, source = load_yaml(text, file)
+    except SourceError as err:
+        raise SpecError([SpecIssue(err.location, "", err.message)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(
+            [SpecIssue(Location(file, 1, 1), "", "a spec must be a mapping of sections (sde:, data:, …)")]
+        )
+    issues = apply_overrides(data, overrides, source)
+    if issues:
+        raise SpecError(issues)
+    try:
+        spec = spec_model(registry).model_validate(data)
+    except pydantic.ValidationError as err:
+        found = []
+        for error in err.errors():
+            path = _data_path(data, error["loc"])
+            path, message, at_key = _describe(error, path, data, registry)
+            column = error.get("ctx", {}).get("column") if error["type"] == "expression" else None
+            found.append(_issue(source, path, message, at_key=at_key, column=column))
+        raise SpecError(_unique(found)) from None
+    setup, issues = _build(spec, source, registry, file)
+    if issues:
+        raise SpecError(issues)
+    return setup
+
+
+def _unique(issues: list[SpecIssue]) -> list[SpecIssue]:
+    seen, out = set(), []
+    for issue in issues:
+        if (issue.location, issue.key, issue.message) not in seen:
+            seen.add((issue.location, issue.key, issue.message))
+            out.append(issue)
+    return sorted(out, key=lambda i: (i.location.file, i.location.line, i.location.column))
+
+
+def load_spec(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> Setup:
+    """Read and validate the spec file at ``path``; raise :class:`SpecError` on any problem."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError([SpecIssue(Location(str(path), 1, 1), "", f"cannot read: {err.strerror}")]) from None
+    return validate_text(text, str(path), overrides)

@@ -1,0 +1,49 @@
+"""The hooks a diffsde plugin can implement.
+
+Each hook receives a ``register`` callback; call it once per component with a pydantic config
+class that subclasses the matching base (``diffsde.SDEConfig`` for ``register_sdes``, …) and has
+a ``type: Literal["tag"]`` field. The tag is the name used in specs and on the command line.
+
+    import diffsde
+
+    @diffsde.hookimpl
+    def register_sdes(register):
+        register(MySDEConfig)
+
+Built-in components are registered through these same hooks (``diffsde._builtin``).
+"""
+
+from pluggy import HookimplMarker, HookspecMarker
+
+hookspec = HookspecMarker("diffsde")
+hookimpl = HookimplMarker("diffsde")
+
+
+@hookspec
+def register_sdes(register):
+    """Register forward SDEs (subclasses of ``diffsde.SDEConfig``), used in ``sde:``."""
+
+
+@hookspec
+def register_objectives(register):
+    """Register score-matching objectives (``diffsde.ObjectiveConfig``), used in ``objective:``."""
+
+
+@hookspec
+def register_samplers(register):
+    """Register samplers of the reverse process (``diffsde.SamplerConfig``), used in ``sampler:``."""
+
+
+@hookspec
+def register_models(register):
+    """Register score models (``diffsde.ModelConfig``), used in ``model:``."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets (``diffsde.DatasetConfig``), used in ``data:``."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register evaluation metrics (``diffsde.MetricConfig``), used in ``eval.metrics``."""

@@ -1,0 +1,1 @@
+"""Contractive diffusion probabilistic models (CDPM) for diffsde: filled in below."""
