@@ -89,11 +89,11 @@ def _data_path(data: Any, loc: Sequence[Any]) -> Path:
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
             path.append(part)
-        elif isinstance(node, dict) or isinstance(node, list):
-            if isinstance(part, str) and part not in SECTIONS and not path:
-                path.append(part)  # a missing top-level key
-            elif isinstance(part, str) and path and not _is_tag(node, part):
-                path.append(part)  # a missing key inside a section
+        elif _is_tag(node, part):
+            continue  # pydantic names the union member by its tag
+        elif isinstance(node, dict) and isinstance(part, str):
+            path.append(part)  # a key that is missing from the data
+            node = None
         else:
             break
     return tuple(path)
