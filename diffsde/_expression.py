@@ -7,6 +7,7 @@ Python closures over :mod:`jax.numpy` functions. Nothing is ever passed to ``eva
 
 import ast
 import difflib
+import functools
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -132,7 +133,7 @@ class _Compiler:
     # leaves ---------------------------------------------------------------------------------
     def visit_Constant(self, node: ast.Constant) -> _Compiled:
         value = node.value
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not isinstance(value, int | float):
             self.fail(node, f"only numbers are allowed as literals, got {value!r}")
         return lambda env: value
 
@@ -214,6 +215,8 @@ class _Compiler:
         if not isinstance(node.func, ast.Name):
             self.fail(node.func, self._why_not(node.func))
         name = node.func.id
+        if name.startswith("_"):
+            self.fail(node.func, f"name '{name}' is not allowed (names may not start with '_')")
         function = FUNCTIONS.get(name)
         if function is None:
             self.fail(
@@ -225,7 +228,7 @@ class _Compiler:
         kwargs = {}
         for kw in node.keywords:
             if kw.arg not in KEYWORDS:
-                self.fail(kw.value, f"keyword '{kw.arg}' is not allowed (allowed: axis, keepdims)")
+                self.fail(kw, f"keyword '{kw.arg}' is not allowed (allowed: axis, keepdims)")
             kwargs[kw.arg] = self.compile(kw.value)
         return lambda env: function(
             *(a(env) for a in args), **{k: v(env) for k, v in kwargs.items()}
@@ -298,6 +301,16 @@ def check_syntax(source: str) -> None:
         raise ExpressionError(err.message, err.column + _lead(source)) from None
 
 
+@functools.lru_cache(maxsize=1024)
+def _compile(source: str, names: frozenset[str]) -> _Compiled:
+    """Cached, so equal expressions share one closure: jit sees equal static fields and never
+    recompiles when only parameter values change."""
+    try:
+        return _Compiler(names).compile(_parse(source).body)
+    except ExpressionError as err:
+        raise ExpressionError(err.message, err.column + _lead(source)) from None
+
+
 def compile_expression(
     source: str, variables: tuple[str, ...], params: Mapping[str, Any] | None = None
 ) -> Expression:
@@ -311,11 +324,6 @@ def compile_expression(
     clash = set(params) & (set(variables) | set(FUNCTIONS) | set(CONSTANTS))
     if clash:
         raise ExpressionError(f"params {sorted(clash)} shadow a variable or function: rename them")
-    tree = _parse(source)
-    compiler = _Compiler(frozenset(variables) | frozenset(params))
-    try:
-        fn = compiler.compile(tree.body)
-    except ExpressionError as err:
-        raise ExpressionError(err.message, err.column + _lead(source)) from None
+    fn = _compile(source, frozenset(variables) | frozenset(params))
     leaves = {k: jnp.asarray(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
     return Expression(source=source, variables=tuple(variables), params=leaves, _fn=fn)

@@ -15,7 +15,7 @@ BAD_SPECS = [
         "sde:\n  type: vpp\n" + GOOD_DATA,
         "2:9",
         "sde.type",
-        "unknown sde type 'vpp'; valid choices: affine, general, langevin, ou, subvp, ve, vp",
+        "unknown sde type 'vpp'; valid choices: affine, ",
     ),
     (
         "did-you-mean on tag",
