@@ -23,10 +23,10 @@ class LinearBeta(eqx.Module):
             )
 
     def beta(self, t: ScalarLike) -> Scalar:
-        return self.beta_min + (t / self.T) * (self.beta_max - self.beta_min)
+        return jnp.asarray(self.beta_min + (t / self.T) * (self.beta_max - self.beta_min))
 
     def integral(self, t: ScalarLike) -> Scalar:
-        return self.beta_min * t + (self.beta_max - self.beta_min) * t**2 / (2 * self.T)
+        return jnp.asarray(self.beta_min * t + (self.beta_max - self.beta_min) * t**2 / (2 * self.T))
 
 
 def _check_horizon(T: float):
