@@ -36,7 +36,13 @@ from ._prior import (
     GibbsPrior as GibbsPrior,
 )
 from ._sde._base import AbstractGaussianSDE as AbstractGaussianSDE, AbstractSDE as AbstractSDE
-from ._sde._closed_form import OU as OU, VE as VE, VP as VP, LinearBeta as LinearBeta, SubVP as SubVP
+from ._sde._closed_form import (
+    OU as OU,
+    VE as VE,
+    VP as VP,
+    LinearBeta as LinearBeta,
+    SubVP as SubVP,
+)
 from ._sde._expression_sdes import Affine as Affine, General as General, Langevin as Langevin
 from ._spec._validate import (
     Setup as Setup,

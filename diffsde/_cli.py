@@ -87,10 +87,15 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    v = sub.add_parser("validate", help="check a spec; print file:line:col key: message per problem")
+    v = sub.add_parser(
+        "validate", help="check a spec; print file:line:col key: message per problem"
+    )
     v.add_argument("spec", help="path to a YAML spec")
     v.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a key (dotted path), repeatable"
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a key (dotted path), repeatable",
     )
     v.add_argument("--resolved", action="store_true", help="print the spec with all defaults")
     v.set_defaults(run=_validate)

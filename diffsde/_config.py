@@ -183,5 +183,12 @@ class MetricConfig(ComponentConfig):
 
 BASES: dict[str, type[ComponentConfig]] = {
     base.kind: base
-    for base in (SDEConfig, ObjectiveConfig, SamplerConfig, ModelConfig, DatasetConfig, MetricConfig)
+    for base in (
+        SDEConfig,
+        ObjectiveConfig,
+        SamplerConfig,
+        ModelConfig,
+        DatasetConfig,
+        MetricConfig,
+    )
 }

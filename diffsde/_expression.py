@@ -246,7 +246,10 @@ class _Compiler:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return -self._static_index(node.operand)
         if isinstance(node, ast.Slice):
-            parts = [None if p is None else self._static_index(p) for p in (node.lower, node.upper, node.step)]
+            parts = [
+                None if p is None else self._static_index(p)
+                for p in (node.lower, node.upper, node.step)
+            ]
             return slice(*parts)
         if isinstance(node, ast.Tuple):
             return tuple(self._static_index(e) for e in node.elts)

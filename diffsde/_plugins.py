@@ -122,7 +122,9 @@ class _PluginHost:
                 module = ep.load()
             except Exception as err:
                 self.load_errors.append(
-                    PluginError(ep.name, distribution, f"failed to import: {type(err).__name__}: {err}")
+                    PluginError(
+                        ep.name, distribution, f"failed to import: {type(err).__name__}: {err}"
+                    )
                 )
                 continue
             self.add(module, ep.name, distribution)

@@ -51,8 +51,8 @@ class GaussianPrior(AbstractPrior):
 
     def log_prob(self, x: Float[Array, " dim"]) -> Scalar:
         z = (x - self.mean) / self.std
-        return -0.5 * jnp.sum(z**2) - jnp.sum(jnp.log(self.std)) - 0.5 * self.dim * jnp.log(
-            2 * jnp.pi
+        return (
+            -0.5 * jnp.sum(z**2) - jnp.sum(jnp.log(self.std)) - 0.5 * self.dim * jnp.log(2 * jnp.pi)
         )
 
     def score(self, x: Float[Array, " dim"]) -> Float[Array, " dim"]:

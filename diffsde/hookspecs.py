@@ -31,7 +31,7 @@ def register_objectives(register):
 
 @hookspec
 def register_samplers(register):
-    """Register samplers of the reverse process (``diffsde.SamplerConfig``), used in ``sampler:``."""
+    """Register reverse-process samplers (``diffsde.SamplerConfig``), used in ``sampler:``."""
 
 
 @hookspec

@@ -19,7 +19,9 @@ def test_vp_drift_expression_matches_numpy():
         {"beta_min": 0.1, "beta_max": 20.0},
     )
     x = jnp.array([1.0, -2.0, 3.0])
-    np.testing.assert_allclose(expr(t=0.3, x=x), -0.5 * (0.1 + 0.3 * 19.9) * np.asarray(x), rtol=1e-6)
+    np.testing.assert_allclose(
+        expr(t=0.3, x=x), -0.5 * (0.1 + 0.3 * 19.9) * np.asarray(x), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(

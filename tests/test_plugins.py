@@ -71,7 +71,9 @@ def _register(*configs):
 
 def test_builtins_are_registered_through_the_hooks():
     registry = diffsde.get_registry()
-    assert {"ou", "ve", "vp", "subvp", "langevin", "affine", "general"} <= set(registry.names("sde"))
+    assert {"ou", "ve", "vp", "subvp", "langevin", "affine", "general"} <= set(
+        registry.names("sde")
+    )
     assert {"gmm", "toy"} <= set(registry.names("dataset"))
     vp = registry.get("sde", "vp")
     assert (vp.plugin, vp.distribution, vp.config.__name__) == ("diffsde", "diffsde", "VPConfig")
@@ -224,7 +226,9 @@ def test_validation_says_which_objectives_fit_the_sde(throwaway, tmp_path):
 
 
 def test_every_hook_is_documented_and_tested():
-    hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("register_")]
+    hooks = [
+        n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("register_")
+    ]
     assert sorted(hooks) == sorted(_plugins.HOOKS.values())
     readme = (ROOT / "README.md").read_text()
     tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))

@@ -75,7 +75,7 @@ BAD_SPECS = [
     ),
     (
         "malicious expression: import",
-        'sde:\n  type: general\n  drift: "__import__(\'os\').system(\'rm -rf /\')"\n'
+        "sde:\n  type: general\n  drift: \"__import__('os').system('rm -rf /')\"\n"
         '  diffusion: "1.0"\nprior: {type: gaussian}\n' + GOOD_DATA,
         (3, "__import__"),
         "sde.drift",

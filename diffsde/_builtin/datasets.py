@@ -31,11 +31,15 @@ class GMMConfig(DatasetConfig):
                 )
             bad = [i for i, m in enumerate(self.means) if len(m) != self.dim]
             if bad:
-                raise ValueError(f"means[{bad[0]}] has {len(self.means[bad[0]])} entries, dim is {self.dim}")
+                raise ValueError(
+                    f"means[{bad[0]}] has {len(self.means[bad[0]])} entries, dim is {self.dim}"
+                )
         for name in ("weights", "std"):
             value = getattr(self, name)
             if isinstance(value, list) and len(value) != self.components:
-                raise ValueError(f"{name} has {len(value)} entries, components is {self.components}")
+                raise ValueError(
+                    f"{name} has {len(value)} entries, components is {self.components}"
+                )
         return self
 
     def build(self) -> GaussianMixture:

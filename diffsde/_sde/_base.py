@@ -130,4 +130,3 @@ class AbstractGaussianSDE(AbstractSDE):
     def conditional_score(self, t: ScalarLike, xt: Vector, x0: Vector) -> Vector:
         """∇ log p(x_t | x_0) = −(x_t − m_t(x0)) / σ_t²."""
         return -(xt - self.marginal_mean(t, x0)) / self.marginal_std(t) ** 2
-

@@ -19,14 +19,16 @@ class LinearBeta(eqx.Module):
         if not (0 <= self.beta_min <= self.beta_max):
             raise ValueError(
                 f"need 0 <= beta_min <= beta_max, got beta_min={self.beta_min}, "
-                f"beta_max={self.beta_max}"
+                f"beta_max={self.beta_max}: swap them or make beta_min non-negative"
             )
 
     def beta(self, t: ScalarLike) -> Scalar:
         return jnp.asarray(self.beta_min + (t / self.T) * (self.beta_max - self.beta_min))
 
     def integral(self, t: ScalarLike) -> Scalar:
-        return jnp.asarray(self.beta_min * t + (self.beta_max - self.beta_min) * t**2 / (2 * self.T))
+        return jnp.asarray(
+            self.beta_min * t + (self.beta_max - self.beta_min) * t**2 / (2 * self.T)
+        )
 
 
 def _check_horizon(T: float):

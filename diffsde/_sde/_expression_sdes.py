@@ -92,8 +92,8 @@ class Langevin(AbstractSDE):
 class General(AbstractSDE):
     """dX = b(t, X) dt + g(t) dB for any drift expression b(t, x) and diffusion g(t).
 
-    No transition kernel is known, so there is no default prior (a spec must declare one); objectives that need only samples
-    of p_t (which simulate this SDE forwards) are the ones that can train it.
+    No transition kernel is known, so there is no default prior (a spec must declare one);
+    objectives that need only samples of p_t (simulating this SDE forwards) can train it.
     """
 
     dim: int = eqx.field(static=True)

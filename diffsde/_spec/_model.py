@@ -33,7 +33,9 @@ class GaussianPriorConfig(pydantic.BaseModel):
         for name in ("mean", "std"):
             value = getattr(self, name)
             if isinstance(value, list) and len(value) != dim:
-                raise SpecFieldError(name, f"has {len(value)} entries, the data has dimension {dim}")
+                raise SpecFieldError(
+                    name, f"has {len(value)} entries, the data has dimension {dim}"
+                )
         return GaussianPrior(dim, self.mean, self.std)
 
 
@@ -106,9 +108,11 @@ class SpecBase(pydantic.BaseModel):
 
 def _build_spec_model(registry: Registry) -> type[SpecBase]:
     metric = _variants(registry, "metric")
-    metrics = list[metric] if registry.configs("metric") else Annotated[
-        list[object], pydantic.AfterValidator(_empty_metrics)
-    ]
+    metrics = (
+        list[metric]
+        if registry.configs("metric")
+        else Annotated[list[object], pydantic.AfterValidator(_empty_metrics)]
+    )
     evaluation = pydantic.create_model(
         "EvalConfig",
         __config__=_Strict,

@@ -94,11 +94,14 @@ def _walk(node, path: Path, source: SourceMap, loader: yaml.SafeLoader) -> None:
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
-                raise SourceError(_mark(source.file, key_node.start_mark), "keys must be plain names")
+                raise SourceError(
+                    _mark(source.file, key_node.start_mark), "keys must be plain names"
+                )
             here = _mark(source.file, key_node.start_mark)
             if key in seen:
                 raise SourceError(
-                    here, f"duplicate key '{key}' (first written at line {seen[key].line}): keep one"
+                    here,
+                    f"duplicate key '{key}' (first written at line {seen[key].line}): keep one",
                 )
             seen[key] = here
             child = (*path, key)

@@ -29,7 +29,11 @@ class SpecIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.location} {self.key}: {self.message}" if self.key else f"{self.location} {self.message}"
+        return (
+            f"{self.location} {self.key}: {self.message}"
+            if self.key
+            else f"{self.location} {self.message}"
+        )
 
 
 class SpecError(ValueError):
@@ -162,7 +166,11 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    if "input" in error and kind not in ("none_registered",) and not isinstance(error["input"], dict | list):
+    if (
+        "input" in error
+        and kind not in ("none_registered",)
+        and not isinstance(error["input"], dict | list)
+    ):
         message = f"{message} (got {error['input']!r})"
     return path, message, False
 
@@ -172,7 +180,11 @@ def _allowed_keys(parent: Path, data: Any, registry: Registry) -> list[str]:
     for part in parent:
         node = node[part]
     kind = _kind_of(parent) if len(parent) in (1, 3) else None
-    if kind in registry.components and isinstance(node, dict) and node.get("type") in registry.components[kind]:
+    if (
+        kind in registry.components
+        and isinstance(node, dict)
+        and node.get("type") in registry.components[kind]
+    ):
         return list(registry.get(kind, node["type"]).config.model_fields)
     if parent == ():
         return list(spec_model(registry).model_fields)
@@ -218,7 +230,9 @@ def apply_overrides(data: dict, overrides: Sequence[str], source: SourceMap) -> 
             elif isinstance(node, list) and isinstance(part, int) and part < len(node):
                 node = node[part]
             else:
-                issues.append(SpecIssue(origin, key, f"'{_dotted(tuple(path[:i]))}' is not a mapping"))
+                issues.append(
+                    SpecIssue(origin, key, f"'{_dotted(tuple(path[:i]))}' is not a mapping")
+                )
                 break
         else:
             if isinstance(node, dict) or (isinstance(node, list) and isinstance(path[-1], int)):
@@ -228,7 +242,9 @@ def apply_overrides(data: dict, overrides: Sequence[str], source: SourceMap) -> 
                 )
                 source.keys[tuple(path)] = Location(f"--set {item}", 1, 1)
             else:
-                issues.append(SpecIssue(origin, key, f"'{_dotted(tuple(path[:-1]))}' is not a mapping"))
+                issues.append(
+                    SpecIssue(origin, key, f"'{_dotted(tuple(path[:-1]))}' is not a mapping")
+                )
     return issues
 
 
@@ -237,8 +253,7 @@ def _field_issues(
 ) -> list[SpecIssue]:
     errors = err.errors if isinstance(err, SpecFieldErrors) else [err]
     return [
-        _issue(source, (*section, *e.field.split(".")), e.message, column=e.column)
-        for e in errors
+        _issue(source, (*section, *e.field.split(".")), e.message, column=e.column) for e in errors
     ]
 
 
@@ -296,7 +311,8 @@ def compatible_objectives(sde: AbstractSDE, registry: Registry) -> list[str]:
     return [
         name
         for name in registry.names("objective")
-        if sde.has_gaussian_kernel or not registry.get("objective", name).config.needs_gaussian_kernel
+        if sde.has_gaussian_kernel
+        or not registry.get("objective", name).config.needs_gaussian_kernel
     ]
 
 
@@ -340,7 +356,13 @@ def validate_text(
         data = {}
     if not isinstance(data, dict):
         raise SpecError(
-            [SpecIssue(Location(file, 1, 1), "", "a spec must be a mapping of sections (sde:, data:, …)")]
+            [
+                SpecIssue(
+                    Location(file, 1, 1),
+                    "",
+                    "a spec must be a mapping of sections (sde:, data:, …)",
+                )
+            ]
         )
     issues = apply_overrides(data, overrides, source)
     if issues:
@@ -376,5 +398,7 @@ def load_spec(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> Setup:
     try:
         text = path.read_text()
     except OSError as err:
-        raise SpecError([SpecIssue(Location(str(path), 1, 1), "", f"cannot read: {err.strerror}")]) from None
+        raise SpecError(
+            [SpecIssue(Location(str(path), 1, 1), "", f"cannot read: {err.strerror}")]
+        ) from None
     return validate_text(text, str(path), overrides)

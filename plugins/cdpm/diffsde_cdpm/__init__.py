@@ -14,13 +14,13 @@ found through the entry point ``cdpm`` in the group ``diffsde``.
 
 import diffsde
 
-from ._config import SDE_CONFIGS
-from ._config import COUConfig as COUConfig
-from ._config import CSubVPConfig as CSubVPConfig
-from ._config import CVPConfig as CVPConfig
-from ._sde import COU as COU
-from ._sde import CVP as CVP
-from ._sde import CSubVP as CSubVP
+from ._config import (
+    SDE_CONFIGS,
+    COUConfig as COUConfig,
+    CSubVPConfig as CSubVPConfig,
+    CVPConfig as CVPConfig,
+)
+from ._sde import COU as COU, CVP as CVP, CSubVP as CSubVP
 
 
 @diffsde.hookimpl
