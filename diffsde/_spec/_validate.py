@@ -16,7 +16,7 @@ from .._data import AbstractDataset
 from .._plugins import Registry, get_registry
 from .._prior import AbstractPrior
 from .._sde._base import AbstractSDE
-from ._model import SECTIONS, SpecBase, spec_model
+from ._model import SECTIONS, GaussianPriorConfig, GibbsPriorConfig, SpecBase, spec_model
 from ._source import Location, Path, SourceError, SourceMap, load_yaml
 
 
@@ -189,8 +189,6 @@ def _allowed_keys(parent: Path, data: Any, registry: Registry) -> list[str]:
     if parent == ():
         return list(spec_model(registry).model_fields)
     if parent == ("prior",) and isinstance(node, dict):
-        from ._model import GaussianPriorConfig, GibbsPriorConfig
-
         model = GibbsPriorConfig if node.get("type") == "gibbs" else GaussianPriorConfig
         return list(model.model_fields)
     if len(parent) == 1:
