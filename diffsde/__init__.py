@@ -1,5 +1,6 @@
 """diffsde: score-based diffusion models declared as SDEs, with plugins."""
 
+from . import runs as runs
 from ._config import (
     DatasetConfig as DatasetConfig,
     Expr as Expr,
@@ -13,13 +14,29 @@ from ._config import (
 )
 from ._data import (
     AbstractDataset as AbstractDataset,
+    ArrayDataset as ArrayDataset,
     GaussianMixture as GaussianMixture,
     TwoDToy as TwoDToy,
+    load_digits as load_digits,
 )
 from ._expression import (
     Expression as Expression,
     ExpressionError as ExpressionError,
     compile_expression as compile_expression,
+)
+from ._metrics import (
+    MMD as MMD,
+    AbstractMetric as AbstractMetric,
+    EvalContext as EvalContext,
+    ExactScoreError as ExactScoreError,
+    Moments as Moments,
+    SlicedWasserstein as SlicedWasserstein,
+)
+from ._model import MLPScore as MLPScore
+from ._objective import (
+    AbstractObjective as AbstractObjective,
+    DenoisingScoreMatching as DenoisingScoreMatching,
+    ExplicitScoreMatching as ExplicitScoreMatching,
 )
 from ._plugins import (
     Component as Component,
@@ -34,6 +51,24 @@ from ._prior import (
     AbstractPrior as AbstractPrior,
     GaussianPrior as GaussianPrior,
     GibbsPrior as GibbsPrior,
+)
+from ._runs import (
+    RunRecord as RunRecord,
+    RunWriter as RunWriter,
+    list_runs as list_runs,
+    load_checkpoint as load_checkpoint,
+    open_run as open_run,
+    save_checkpoint as save_checkpoint,
+)
+from ._sampler import (
+    AbstractSampler as AbstractSampler,
+    AdaptiveReverseSDE as AdaptiveReverseSDE,
+    EulerMaruyama as EulerMaruyama,
+    ExponentialIntegrator as ExponentialIntegrator,
+    PredictorCorrector as PredictorCorrector,
+    ProbabilityFlow as ProbabilityFlow,
+    Samples as Samples,
+    sample as sample,
 )
 from ._sde._base import AbstractGaussianSDE as AbstractGaussianSDE, AbstractSDE as AbstractSDE
 from ._sde._closed_form import (

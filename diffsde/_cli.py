@@ -15,11 +15,7 @@ def _validate(args) -> int:
     try:
         setup = load_spec(args.spec, args.set or ())
     except SpecError as err:
-        for issue in err.issues:
-            print(issue, file=sys.stderr)
-        count = len(err.issues)
-        print(f"{args.spec}: {count} problem{'s' if count > 1 else ''}", file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        return _report_spec_error(err, args.spec)
     if args.resolved:
         sys.stdout.write(setup.resolved_yaml())
         return 0
@@ -31,6 +27,68 @@ def _validate(args) -> int:
         f"ok: {args.spec} (sde '{sde}' with {kernel}, data '{setup.spec.data.type}' in "
         f"dimension {setup.dim}; objectives that can train it: {objectives})"
     )
+    return 0
+
+
+def _report_spec_error(err, source) -> int:
+    for issue in err.issues:
+        print(issue, file=sys.stderr)
+    count = len(err.issues)
+    print(f"{source}: {count} problem{'s' if count > 1 else ''}", file=sys.stderr)
+    return EXIT_SPEC_ERROR
+
+
+def _run(args) -> int:
+    from ._run import require_runnable, resume, run
+    from ._spec._validate import SpecError, load_spec
+
+    progress = not args.quiet
+    try:
+        if args.resume:
+            if args.spec or args.set:
+                print(
+                    "--resume continues a run with its own spec: give no SPEC or --set",
+                    file=sys.stderr,
+                )
+                return EXIT_SPEC_ERROR
+            path = resume(args.resume, progress=progress)
+        else:
+            if not args.spec:
+                print("diffsde run: give a SPEC file (or --resume RUN)", file=sys.stderr)
+                return EXIT_SPEC_ERROR
+            setup = load_spec(args.spec, args.set or ())
+            require_runnable(setup)
+            path = run(setup, args.runs_dir, progress=progress)
+    except SpecError as err:
+        return _report_spec_error(err, args.spec or args.resume)
+    return _print_run(path)
+
+
+def _print_run(path) -> int:
+    from ._runs import open_run
+
+    record = open_run(path)
+    print(f"{record.status}: {record.path}")
+    for name, value in sorted(record.eval.items()):
+        print(f"  {name:<12} {value:.6g}")
+    for name, count in sorted(record.nfe.items()):
+        print(f"  nfe[{name}] {count}")
+    if record.message:
+        print(f"  {record.message}")
+    return 0 if record.status == "completed" else 1
+
+
+def _runs(args) -> int:
+    from ._runs import format_table, list_runs, summary_row
+
+    problems = []
+    records = list_runs(args.runs_dir, problems=problems)
+    if records:
+        print(format_table([summary_row(r) for r in records]))
+    else:
+        print(f"no runs in {args.runs_dir}")
+    for problem in problems:
+        print(f"skipped {problem.path}: {problem.reason}", file=sys.stderr)
     return 0
 
 
@@ -103,6 +161,23 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print the JSON Schema of specs")
     s.add_argument("--output", "-o", help="write to this file instead of stdout")
     s.set_defaults(run=_schema)
+
+    r = sub.add_parser("run", help="train, sample and evaluate a spec; store it all in runs/")
+    r.add_argument("spec", nargs="?", help="path to a YAML spec")
+    r.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a key (dotted path), repeatable",
+    )
+    r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs)")
+    r.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    r.set_defaults(run=_run)
+
+    ls = sub.add_parser("runs", help="table of the runs in a runs directory")
+    ls.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
+    ls.set_defaults(run=_runs)
 
     pl = sub.add_parser("plugins", help="list every registered component and plugin errors")
     pl.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,12 +1,16 @@
-"""Datasets: samplers of p_data, and the Gaussian mixture whose score is known at every t."""
+"""Datasets: samplers of p_data, the Gaussian mixture whose score is known at every t, and finite
+data sets (arrays split into training and held-out rows, the shipped 8×8 digits)."""
 
 import abc
+import importlib.resources
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
 
 from ._custom_types import Scalar, ScalarLike, Vector
 from ._sde._base import AbstractGaussianSDE
@@ -16,10 +20,21 @@ class AbstractDataset(eqx.Module):
     """A distribution on R^dim that can be sampled."""
 
     dim: eqx.AbstractVar[int]
+    # (height, width) when each row is a flattened image (for plotting), else None.
+    image_shape: ClassVar[tuple[int, ...] | None] = None
 
     @abc.abstractmethod
     def sample(self, *, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
         """``n`` independent samples of p_data."""
+
+    def held_out(self, *, key: PRNGKeyArray, n: int) -> Float[Array, "m dim"]:
+        """Evaluation samples that training never sees (m ≤ n rows).
+
+        A generative data set draws ``n`` fresh samples from ``jr.fold_in(key, 1)``, a stream
+        that training (which splits its own keys) does not use; a finite data set returns rows of
+        its held-out split instead (:class:`ArrayDataset`).
+        """
+        return self.sample(key=jr.fold_in(key, 1), n=n)
 
 
 class GaussianMixture(AbstractDataset):
@@ -51,6 +66,17 @@ class GaussianMixture(AbstractDataset):
         sq = jnp.sum((x - means) ** 2, axis=-1)
         log_comp = -0.5 * sq / stds**2 - self.dim * (jnp.log(stds) + 0.5 * jnp.log(2 * jnp.pi))
         return jax.scipy.special.logsumexp(self.log_weights + log_comp)
+
+    def mean(self) -> Vector:
+        """E[X] = Σ_k w_k m_k."""
+        return jnp.exp(self.log_weights) @ self.means
+
+    def covariance(self) -> Float[Array, "dim dim"]:
+        """Cov[X] = Σ_k w_k (s_k² I + (m_k − m)(m_k − m)ᵀ), with m the mixture mean."""
+        weights = jnp.exp(self.log_weights)
+        centred = self.means - self.mean()
+        between = (weights[:, None] * centred).T @ centred
+        return between + jnp.sum(weights * self.stds**2) * jnp.eye(self.dim)
 
     def log_prob(self, x: Vector) -> Scalar:
         """log p_data(x)."""
@@ -90,6 +116,126 @@ class TwoDToy(AbstractDataset):
         skey, nkey = jr.split(key)
         x = TOYS[self.name](skey, n)
         return x + self.noise * jr.normal(nkey, x.shape)
+
+
+class ArrayDataset(AbstractDataset):
+    """A finite data set: ``train`` rows (what training samples, with replacement) and ``test``
+    rows (what :meth:`held_out` returns), both converted to float32.
+
+    :meth:`from_array` makes the split deterministically from a seed.
+    """
+
+    train: Float[Array, "n_train dim"]
+    test: Float[Array, "n_test dim"]
+    dim: int = eqx.field(static=True)
+    image_shape: tuple[int, ...] | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        train: Real[ArrayLike, "n_train dim"],
+        test: Real[ArrayLike, "n_test dim"],
+        *,
+        image_shape: tuple[int, ...] | None = None,
+    ):
+        self.train = jnp.asarray(train, jnp.float32)
+        self.test = jnp.asarray(test, jnp.float32)
+        self.dim = self.train.shape[1]
+        self.image_shape = None if image_shape is None else tuple(image_shape)
+
+    def __check_init__(self):
+        if self.test.shape[1] != self.dim:
+            raise ValueError(
+                f"train rows have {self.dim} entries but test rows have {self.test.shape[1]}; "
+                "both splits must have the same dimension"
+            )
+        if self.train.shape[0] < 1 or self.test.shape[0] < 1:
+            raise ValueError(
+                f"both splits need rows, got {self.train.shape[0]} train and "
+                f"{self.test.shape[0]} test rows"
+            )
+        if self.image_shape is not None and int(np.prod(self.image_shape)) != self.dim:
+            raise ValueError(
+                f"image_shape {self.image_shape} has {int(np.prod(self.image_shape))} pixels, "
+                f"rows have {self.dim} entries"
+            )
+
+    @classmethod
+    def from_array(
+        cls,
+        data: Real[ArrayLike, "n dim"],
+        *,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        image_shape: tuple[int, ...] | None = None,
+    ) -> "ArrayDataset":
+        """Split the rows of ``data`` by a permutation drawn from ``seed`` (numpy's PCG64, so the
+        split does not depend on the JAX version): round(n · test_fraction) rows are held out."""
+        data = np.asarray(data)
+        n_train, n_test = split_sizes(data.shape[0], test_fraction)
+        order = np.random.default_rng(seed).permutation(data.shape[0])
+        return cls(data[order[:n_train]], data[order[n_train:]], image_shape=image_shape)
+
+    def sample(self, *, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
+        """``n`` rows of ``train`` drawn uniformly with replacement."""
+        return self.train[jr.randint(key, (n,), 0, self.train.shape[0])]
+
+    def held_out(self, *, key: PRNGKeyArray, n: int) -> Float[Array, "m dim"]:
+        """All of ``test`` if it has at most ``n`` rows, else ``n`` of them chosen without
+        replacement."""
+        if n >= self.test.shape[0]:
+            del key
+            return self.test
+        return self.test[jr.permutation(key, self.test.shape[0])[:n]]
+
+
+MIN_SPLIT_ROWS = 2
+"""Each split needs at least this many rows (unbiased metrics on the held-out set need two)."""
+
+
+def split_sizes(n: int, test_fraction: float) -> tuple[int, int]:
+    """(train rows, test rows) of ``n`` rows: round(n · test_fraction) are held out."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    n_test = max(MIN_SPLIT_ROWS, round(n * test_fraction))
+    n_train = n - n_test
+    if n_train < MIN_SPLIT_ROWS:
+        raise ValueError(
+            f"{n} rows are too few to split with test_fraction={test_fraction}: each split needs "
+            f"at least {MIN_SPLIT_ROWS} rows (give at least "
+            f"{2 * MIN_SPLIT_ROWS} rows or lower test_fraction)"
+        )
+    return n_train, n_test
+
+
+DIGIT_SCALES: dict[str, tuple[float, float]] = {
+    "signed": (1 / 8, -1.0),  # pixels 0..16 -> [-1, 1]
+    "unit": (1 / 16, 0.0),  # -> [0, 1]
+    "raw": (1.0, 0.0),  # the integers 0..16
+}
+"""Pixel maps x -> a·x + b of :func:`load_digits`, as (a, b)."""
+
+
+def load_digits(
+    *,
+    scale: Literal["signed", "unit", "raw"] = "signed",
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> ArrayDataset:
+    """scikit-learn's 1797 handwritten 8×8 digits (shipped in ``diffsde/_datasets/digits.npz``,
+    see the README.txt there), as 64-dimensional rows with ``image_shape = (8, 8)``.
+
+    ``scale``: ``signed`` maps the pixels 0..16 to [-1, 1] (x/8 − 1), ``unit`` to [0, 1],
+    ``raw`` keeps them.
+    """
+    if scale not in DIGIT_SCALES:
+        raise ValueError(f"unknown digits scale {scale!r}; choose one of {sorted(DIGIT_SCALES)}")
+    with importlib.resources.files(__package__).joinpath("_datasets", "digits.npz").open("rb") as f:
+        images = np.load(f)["images"]
+    a, b = DIGIT_SCALES[scale]
+    rows = images.reshape(images.shape[0], -1).astype(np.float32) * np.float32(a) + np.float32(b)
+    return ArrayDataset.from_array(
+        rows, test_fraction=test_fraction, seed=seed, image_shape=images.shape[1:]
+    )
 
 
 def _eight_gaussians(key, n):

@@ -192,11 +192,12 @@ BAD_SPECS = [
         "",
     ),
     (
-        "section with no registered component",
-        "sde: {type: vp}\n" + GOOD_DATA + "objective: {type: dsm}\n",
-        "3:12",
-        "objective",
-        "no objective is registered",
+        # every kind of section now has built-ins, so this is an unknown tag, not an empty kind
+        "unknown objective type",
+        "sde: {type: vp}\n" + GOOD_DATA + "objective: {type: nope}\n",
+        "3:19",
+        "objective.type",
+        "unknown objective type 'nope'; valid choices: dsm",
     ),
     (
         "unknown dataset option",

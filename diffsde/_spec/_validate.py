@@ -343,8 +343,14 @@ def validate_text(
     overrides: Sequence[str] = (),
     *,
     registry: Registry | None = None,
+    base_dir: str | pathlib.Path | None = None,
 ) -> Setup:
-    """Validate spec text; return the :class:`Setup` or raise :class:`SpecError`."""
+    """Validate spec text; return the :class:`Setup` or raise :class:`SpecError`.
+
+    Relative file paths in the spec (``data: {type: file, path: …}``) are resolved against
+    ``base_dir``, by default the current working directory (:func:`load_spec` passes the spec
+    file's directory); sections see it as ``context["base_dir"]`` of pydantic validation.
+    """
     registry = registry or get_registry()
     try:
         data, source = load_yaml(text, file)
@@ -366,7 +372,9 @@ def validate_text(
     if issues:
         raise SpecError(issues)
     try:
-        spec = spec_model(registry).model_validate(data)
+        spec = spec_model(registry).model_validate(
+            data, context={"base_dir": pathlib.Path.cwd() if base_dir is None else base_dir}
+        )
     except pydantic.ValidationError as err:
         found = []
         for error in err.errors():
@@ -391,7 +399,10 @@ def _unique(issues: list[SpecIssue]) -> list[SpecIssue]:
 
 
 def load_spec(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> Setup:
-    """Read and validate the spec file at ``path``; raise :class:`SpecError` on any problem."""
+    """Read and validate the spec file at ``path``; raise :class:`SpecError` on any problem.
+
+    Relative file paths inside the spec are resolved against the spec file's directory.
+    """
     path = pathlib.Path(path)
     try:
         text = path.read_text()
@@ -399,4 +410,4 @@ def load_spec(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> Setup:
         raise SpecError(
             [SpecIssue(Location(str(path), 1, 1), "", f"cannot read: {err.strerror}")]
         ) from None
-    return validate_text(text, str(path), overrides)
+    return validate_text(text, str(path), overrides, base_dir=path.parent)

@@ -1,0 +1,231 @@
+"""The main job: train a spec's score model, sample it, evaluate, and store it all in one run.
+
+Everything a run produces goes to its ``run.h5`` as it happens (metric rows after every
+dispatch, checkpoints beside it), so a crash, a NaN, Ctrl-C or SIGTERM keeps all of it.
+"""
+
+import contextlib
+import dataclasses
+import math
+import pathlib
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import jax
+import jax.random as jr
+import numpy as np
+
+from ._metrics import EvalContext
+from ._runs import RunWriter, environment, load_checkpoint, open_run, save_checkpoint
+from ._sampler import sample
+from ._spec._source import Location
+from ._spec._validate import Setup, SpecError, SpecIssue, validate_text
+from ._train import Trainer, TrainState
+
+RUN_METRICS = ("step", "wall_time", "loss", "lr", "grad_norm")
+RUNNABLE = {
+    "model": "model: {type: mlp}",
+    "objective": "objective: {type: dsm}",
+    "sampler": "sampler: {type: pf_ode, solver: tsit5}",
+}
+
+
+def require_runnable(setup: Setup) -> None:
+    """`diffsde run` needs a model, an objective and a sampler: say which are missing."""
+    issues = [
+        SpecIssue(
+            Location(setup.file, 1, 1), section, f"`diffsde run` needs this section, e.g. `{hint}`"
+        )
+        for section, hint in RUNNABLE.items()
+        if getattr(setup.spec, section) is None
+    ]
+    if issues:
+        raise SpecError(issues)
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    """The run's randomness, all derived from the spec's seed."""
+
+    model: jax.Array
+    train: jax.Array
+    sample: jax.Array
+    eval: jax.Array
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "Keys":
+        return cls(*jr.split(jr.key(seed), 4))
+
+
+def _build(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
+    keys = Keys.from_seed(setup.spec.seed)
+    model = setup.spec.model.build(sde=setup.sde, key=keys.model)
+    objective = setup.spec.objective.build(sde=setup.sde)
+    trainer, state = Trainer.create(
+        setup.spec.training, objective, setup.data, model, key=keys.train
+    )
+    return trainer, state, keys
+
+
+class Progress:
+    """One terminal line: steps, steps/s, loss and ETA, rewritten in place."""
+
+    def __init__(self, total: int, start: int, stream=sys.stderr, enabled: bool = True):
+        self.total, self.start, self.stream, self.enabled = total, start, stream, enabled
+        self.t0 = time.perf_counter()
+
+    def update(self, step: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.t0
+        rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else math.inf
+        width = 24
+        done = int(width * step / self.total)
+        bar = "#" * done + "." * (width - done)
+        eta_text = "?" if math.isinf(eta) else f"{int(eta) // 60}:{int(eta) % 60:02d}"
+        self.stream.write(
+            f"\r[{bar}] {step}/{self.total} steps  {rate:7.1f} steps/s  loss {loss:9.4g}  "
+            f"ETA {eta_text}  "
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM raises SystemExit, so the run is marked `stopped` with everything kept."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(
+    setup: Setup,
+    writer: RunWriter,
+    trainer: Trainer,
+    state: TrainState,
+    *,
+    progress: bool,
+    wall_offset: float = 0.0,
+) -> TrainState | None:
+    """Train to the budget; None if the loss went non-finite (the run is then `failed`)."""
+    config = setup.spec.training
+    bar = Progress(config.steps, int(state.step), enabled=progress)
+    t0 = time.perf_counter() - wall_offset
+    last_checkpoint = int(state.step)
+    try:
+        while int(state.step) < config.steps:
+            state, rows = trainer.run_chunk(state)
+            rows = {k: np.asarray(v) for k, v in rows.items()}
+            active = rows.pop("active")
+            rows = {k: v[active].astype(np.float64) for k, v in rows.items()}
+            rows["wall_time"] = np.full(len(rows["step"]), time.perf_counter() - t0)
+            bad = np.flatnonzero(~np.isfinite(rows["loss"]))
+            if bad.size:
+                keep = bad[0] + 1  # keep the first non-finite row: it shows what happened
+                writer.append_metrics({k: v[:keep] for k, v in rows.items()})
+                step = int(rows["step"][bad[0]])
+                writer.set_status(
+                    "failed",
+                    f"loss became {rows['loss'][bad[0]]} at step {step}; lower "
+                    "training.learning_rate or set training.grad_clip",
+                    step,
+                )
+                return None
+            writer.append_metrics(rows)
+            step = int(state.step)
+            if step // config.checkpoint_every > last_checkpoint // config.checkpoint_every:
+                save_checkpoint(writer.path, step, state)
+                last_checkpoint = step
+            bar.update(step, float(rows["loss"][-1]))
+    finally:
+        bar.close()
+    if last_checkpoint != int(state.step):
+        save_checkpoint(writer.path, int(state.step), state)
+    return state
+
+
+def _sample_and_evaluate(setup: Setup, trainer: Trainer, state: TrainState, keys: Keys):
+    spec = setup.spec
+    model = trainer.model(state.ema)
+    n = spec.eval.n_samples
+    x_T = setup.prior.sample(key=jr.fold_in(keys.sample, 0), n=n)
+    sampler = spec.sampler.build()
+    result = sample(sampler, setup.sde, model, x_T, key=jr.fold_in(keys.sample, 1))
+    reference = setup.data.held_out(key=keys.eval, n=n)
+    context = EvalContext(
+        samples=result.x,
+        reference=reference,
+        dataset=setup.data,
+        sde=setup.sde,
+        score=model,
+        key=jr.fold_in(keys.eval, 1),
+    )
+    evaluation = {}
+    for metric in spec.eval.metrics:
+        evaluation.update(metric.build()(context))
+    samples = {"samples": np.asarray(result.x), "reference": np.asarray(reference)}
+    return evaluation, samples, {spec.sampler.type: int(result.nfe)}
+
+
+def run(setup: Setup, runs_dir: str | pathlib.Path, *, progress: bool = True) -> pathlib.Path:
+    """Train, sample and evaluate ``setup``; return the run directory."""
+    require_runnable(setup)
+    trainer, state, keys = _build(setup)
+    writer = RunWriter.create(
+        runs_dir, setup.spec.name, setup.resolved_yaml(), environment(), metrics=RUN_METRICS
+    )
+    if progress:
+        print(f"run {writer.path}", file=sys.stderr)
+    with _sigterm_stops(), writer:
+        _finish(setup, writer, trainer, state, keys, progress=progress)
+    return writer.path
+
+
+def _finish(setup, writer, trainer, state, keys, *, progress, wall_offset=0.0) -> None:
+    state = _train(setup, writer, trainer, state, progress=progress, wall_offset=wall_offset)
+    if state is not None:
+        writer.write_results(*_sample_and_evaluate(setup, trainer, state, keys))
+
+
+def resume(run_path: str | pathlib.Path, *, progress: bool = True) -> pathlib.Path:
+    """Continue a run from its last checkpoint, bit for bit as if it had not stopped."""
+    record = open_run(run_path)
+    setup = validate_text(record.spec_yaml, f"{record.path}/run.h5:spec")
+    trainer, state, keys = _build(setup)
+    step, state = load_checkpoint(record.path, state)
+    wall = record.metrics.get("wall_time", np.zeros(0))
+    steps = record.metrics.get("step", np.zeros(0))
+    offset = float(wall[steps <= step][-1]) if np.any(steps <= step) else 0.0
+    writer = RunWriter.reopen(record.path, truncate_after_step=step)
+    if progress:
+        print(f"resume {record.path} from step {step}", file=sys.stderr)
+    with _sigterm_stops(), writer:
+        _finish(setup, writer, trainer, state, keys, progress=progress, wall_offset=offset)
+    return record.path
+
+
+def load_model(run_path: str | pathlib.Path):
+    """The run's setup and its EMA score model, from the last checkpoint."""
+    record = open_run(run_path)
+    setup = validate_text(record.spec_yaml, f"{record.path}/run.h5:spec")
+    trainer, state, keys = _build(setup)
+    _, state = load_checkpoint(record.path, state)
+    return setup, trainer.model(state.ema), keys

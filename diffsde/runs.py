@@ -1,0 +1,23 @@
+"""Reading and writing runs: ``diffsde.runs.open_run(path)``, ``diffsde.runs.list_runs(dir)``.
+
+The format itself is documented in ``diffsde/_runs.py``.
+"""
+
+from ._runs import (
+    CHECKPOINT_FILE as CHECKPOINT_FILE,
+    CHECKPOINT_META_FILE as CHECKPOINT_META_FILE,
+    RUN_FILE as RUN_FILE,
+    STATUSES as STATUSES,
+    CheckpointError as CheckpointError,
+    RunProblem as RunProblem,
+    RunReadError as RunReadError,
+    RunRecord as RunRecord,
+    RunWriter as RunWriter,
+    environment as environment,
+    format_table as format_table,
+    list_runs as list_runs,
+    load_checkpoint as load_checkpoint,
+    open_run as open_run,
+    save_checkpoint as save_checkpoint,
+    summary_row as summary_row,
+)

@@ -1,0 +1,222 @@
+"""Score models and score-matching objectives, checked against theory (MATH.md §3)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import diffsde
+
+SDE = diffsde.VP(2)
+MIXTURE = diffsde.GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [1.0, -0.5]], [0.3, 0.5])
+
+
+def exact_score(x, t):
+    return MIXTURE.score(x, t, SDE)
+
+
+def scaled_score(a):
+    """s_a(x, t) = a ∇ log p_t(x): the exact score at a = 1."""
+    return lambda x, t: a * exact_score(x, t)
+
+
+def _mc(estimates):
+    """Mean and standard error of independent estimates."""
+    return jnp.mean(estimates), jnp.std(estimates) / jnp.sqrt(estimates.shape[0])
+
+
+REPEATS, BATCH = 100, 64
+# independent data batches, drawn once: the tests jit only the objectives
+X0 = MIXTURE.sample(key=jr.key(100), n=REPEATS * BATCH).reshape(REPEATS, BATCH, 2)
+
+
+def _repeat(fn, key):
+    """fn(x0, key) on each of the ``REPEATS`` data batches, with independent keys."""
+    return jax.jit(jax.vmap(fn))(X0, jr.split(key, REPEATS))
+
+
+def test_dsm_gradient_matches_esm_gradient_in_expectation():
+    weighting = "sigma2"  # g2 is covered by the importance-sampling test
+    dsm = diffsde.DenoisingScoreMatching(SDE, weighting=weighting)
+    esm = diffsde.ExplicitScoreMatching(SDE, exact_score, weighting=weighting)
+
+    def estimates(x0, lkey):
+        # the same key: the same t and x_t in both, so the difference has a small variance
+        dsm_loss, g_dsm = jax.value_and_grad(lambda a: dsm.loss(scaled_score(a), x0, key=lkey))(0.8)
+        g_esm = jax.grad(lambda a: esm.loss(scaled_score(a), x0, key=lkey))(0.8)
+        others = [dsm.loss(scaled_score(a), x0, key=lkey) for a in (1.0, 1.2)]
+        losses = jnp.stack([others[0], dsm_loss, others[1]])
+        return g_dsm, g_esm, losses
+
+    g_dsm, g_esm, losses = _repeat(estimates, jr.key(0))
+    diff, se = _mc(g_dsm - g_esm)
+    mean_esm, se_esm = _mc(g_esm)
+    # DSM − ESM is θ-independent, so d/da agree in expectation: within 4 standard errors
+    assert abs(diff) < 4 * se, (diff, se)
+    # and the gradient is informative: at a = 0.8 < 1 it points towards a = 1 (negative)
+    assert mean_esm < -10 * se_esm, (mean_esm, se_esm)
+    # the DSM loss is lowest at the exact score (a = 1), by more than 4 standard errors
+    for perturbed in (1, 2):
+        gap, se = _mc(losses[:, perturbed] - losses[:, 0])
+        assert gap > 4 * se, (perturbed, gap, se)
+
+
+@pytest.mark.parametrize(
+    "sde, weighting, eps",
+    [
+        # with λ = g², the uniform estimator's variance grows like 1/eps (g²|∇log p(x_t|x_0)|²
+        # ~ 1/t): eps = 1e-2 keeps its standard error honest with 6400 samples
+        (SDE, "g2", 1e-2),
+        (diffsde.VE(2, sigma_max=5.0), "sigma2", 1e-3),
+    ],
+)
+def test_importance_time_sampling_estimates_the_same_loss(sde, weighting, eps):
+    uniform = diffsde.DenoisingScoreMatching(sde, weighting=weighting, eps=eps)
+    importance = diffsde.DenoisingScoreMatching(
+        sde, weighting=weighting, time_sampling="importance", eps=eps
+    )
+    model = lambda x, t: 0.8 * MIXTURE.score(x, t, sde)  # noqa: E731
+
+    def losses(x0, lkey):
+        return uniform.loss(model, x0, key=lkey), importance.loss(model, x0, key=lkey)
+
+    lu, li = _repeat(losses, jr.key(2))
+    (mu, su), (mi, si) = _mc(lu), _mc(li)
+    assert abs(mu - mi) < 4 * jnp.hypot(su, si), (mu, su, mi, si)
+
+
+def test_importance_times_follow_one_over_sigma_squared():
+    sde = diffsde.VE(1, sigma_max=5.0)
+    objective = diffsde.DenoisingScoreMatching(sde, time_sampling="importance", eps=1e-3)
+    n = 20_000
+    t, _ = jax.jit(lambda key: objective.sample_times(n, key=key))(jr.key(3))
+    t = np.asarray(t)
+    assert np.all((t >= 1e-3) & (t <= sde.T))
+    # the CDF of π ∝ 1/σ_t², by the trapezoid rule on a fine geometric grid
+    fine = np.geomspace(1e-3, sde.T, 20_000)
+    density = 1 / np.asarray(jax.jit(jax.vmap(sde.marginal_std))(fine), np.float64) ** 2
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(fine))])
+    cdf /= cdf[-1]
+    for tau in (0.003, 0.03, 0.3):
+        expected = np.interp(tau, fine, cdf)
+        se = np.sqrt(expected * (1 - expected) / n)
+        # 4 standard errors, plus 0.01 for the trapezoid rule on the 1024-point uniform grid
+        assert abs(np.mean(t < tau) - expected) < 4 * se + 0.01, (tau, expected)
+
+
+def test_mlp_score_shapes_under_jit_and_vmap_for_each_parameterisation():
+    choices = ("score", "noise", "shortcut")
+
+    @jax.jit
+    def outputs(key, x, t):
+        # the same key: the same weights, read three ways
+        models = {
+            p: diffsde.MLPScore(
+                SDE, width=16, depth=2, n_frequencies=4, parameterisation=p, key=key
+            )
+            for p in choices
+        }
+        out = {p: jax.vmap(m)(x, t) for p, m in models.items()}
+        mlp, embed = models["score"].mlp, models["score"].embed_time
+        net = jax.vmap(lambda x, t: mlp(jnp.concatenate([x, embed(t)])))(x, t)
+        return out, net
+
+    x = jr.normal(jr.key(5), (7, 2))
+    t = jnp.linspace(0.1, 1.0, 7)
+    out, net = outputs(jr.key(4), x, t)
+    sigma = jax.vmap(SDE.marginal_std)(t)[:, None]
+    expected = {"score": net, "noise": -net / sigma, "shortcut": -x / sigma**2 + net}
+    for p in choices:
+        assert out[p].shape == (7, 2) and out[p].dtype == jnp.float32
+        assert jnp.allclose(out[p], expected[p], rtol=1e-5, atol=1e-5), p
+    # the time-embedding frequencies are static fields, not parameters an optimiser could move
+    model = diffsde.MLPScore(
+        SDE, width=4, depth=1, n_frequencies=3, parameterisation="score", key=jr.key(0)
+    )
+    assert isinstance(model.frequencies, tuple) and len(model.frequencies) == 3
+
+
+def test_mlp_rejects_kernel_parameterisations_without_a_gaussian_kernel():
+    compile_ = diffsde.compile_expression
+    general = diffsde.General(2, compile_("-x", ("t", "x")), compile_("1.0", ("t",)))
+    with pytest.raises(ValueError, match="parameterisation='noise'.*use parameterisation='score'"):
+        eqx.filter_eval_shape(  # traces the constructor, compiles nothing
+            diffsde.MLPScore,
+            general,
+            width=8,
+            depth=1,
+            n_frequencies=2,
+            parameterisation="noise",
+            key=jr.key(0),
+        )
+    with pytest.raises(ValueError, match="has no Gaussian transition kernel"):
+        diffsde.DenoisingScoreMatching(general)
+    with pytest.raises(ValueError, match="eps=2.0 must lie in"):
+        diffsde.DenoisingScoreMatching(SDE, eps=2.0)
+
+
+def test_dsm_training_reduces_the_exact_score_error():
+    target = diffsde.GaussianMixture(1.0, [[1.0, -1.0]], 0.5)
+    score = lambda x, t: target.score(x, t, SDE)  # noqa: E731
+    esm = diffsde.ExplicitScoreMatching(SDE, score)
+    dsm = diffsde.DenoisingScoreMatching(SDE)
+    optimiser = optax.adam(3e-3)
+
+    @jax.jit
+    def train(key):
+        mkey, tkey, ekey = jr.split(key, 3)
+        # built under jit: an eager MLP initialisation costs more than compiling it
+        model = diffsde.MLPScore(
+            SDE, width=32, depth=2, n_frequencies=4, parameterisation="noise", key=mkey
+        )
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+
+        def step(carry, key):
+            params, state = carry
+            dkey, lkey = jr.split(key)
+            x0 = target.sample(key=dkey, n=128)
+            loss_fn = lambda p: dsm.loss(eqx.combine(p, static), x0, key=lkey)  # noqa: E731
+            updates, state = optimiser.update(jax.grad(loss_fn)(params), state)
+            return (optax.apply_updates(params, updates), state), None
+
+        def error(params):  # the exact-score error, on fixed samples
+            dkey, lkey = jr.split(ekey)
+            x0 = target.sample(key=dkey, n=1024)
+            return esm.loss(eqx.combine(params, static), x0, key=lkey)
+
+        (trained, _), _ = jax.lax.scan(step, (params, optimiser.init(params)), jr.split(tkey, 200))
+        return error(params), error(trained)
+
+    before, after = train(jr.key(7))
+    assert after < 0.3 * before, (before, after)
+
+
+def test_registry_lists_mlp_and_dsm_and_dsm_needs_a_gaussian_kernel():
+    registry = diffsde.get_registry()
+    assert "mlp" in registry.names("model") and "dsm" in registry.names("objective")
+    setup = diffsde.validate_text(
+        "sde: {type: vp}\ndata: {type: toy, name: moons}\n"
+        "objective: {type: dsm, time_sampling: importance}\nmodel: {type: mlp, width: 8}\n"
+    )
+    objective = setup.spec.objective.build(sde=setup.sde)
+    assert isinstance(objective, diffsde.DenoisingScoreMatching)
+    assert objective.time_sampling == "importance"
+
+    def loss(key):
+        mkey, dkey, lkey = jr.split(key, 3)
+        model = setup.spec.model.build(sde=setup.sde, key=mkey)
+        assert isinstance(model, diffsde.MLPScore) and model.parameterisation == "noise"
+        return objective.loss(model, setup.data.sample(key=dkey, n=8), key=lkey)
+
+    # traced, not compiled: the other tests run these numerically
+    out = jax.eval_shape(loss, jr.key(0))
+    assert out.shape == () and out.dtype == jnp.float32
+    general = (
+        'sde: {type: general, drift: "-x", diffusion: "1.0"}\nprior: {type: gaussian}\n'
+        "data: {type: toy, name: moons}\nobjective: {type: dsm}\n"
+    )
+    with pytest.raises(diffsde.SpecError, match="needs an SDE with a Gaussian transition kernel"):
+        diffsde.validate_text(general, "s.yaml")
