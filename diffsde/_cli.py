@@ -78,6 +78,28 @@ def _print_run(path) -> int:
     return 0 if record.status == "completed" else 1
 
 
+def _sample(args) -> int:
+    from ._run import sample_run
+    from ._spec._validate import SpecError
+
+    try:
+        label, evaluation, nfe = sample_run(args.run, args.sampler, args.n, args.set or ())
+    except SpecError as err:
+        return _report_spec_error(err, args.run)
+    print(f"{label}: nfe {nfe}")
+    for name, value in sorted(evaluation.items()):
+        print(f"  {name:<12} {value:.6g}")
+    return 0
+
+
+def _eval(args) -> int:
+    from ._run import evaluate_run
+
+    for name, value in sorted(evaluate_run(args.run).items()):
+        print(f"  {name:<12} {value:.6g}")
+    return 0
+
+
 def _runs(args) -> int:
     from ._runs import format_table, list_runs, summary_row
 
@@ -156,11 +178,11 @@ def parser() -> argparse.ArgumentParser:
         help="override a key (dotted path), repeatable",
     )
     v.add_argument("--resolved", action="store_true", help="print the spec with all defaults")
-    v.set_defaults(run=_validate)
+    v.set_defaults(handler=_validate)
 
     s = sub.add_parser("schema", help="print the JSON Schema of specs")
     s.add_argument("--output", "-o", help="write to this file instead of stdout")
-    s.set_defaults(run=_schema)
+    s.set_defaults(handler=_schema)
 
     r = sub.add_parser("run", help="train, sample and evaluate a spec; store it all in runs/")
     r.add_argument("spec", nargs="?", help="path to a YAML spec")
@@ -173,21 +195,34 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs)")
     r.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    r.set_defaults(run=_run)
+    r.set_defaults(handler=_run)
+
+    sa = sub.add_parser("sample", help="sample a finished run's model with any sampler")
+    sa.add_argument("run", help="run directory")
+    sa.add_argument("--sampler", help="sampler type (default: the run's own)")
+    sa.add_argument("--n", type=int, help="number of samples (default: the run's eval.n_samples)")
+    sa.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="e.g. sampler.steps=50, repeatable"
+    )
+    sa.set_defaults(handler=_sample)
+
+    ev = sub.add_parser("eval", help="recompute a run's metrics on its stored samples")
+    ev.add_argument("run", help="run directory")
+    ev.set_defaults(handler=_eval)
 
     ls = sub.add_parser("runs", help="table of the runs in a runs directory")
     ls.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
-    ls.set_defaults(run=_runs)
+    ls.set_defaults(handler=_runs)
 
     pl = sub.add_parser("plugins", help="list every registered component and plugin errors")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
-    pl.set_defaults(run=_plugins)
+    pl.set_defaults(handler=_plugins)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.run(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

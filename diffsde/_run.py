@@ -11,14 +11,23 @@ import pathlib
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import yaml
 
 from ._metrics import EvalContext
-from ._runs import RunWriter, environment, load_checkpoint, open_run, save_checkpoint
+from ._runs import (
+    RunWriter,
+    add_results,
+    environment,
+    load_checkpoint,
+    open_run,
+    save_checkpoint,
+)
 from ._sampler import sample
 from ._spec._source import Location
 from ._spec._validate import Setup, SpecError, SpecIssue, validate_text
@@ -162,27 +171,36 @@ def _train(
     return state
 
 
-def _sample_and_evaluate(setup: Setup, trainer: Trainer, state: TrainState, keys: Keys):
-    spec = setup.spec
-    model = trainer.model(state.ema)
-    n = spec.eval.n_samples
-    x_T = setup.prior.sample(key=jr.fold_in(keys.sample, 0), n=n)
-    sampler = spec.sampler.build()
-    result = sample(sampler, setup.sde, model, x_T, key=jr.fold_in(keys.sample, 1))
-    reference = setup.data.held_out(key=keys.eval, n=n)
+def _generate(setup: Setup, model, keys: Keys):
+    """Draw ``eval.n_samples`` points with the spec's sampler, from the prior."""
+    x_T = setup.prior.sample(key=jr.fold_in(keys.sample, 0), n=setup.spec.eval.n_samples)
+    sampler = setup.spec.sampler.build(sde=setup.sde)
+    return sample(sampler, setup.sde, model, x_T, key=jr.fold_in(keys.sample, 1))
+
+
+def _evaluate(setup: Setup, model, x, reference, keys: Keys) -> dict[str, float]:
+    """Every metric of ``eval.metrics`` on samples ``x`` against held-out ``reference``."""
     context = EvalContext(
-        samples=result.x,
-        reference=reference,
+        samples=jnp.asarray(x),
+        reference=jnp.asarray(reference),
         dataset=setup.data,
         sde=setup.sde,
         score=model,
         key=jr.fold_in(keys.eval, 1),
     )
     evaluation = {}
-    for metric in spec.eval.metrics:
+    for metric in setup.spec.eval.metrics:
         evaluation.update(metric.build()(context))
+    return evaluation
+
+
+def _sample_and_evaluate(setup: Setup, trainer: Trainer, state: TrainState, keys: Keys):
+    model = trainer.model(state.ema)
+    result = _generate(setup, model, keys)
+    reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
+    evaluation = _evaluate(setup, model, result.x, reference, keys)
     samples = {"samples": np.asarray(result.x), "reference": np.asarray(reference)}
-    return evaluation, samples, {spec.sampler.type: int(result.nfe)}
+    return evaluation, samples, {setup.spec.sampler.type: int(result.nfe)}
 
 
 def run(setup: Setup, runs_dir: str | pathlib.Path, *, progress: bool = True) -> pathlib.Path:
@@ -222,10 +240,54 @@ def resume(run_path: str | pathlib.Path, *, progress: bool = True) -> pathlib.Pa
     return record.path
 
 
-def load_model(run_path: str | pathlib.Path):
-    """The run's setup and its EMA score model, from the last checkpoint."""
+def load_model(
+    run_path: str | pathlib.Path, overrides: Sequence[str] = (), sampler: str | None = None
+):
+    """The run's setup (with ``overrides``, and ``sampler`` as a fresh sampler section) and its
+    EMA score model from the last checkpoint."""
     record = open_run(run_path)
-    setup = validate_text(record.spec_yaml, f"{record.path}/run.h5:spec")
+    spec = yaml.safe_load(record.spec_yaml)
+    if sampler is not None:
+        spec["sampler"] = {"type": sampler}
+    setup = validate_text(
+        yaml.safe_dump(spec, sort_keys=False), f"{record.path}/run.h5:spec", overrides
+    )
     trainer, state, keys = _build(setup)
     _, state = load_checkpoint(record.path, state)
-    return setup, trainer.model(state.ema), keys
+    return setup, trainer.model(state.ema), keys, record
+
+
+def sample_run(
+    run_path: str | pathlib.Path, sampler: str | None, n: int | None, overrides: Sequence[str] = ()
+) -> tuple[str, dict[str, float], int]:
+    """Sample a finished run's model with another sampler (or settings) and evaluate it; the
+    results are stored in the run under a label naming the sampler settings."""
+    extra = [f"eval.n_samples={n}"] if n is not None else []
+    setup, model, keys, record = load_model(run_path, [*overrides, *extra], sampler)
+    result = _generate(setup, model, keys)
+    reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
+    evaluation = _evaluate(setup, model, result.x, reference, keys)
+    settings = setup.spec.sampler.model_dump(exclude={"type"}, exclude_defaults=True)
+    label = "-".join(
+        [setup.spec.sampler.type, *(f"{k}={v}" for k, v in settings.items()), f"n={len(result.x)}"]
+    )
+    add_results(
+        record.path,
+        evaluation,
+        {"samples": np.asarray(result.x)},
+        {"nfe": int(result.nfe)},
+        label=label,
+    )
+    return label, evaluation, int(result.nfe)
+
+
+def evaluate_run(run_path: str | pathlib.Path) -> dict[str, float]:
+    """Recompute the spec's metrics on the run's stored samples (e.g. after adding a metric)."""
+    setup, model, keys, record = load_model(run_path)
+    if "samples" not in record.samples or "reference" not in record.samples:
+        raise ValueError(f"{record.path} has no stored samples: the run did not finish")
+    evaluation = _evaluate(
+        setup, model, record.samples["samples"], record.samples["reference"], keys
+    )
+    add_results(record.path, evaluation, {}, {})
+    return evaluation

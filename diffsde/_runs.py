@@ -550,6 +550,46 @@ class RunWriter:
         return False
 
 
+def add_results(
+    run_path: PathLike,
+    evaluation: Mapping[str, float],
+    samples: Mapping[str, Any],
+    nfe: Mapping[str, int],
+    *,
+    label: str | None = None,
+) -> None:
+    """Add (or replace) results in a finished run, e.g. from ``diffsde sample`` or ``eval``.
+
+    With a ``label``, samples and NFE are stored under ``label`` and metrics as
+    ``label.metric``, beside the run's own results; without one, the names are used as given.
+    The run must not be running: its writer holds the file.
+    """
+    run_dir = _run_dir(run_path)
+    file_path = run_dir / RUN_FILE
+    prefix = f"{label}." if label else ""
+    if label is not None:
+        _check_h5_name(label, "results label")
+    try:
+        f = h5py.File(file_path, "a", libver="latest")
+    except OSError as e:
+        raise RunReadError(
+            f"cannot add results to {file_path}: {e}; is the run still running?"
+        ) from e
+    with f:
+        groups = {name: f.require_group(name) for name in ("eval", "samples", "nfe")}
+        for key, value in evaluation.items():
+            groups["eval"].attrs[prefix + key] = float(value)
+        for key, value in samples.items():
+            name = label if (label and key == "samples") else prefix + key
+            _check_h5_name(name, "samples")
+            if name in groups["samples"]:
+                del groups["samples"][name]
+            groups["samples"].create_dataset(name, data=np.asarray(value))
+        for key, count in nfe.items():
+            groups["nfe"].attrs[label or key] = np.int64(count)
+        f["status/updated"][()] = time.time()
+
+
 # -- checkpoints ----------------------------------------------------------------------------
 
 
@@ -838,7 +878,8 @@ def summary_row(record: RunRecord) -> dict[str, str]:
         "loss": _number(float(loss[-1])) if loss is not None and len(loss) else "-",
     }
     for key, value in record.eval.items():
-        row[key] = _number(value)
+        if "." not in key:  # the run's own metrics; `diffsde sample` adds "label.metric" ones
+            row[key] = _number(value)
     return row
 
 

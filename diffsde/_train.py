@@ -102,7 +102,11 @@ class Trainer(eqx.Module):
             loss, grads = eqx.filter_value_and_grad(loss_of)(state.params, x0, loss_key)
             updates, opt_state = opt.update(grads, state.opt_state, state.params)
             params = eqx.apply_updates(state.params, updates)
-            ema = optax.incremental_update(params, state.ema, step_size=1.0 - decay)
+            # EMA with warm-up, min(decay, (1 + n)/(10 + n)): early averages are not dominated by
+            # the random initialisation (which a plain 0.999 would keep for thousands of steps)
+            n = state.step.astype(jnp.float32)
+            rate = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+            ema = optax.incremental_update(params, state.ema, step_size=1.0 - rate)
             new = TrainState(state.step + 1, params, ema, opt_state)
             active = state.step < self.config.steps
             new = jtu.tree_map(lambda a, b: jnp.where(active, a, b), new, state)
