@@ -15,7 +15,8 @@ $(BIN)/diffsde: pyproject.toml plugins/cdpm/pyproject.toml
 
 demo: $(BIN)/diffsde
 	$(BIN)/diffsde validate $(SPEC)
-	$(BIN)/diffsde validate $(SPEC) --resolved
+	$(BIN)/diffsde run $(SPEC)
+	$(BIN)/diffsde runs
 
 test: $(BIN)/diffsde
 	$(BIN)/python -m pytest -q

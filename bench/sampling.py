@@ -52,8 +52,9 @@ def samplers(quick: bool):
         ("pf_ode rk4 25", PFODEConfig(solver="rk4", steps=25)),
     ]
     for solver in ADAPTIVE_PF_ODE:
-        for tol in (1e-3, 1e-4, 1e-5):
-            configs.append((f"pf_ode {solver} tol {tol:g}", PFODEConfig(solver=solver, rtol=tol, atol=tol)))
+        for tol in (1e-3, 1e-5):
+            config = PFODEConfig(solver=solver, rtol=tol, atol=tol)
+            configs.append((f"pf_ode {solver} tol {tol:g}", config))
     if quick:
         keep = {"euler_maruyama 1000", "pf_ode heun 50", "pf_ode tsit5 tol 0.001"}
         configs = [c for c in configs if c[0] in keep]
@@ -89,12 +90,16 @@ def run_dim(dim, args, key):
         return mix.score(x, t, sde)
 
     x_T = exact_marginal(mix, sde, sde.T, args.n, tkey)
-    reference = exact_marginal(mix, sde, eps, args.n, rkey)
+    references = [exact_marginal(mix, sde, eps, args.n, k) for k in jr.split(rkey, args.references)]
     z = jr.normal(pkey, (args.projections, dim))
     directions = z / jnp.linalg.norm(z, axis=-1, keepdims=True)
+
+    def distance(x):
+        return float(np.mean([sliced_w2(x, r, directions) for r in references]))
+
     floors = np.array(
         [
-            float(sliced_w2(exact_marginal(mix, sde, eps, args.n, k), reference, directions))
+            distance(exact_marginal(mix, sde, eps, args.n, k))
             for k in jr.split(fkey, args.floor_sets)
         ]
     )
@@ -115,13 +120,14 @@ def run_dim(dim, args, key):
         jax.block_until_ready(out.x)
         wall = time.perf_counter() - start
         compile_s = max(first - wall / chunks, 0.0)
-        sw2 = float(sliced_w2(out.x, reference, directions))
+        sw2 = distance(out.x)
         rows.append((label, int(out.nfe), wall, compile_s, sw2, sw2 <= threshold))
         print(f"  [d={dim}] {label}: nfe {int(out.nfe)}, {wall:.2f} s", flush=True)
 
     print(
         f"\n### d = {dim}, n = {args.n} (chunk_size {chunk}), VP, eps = {eps}, "
-        f"{args.projections} projections\n"
+        f"{args.projections} projections, {args.references} reference sets, "
+        f"load average {os.getloadavg()[0]:.2f}\n"
     )
     print(
         f"floor (exact vs exact, {args.floor_sets} sets): {floor:.3e} ± {floor_sd:.1e} (sd); "
@@ -147,20 +153,28 @@ def run_dim(dim, args, key):
         )
     else:
         print(f"headline d={dim}: no adaptive PF-ODE reached the floor")
+    loose = [r for r in rows if r[0].split()[1] in ADAPTIVE_PF_ODE and r[4] <= 1.5 * floor]
+    if loose:
+        best = min(loose, key=lambda r: r[1])
+        print(
+            f"  (with 'within 1.5x the floor mean' instead: '{best[0]}', NFE {best[1]}, "
+            f"ratio {best[1] / EM_REFERENCE_STEPS:.3f})"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40_000)
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 32])
-    parser.add_argument("--chunk-size", type=int, default=10_000)
+    parser.add_argument("--chunk-size", type=int, default=5_000)
     parser.add_argument("--projections", type=int, default=128)
-    parser.add_argument("--floor-sets", type=int, default=8)
+    parser.add_argument("--floor-sets", type=int, default=12)
+    parser.add_argument("--references", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: n = 2000, 3 samplers")
     args = parser.parse_args()
     if args.quick:
-        args.n, args.floor_sets = 2000, 3
+        args.n, args.floor_sets, args.references = 2000, 4, 2
     print(
         f"device: {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at start"
@@ -169,8 +183,7 @@ def main():
     for dim in args.dims:
         run_dim(dim, args, jr.fold_in(jr.key(args.seed), dim))
     print(
-        f"\ntotal {time.perf_counter() - total:.0f} s, "
-        f"load average {os.getloadavg()[0]:.2f} at end"
+        f"\ntotal {time.perf_counter() - total:.0f} s, load average {os.getloadavg()[0]:.2f} at end"
     )
 
 
