@@ -114,7 +114,9 @@ class GibbsPrior(AbstractPrior):
         pkey, rkey, mkey = jr.split(key, 3)
         y, log_q = self._proposal(pkey, 16 * n)
         log_w = -jax.vmap(self._energy)(y) - log_q
-        x = y[jr.categorical(rkey, log_w, shape=(n,))]
+        # jr.choice draws n indices in O(n log n); jr.categorical with shape=(n,) would build an
+        # (n, 16n) array of Gumbel noise
+        x = y[jr.choice(rkey, 16 * n, shape=(n,), p=jax.nn.softmax(log_w))]
         h = self.mala_step_size
         energy_and_grad = jax.vmap(jax.value_and_grad(self._energy))
 

@@ -175,7 +175,15 @@ def _generate(setup: Setup, model, keys: Keys):
     """Draw ``eval.n_samples`` points with the spec's sampler, from the prior."""
     x_T = setup.prior.sample(key=jr.fold_in(keys.sample, 0), n=setup.spec.eval.n_samples)
     sampler = setup.spec.sampler.build(sde=setup.sde)
-    return sample(sampler, setup.sde, model, x_T, key=jr.fold_in(keys.sample, 1))
+    times = sorted(set(setup.spec.eval.save_times), reverse=True)  # the order the sampler visits
+    return sample(
+        sampler,
+        setup.sde,
+        model,
+        x_T,
+        key=jr.fold_in(keys.sample, 1),
+        save_ts=jnp.asarray(times) if times else None,
+    )
 
 
 def _evaluate(setup: Setup, model, x, reference, keys: Keys) -> dict[str, float]:
@@ -200,6 +208,9 @@ def _sample_and_evaluate(setup: Setup, trainer: Trainer, state: TrainState, keys
     reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
     evaluation = _evaluate(setup, model, result.x, reference, keys)
     samples = {"samples": np.asarray(result.x), "reference": np.asarray(reference)}
+    if result.trajectory is not None:
+        samples["trajectory"] = np.asarray(result.trajectory)
+        samples["trajectory_times"] = np.asarray(sorted(set(setup.spec.eval.save_times))[::-1])
     return evaluation, samples, {setup.spec.sampler.type: int(result.nfe)}
 
 

@@ -25,7 +25,7 @@ def test_resolved_spec_fills_defaults_and_round_trips(tmp_path, capsys):
     text = capsys.readouterr().out
     resolved = yaml.safe_load(text)
     assert resolved["sde"] == {"type": "vp", "beta_min": 0.1, "beta_max": 10.0, "T": 1.0}
-    assert resolved["training"]["batch_size"] == 256 and resolved["eval"]["metrics"] == []
+    assert resolved["training"]["weight_decay"] == 0.0 and resolved["eval"]["save_times"] == []
     again = tmp_path / "resolved.yaml"
     again.write_text(text)
     assert diffsde.load_spec(again).spec == diffsde.load_spec(spec, ["sde.beta_max=10"]).spec

@@ -27,6 +27,7 @@ training:
 sampler: {type: pf_ode, solver: euler, steps: 10}
 eval:
   n_samples: 200
+  save_times: [0.5, 1.0]
   metrics: [{type: sliced_w2}, {type: moments}, {type: esm}]
 """
 
@@ -54,6 +55,10 @@ def test_run_stores_spec_metrics_checkpoint_samples_and_eval(tmp_path, capsys):
     assert np.all(np.diff(record.metrics["wall_time"]) >= 0)
     assert {"sliced_w2", "mean_error", "cov_error", "esm"} <= set(record.eval)
     assert record.samples["samples"].shape == (200, 2) and record.nfe == {"pf_ode": 10}
+    assert record.samples["trajectory"].shape == (2, 200, 2)
+    np.testing.assert_array_equal(record.samples["trajectory_times"], [1.0, 0.5])
+    # the state saved at t = T is where the sampler started: the prior's N(0, I)
+    assert abs(float(np.std(record.samples["trajectory"][0])) - 1.0) < 0.1
     assert record.environment["jax"] and record.environment["backend"] == "cpu"
 
     assert main(["sample", str(record.path), "--sampler", "euler_maruyama", "--n", "100"]) == 0
@@ -65,6 +70,11 @@ def test_run_stores_spec_metrics_checkpoint_samples_and_eval(tmp_path, capsys):
     assert main(["runs", "--runs-dir", str(runs)]) == 0
     table = capsys.readouterr().out
     assert "tiny" in table and "completed" in table and "sliced_w2" in table
+
+
+def test_trajectory_times_outside_the_sampled_interval_are_spec_errors(tmp_path):
+    with pytest.raises(diffsde.SpecError, match=r"eval.save_times: times \[2.0\] lie outside"):
+        diffsde.validate_text(SPEC.replace("STEPS", "10").replace("0.5, 1.0", "0.5, 2.0"))
 
 
 def test_run_needs_model_objective_and_sampler(tmp_path, capsys):

@@ -11,6 +11,14 @@ from .._prior import AbstractPrior, GaussianPrior, GibbsPrior
 from ._base import AbstractGaussianSDE, AbstractSDE
 
 
+def _kernel_moments(t, y, args):
+    """d/dt (log λ_t, σ_t²) = (f, 2 f σ² + g²). Module level, so every Affine with the same
+    expressions reuses diffrax's compiled solve (only the parameter values differ)."""
+    f, g = args
+    f_t = f(t=t)
+    return jnp.stack([f_t, 2 * f_t * y[1] + g(t=t) ** 2])
+
+
 class Affine(AbstractGaussianSDE):
     """dX = f(t) X dt + g(t) dB with f, g expressions in t.
 
@@ -31,18 +39,14 @@ class Affine(AbstractGaussianSDE):
             raise ValueError(f"the time horizon T must be positive, got T={T}")
         self.dim, self.f, self.g, self.T = dim, f, g, T
 
-        def moments(t, y, args):
-            log_lam, var = y
-            f_t = self.f(t=t)
-            return jnp.stack([f_t, 2 * f_t * var + self.g(t=t) ** 2])
-
         self.solution = diffrax.diffeqsolve(
-            diffrax.ODETerm(moments),
+            diffrax.ODETerm(_kernel_moments),
             diffrax.Tsit5(),
             t0=0.0,
             t1=T,
             dt0=T * 1e-4,
             y0=jnp.zeros(2),
+            args=(f, g),
             saveat=diffrax.SaveAt(dense=True),
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=1e-10),
             max_steps=16384,

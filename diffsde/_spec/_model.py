@@ -118,6 +118,7 @@ def _build_spec_model(registry: Registry) -> type[SpecBase]:
         __config__=_Strict,
         __doc__="What to measure after training.",
         n_samples=(pydantic.PositiveInt, 2000),
+        save_times=(list[pydantic.NonNegativeFloat], []),
         metrics=(metrics, []),
     )
     fields = {}

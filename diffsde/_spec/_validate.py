@@ -283,6 +283,16 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
             prior = sde.prior()
         except ValueError as err:
             issues.append(_issue(source, ("sde", "type"), str(err)))
+    sampler_eps = getattr(spec.sampler, "eps", 0.0)
+    outside = [t for t in spec.eval.save_times if not sampler_eps <= t <= sde.T]
+    if outside:
+        issues.append(
+            _issue(
+                source,
+                ("eval", "save_times"),
+                f"times {outside} lie outside [sampler.eps, T] = [{sampler_eps}, {sde.T}]",
+            )
+        )
     objective = spec.objective
     if objective is not None and objective.needs_gaussian_kernel and not sde.has_gaussian_kernel:
         usable = compatible_objectives(sde, registry)
