@@ -37,7 +37,7 @@ from diffsde._train import Trainer
 
 LEARNING_RATE = 1e-3
 EPS = 1e-3
-FEATURES = ("per_row_noise", "schedule_adamw", "clip", "ema", "mask", "metrics")
+FEATURES = ("per_row_noise", "schedule_adamw", "clip", "ema", "mask", "metrics", "library_loss")
 
 
 def mixture(dim: int) -> diffsde.GaussianMixture:
@@ -91,6 +91,16 @@ def hand_loop(args, dataset, sde, model_key, train_key, features=()):
         activation=jax.nn.silu,
         key=model_key,
     )
+    if "library_loss" in features:  # the built-in MLPScore and DenoisingScoreMatching.loss
+        mlp = diffsde.MLPScore(
+            sde,
+            width=args.width,
+            depth=args.depth,
+            n_frequencies=args.n_frequencies,
+            parameterisation="noise",
+            key=model_key,
+        )
+        objective = diffsde.DenoisingScoreMatching(sde, eps=EPS)
     params, static = eqx.partition(mlp, eqx.is_inexact_array)
     if "schedule_adamw" in features:
         lr = optax.warmup_cosine_decay_schedule(0.0, LEARNING_RATE, 100, 10**7, LEARNING_RATE / 100)
@@ -106,6 +116,8 @@ def hand_loop(args, dataset, sde, model_key, train_key, features=()):
         return eqx.combine(params, static)(jnp.concatenate([x, jnp.sin(phase), jnp.cos(phase)]))
 
     def loss_fn(params, x0, key):
+        if "library_loss" in features:
+            return objective.loss(eqx.combine(params, static), x0, key=key)
         tkey, zkey = jr.split(key)
         n = x0.shape[0]
         t = EPS + (T - EPS) * jr.uniform(tkey, (n,))

@@ -134,6 +134,17 @@ def _nfe(value) -> Int[Array, ""]:
 # Euler–Maruyama ------------------------------------------------------------------------------
 
 
+def _scan_grid(step, x_T: Batch, ts, key: PRNGKeyArray, sde: AbstractSDE, eps: float, save_ts):
+    """Run ``step(x, (t, t_next, key))`` over the grid ``ts`` with ``lax.scan``; return the end
+    state and, if ``save_ts`` is given, the states interpolated at those times."""
+    steps = ts.shape[0] - 1
+    x, states = jax.lax.scan(step, x_T, (ts[:-1], ts[1:], jr.split(key, steps)))
+    if save_ts is None:
+        return x, None
+    states = jnp.concatenate([x_T[None], states])
+    return x, _interpolate_grid(states, sde, eps, save_ts)
+
+
 class EulerMaruyama(AbstractSampler):
     """Euler–Maruyama on the reverse SDE, ``steps`` uniform steps. NFE = steps.
 
@@ -394,11 +405,7 @@ class PredictorCorrector(AbstractSampler):
             x, _ = jax.lax.scan(lambda x, k: langevin(x, k, t_next), x, corrector_keys)
             return x, x if save_ts is not None else None
 
-        x, states = jax.lax.scan(step, x_T, (ts[:-1], ts[1:], jr.split(key, self.steps)))
-        trajectory = None
-        if save_ts is not None:
-            states = jnp.concatenate([x_T[None], states])
-            trajectory = _interpolate_grid(states, sde, self.eps, save_ts)
+        x, trajectory = _scan_grid(step, x_T, ts, key, sde, self.eps, save_ts)
         return Samples(x, _nfe(self.steps * (1 + self.corrector_steps)), trajectory)
 
 
@@ -483,11 +490,7 @@ class ExponentialIntegrator(AbstractSampler):
             x = c_s + a * (x - c_t) + kappa * batched(x, t) + std * noise
             return x, x if save_ts is not None else None
 
-        x, states = jax.lax.scan(step, x_T, (ts[:-1], ts[1:], jr.split(key, self.steps)))
-        trajectory = None
-        if save_ts is not None:
-            states = jnp.concatenate([x_T[None], states])
-            trajectory = _interpolate_grid(states, sde, self.eps, save_ts)
+        x, trajectory = _scan_grid(step, x_T, ts, key, sde, self.eps, save_ts)
         return Samples(x, _nfe(self.steps), trajectory)
 
 

@@ -107,8 +107,8 @@ class VE(AbstractGaussianSDE):
         return GaussianPrior(self.dim, 0.0, self.sigma_max)
 
 
-class VP(AbstractGaussianSDE):
-    """Variance preserving (DDPM): b = −½β(t) x, g = √β(t); λ_t = e^{−B/2}, σ_t² = 1 − e^{−B}."""
+class AbstractLinearBetaSDE(AbstractGaussianSDE):
+    """The VP drift b = −½β(t) x with a linear β schedule; subclasses give g and the kernel."""
 
     dim: int = eqx.field(static=True)
     schedule: LinearBeta
@@ -122,6 +122,13 @@ class VP(AbstractGaussianSDE):
 
     def drift(self, t: ScalarLike, x: Vector) -> Vector:
         return -0.5 * self.schedule.beta(t) * x
+
+    def prior(self) -> GaussianPrior:
+        return GaussianPrior(self.dim, 0.0, 1.0)
+
+
+class VP(AbstractLinearBetaSDE):
+    """Variance preserving (DDPM): b = −½β(t) x, g = √β(t); λ_t = e^{−B/2}, σ_t² = 1 − e^{−B}."""
 
     def diffusion(self, t: ScalarLike) -> Scalar:
         return jnp.sqrt(self.schedule.beta(t))
@@ -130,25 +137,9 @@ class VP(AbstractGaussianSDE):
         B = self.schedule.integral(t)
         return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
 
-    def prior(self) -> GaussianPrior:
-        return GaussianPrior(self.dim, 0.0, 1.0)
 
-
-class SubVP(AbstractGaussianSDE):
+class SubVP(AbstractLinearBetaSDE):
     """sub-VP: b = −½β(t) x, g = √(β(t)(1 − e^{−2B(t)})); λ_t = e^{−B/2}, σ_t = 1 − e^{−B}."""
-
-    dim: int = eqx.field(static=True)
-    schedule: LinearBeta
-    T: float = eqx.field(static=True)
-
-    def __init__(self, dim: int, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
-        _check_horizon(T)
-        self.dim = dim
-        self.T = T
-        self.schedule = LinearBeta(beta_min, beta_max, T)
-
-    def drift(self, t: ScalarLike, x: Vector) -> Vector:
-        return -0.5 * self.schedule.beta(t) * x
 
     def diffusion(self, t: ScalarLike) -> Scalar:
         B = self.schedule.integral(t)
@@ -157,6 +148,3 @@ class SubVP(AbstractGaussianSDE):
     def kernel(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
         B = self.schedule.integral(t)
         return jnp.exp(-0.5 * B), -jnp.expm1(-B)
-
-    def prior(self) -> GaussianPrior:
-        return GaussianPrior(self.dim, 0.0, 1.0)
