@@ -27,7 +27,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import jax.tree_util as jtu
 import numpy as np
 import optax
 
@@ -37,7 +36,7 @@ from diffsde._train import Trainer
 
 LEARNING_RATE = 1e-3
 EPS = 1e-3
-FEATURES = ("per_row_noise", "schedule_adamw", "clip", "ema", "mask", "metrics", "library_loss")
+FEATURES = ("per_row_noise", "schedule_adamw", "clip", "ema", "metrics", "library_loss")
 
 
 def mixture(dim: int) -> diffsde.GaussianMixture:
@@ -145,12 +144,10 @@ def hand_loop(args, dataset, sde, model_key, train_key, features=()):
             rate = jnp.minimum(0.999, (1.0 + n) / (10.0 + n))
             new_ema = optax.incremental_update(new_params, ema, step_size=1.0 - rate)
         new = (i + 1, new_params, new_ema, new_opt_state)
-        if "mask" in features:
-            new = jtu.tree_map(lambda a, b: jnp.where(i < 10**7, a, b), new, carry)
         row = loss
         if "metrics" in features:
             rate = lr(i) if callable(lr) else lr
-            row = (loss, jnp.asarray(rate, jnp.float32), optax.tree.norm(grads), i < 10**7)
+            row = (loss, jnp.asarray(rate, jnp.float32), optax.tree.norm(grads))
         return new, row
 
     @jax.jit

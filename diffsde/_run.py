@@ -141,10 +141,8 @@ def _train(
     last_checkpoint = int(state.step)
     try:
         while int(state.step) < config.steps:
-            state, rows = trainer.run_chunk(state)
-            rows = {k: np.asarray(v) for k, v in rows.items()}
-            active = rows.pop("active")
-            rows = {k: v[active].astype(np.float64) for k, v in rows.items()}
+            state, rows = trainer.run_chunk(state, trainer.chunk_length(state))
+            rows = {k: np.asarray(v, np.float64) for k, v in rows.items()}
             rows["wall_time"] = np.full(len(rows["step"]), time.perf_counter() - t0)
             bad = np.flatnonzero(~np.isfinite(rows["loss"]))
             if bad.size:

@@ -86,9 +86,11 @@ class Trainer(eqx.Module):
         return eqx.combine(params, self.static)
 
     @eqx.filter_jit
-    def run_chunk(self, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
-        """``steps_per_dispatch`` steps in one dispatch; steps past ``config.steps`` are no-ops
-        (masked), so every chunk has the same shape and nothing recompiles."""
+    def run_chunk(
+        self, state: TrainState, length: int | None = None
+    ) -> tuple[TrainState, dict[str, Array]]:
+        """``length`` steps (default ``steps_per_dispatch``) in one dispatch. ``length`` is
+        static: every full chunk reuses one compilation; a shorter last chunk compiles once."""
         opt, schedule = optimizer(self.config)
         decay = self.config.ema_decay
 
@@ -108,15 +110,17 @@ class Trainer(eqx.Module):
             rate = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
             ema = optax.incremental_update(params, state.ema, step_size=1.0 - rate)
             new = TrainState(state.step + 1, params, ema, opt_state)
-            active = state.step < self.config.steps
-            new = jtu.tree_map(lambda a, b: jnp.where(active, a, b), new, state)
             row = {
                 "step": (state.step + 1).astype(jnp.float32),
                 "loss": loss,
                 "lr": jnp.asarray(schedule(state.step), jnp.float32),
                 "grad_norm": optax.tree.norm(grads),
-                "active": active,
             }
             return new, row
 
-        return jax.lax.scan(one_step, state, None, length=self.config.steps_per_dispatch)
+        length = self.config.steps_per_dispatch if length is None else length
+        return jax.lax.scan(one_step, state, None, length=length)
+
+    def chunk_length(self, state: TrainState) -> int:
+        """Steps of the next dispatch: ``steps_per_dispatch``, or what is left of the budget."""
+        return min(self.config.steps_per_dispatch, self.config.steps - int(state.step))

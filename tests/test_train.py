@@ -64,11 +64,14 @@ def test_same_seed_same_parameters_and_chunking_does_not_matter():
     assert not np.array_equal(_leaves(sa.params.mlp)[0], _leaves(sc.params.mlp)[0])
 
 
-def test_steps_past_the_budget_are_masked():
+def test_the_last_chunk_stops_at_the_budget():
     (trainer, state), _ = _trainer(steps=50, per_dispatch=20)
-    state, rows = _run(trainer, state, 3)
-    assert int(state.step) == 50
-    assert rows["active"].sum() == 50 and rows["step"][49] == 50
+    lengths = []
+    while int(state.step) < 50:
+        lengths.append(trainer.chunk_length(state))
+        state, rows = trainer.run_chunk(state, lengths[-1])
+    assert lengths == [20, 20, 10] and int(state.step) == 50
+    np.testing.assert_array_equal(rows["step"], np.arange(41, 51))
 
 
 def test_the_sde_inside_the_model_is_not_trained():
