@@ -161,6 +161,27 @@ def _plugins(args) -> int:
     return 0
 
 
+def _dashboard(args) -> int:
+    import os
+    import pathlib
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    entry = root / "app" / "main.py"
+    if not entry.is_file():
+        print(
+            f"diffsde dashboard: {entry} not found; the dashboard lives in the app/ folder of a "
+            "source checkout: install diffsde from one with `pip install -e .`",
+            file=sys.stderr,
+        )
+        return 1
+    env = dict(os.environ, DIFFSDE_RUNS_DIR=str(pathlib.Path(args.runs_dir).resolve()))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "streamlit", "run", str(entry)]
+    options = ["--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    return subprocess.call([*command, *options], env=env, cwd=root)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="diffsde", description="Score-based diffusion models declared as SDEs."
@@ -217,6 +238,11 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plugins", help="list every registered component and plugin errors")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(handler=_plugins)
+
+    d = sub.add_parser("dashboard", help="browse runs and plugins in a web app (Streamlit)")
+    d.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
+    d.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
+    d.set_defaults(handler=_dashboard)
     return p
 
 

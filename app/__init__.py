@@ -1,0 +1,1 @@
+"""The diffsde dashboard (Streamlit): ``diffsde dashboard [--runs-dir DIR] [--port P]``."""

@@ -1,0 +1,23 @@
+"""Entry point of the dashboard: ``streamlit run app/main.py`` (what ``diffsde dashboard`` runs).
+
+The runs directory comes from ``$DIFFSDE_RUNS_DIR`` (default ``runs``); the app only reads the
+run store.
+"""
+
+import pathlib
+import sys
+
+import streamlit as st
+
+HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # `streamlit run` puts app/ on the path, not its parent
+    sys.path.insert(0, str(HERE.parent))
+
+st.set_page_config(page_title="diffsde", layout="wide")
+navigation = st.navigation(
+    [
+        st.Page(HERE / "pages" / "runs.py", title="Runs", default=True),
+        st.Page(HERE / "pages" / "plugins.py", title="Plugins"),
+    ]
+)
+navigation.run()
