@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import pydantic
 
+from diffsde._expression import COMPARISONS
 from diffsde._plugins import Registry
 from diffsde.runs import RUN_FILE, RunProblem, RunRecord, list_runs, open_run
 
@@ -133,14 +134,6 @@ class FilterError(ValueError):
     """A filter expression that does not parse, is not allowed, or names an unknown column."""
 
 
-_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-}
 _EXAMPLE = 'e.g. sde.type == "vp" and eval.sliced_w2 < 0.1'
 _Value = Callable[[pd.DataFrame], Any]
 
@@ -228,7 +221,7 @@ class _FilterCompiler:
                 ops.append(lambda a, _, c=choices, n=negate: _isin(a, c, n))
                 operands.append(lambda frame: None)
                 continue
-            op = _COMPARE.get(type(op_node))
+            op = COMPARISONS.get(type(op_node))
             if op is None:
                 self.fail(node, f"comparison {type(op_node).__name__} is not allowed in a filter")
             ops.append(op)
@@ -341,14 +334,4 @@ def parameter_rows(config: type[pydantic.BaseModel]) -> list[dict[str, str]]:
 
 def component_rows(registry: Registry) -> list[dict[str, str]]:
     """Every registered component: kind, name, distribution, plugin, one-line doc."""
-    return [
-        {
-            "kind": kind,
-            "name": c.name,
-            "distribution": c.distribution,
-            "plugin": c.plugin,
-            "doc": c.doc,
-        }
-        for kind in registry.components
-        for c in (registry.get(kind, n) for n in registry.names(kind))
-    ]
+    return registry.rows()

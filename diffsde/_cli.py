@@ -131,17 +131,7 @@ def _plugins(args) -> int:
     from ._plugins import get_registry
 
     registry = get_registry()
-    rows = [
-        {
-            "kind": kind,
-            "name": c.name,
-            "distribution": c.distribution,
-            "plugin": c.plugin,
-            "doc": c.doc,
-        }
-        for kind in registry.components
-        for c in (registry.get(kind, n) for n in registry.names(kind))
-    ]
+    rows = registry.rows()
     errors = [str(e) for e in registry.errors]
     if args.json:
         print(json.dumps({"components": rows, "errors": errors}, indent=2))

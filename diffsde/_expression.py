@@ -66,7 +66,7 @@ _BINARY = {
     ast.MatMult: operator.matmul,
 }
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-_COMPARE = {
+COMPARISONS = {
     ast.Lt: operator.lt,
     ast.LtE: operator.le,
     ast.Gt: operator.gt,
@@ -195,7 +195,7 @@ class _Compiler:
     def visit_Compare(self, node: ast.Compare) -> _Compiled:
         ops = []
         for op_node in node.ops:
-            op = _COMPARE.get(type(op_node))
+            op = COMPARISONS.get(type(op_node))
             if op is None:
                 self.fail(node, f"comparison {type(op_node).__name__} is not allowed")
             ops.append(op)

@@ -73,6 +73,20 @@ class Registry:
     def configs(self, kind: str) -> list[type[ComponentConfig]]:
         return [self.components[kind][n].config for n in self.names(kind)]
 
+    def rows(self) -> list[dict[str, str]]:
+        """Every component as kind, name, distribution, plugin and one-line doc, by kind."""
+        return [
+            {
+                "kind": kind,
+                "name": c.name,
+                "distribution": c.distribution,
+                "plugin": c.plugin,
+                "doc": c.doc,
+            }
+            for kind in self.components
+            for c in (self.get(kind, n) for n in self.names(kind))
+        ]
+
 
 def type_tag(config: type) -> str | None:
     """The single string of a ``type: Literal["tag"]`` field, or None if there is none."""
