@@ -20,6 +20,7 @@ import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pydantic
 
@@ -335,3 +336,220 @@ def parameter_rows(config: type[pydantic.BaseModel]) -> list[dict[str, str]]:
 def component_rows(registry: Registry) -> list[dict[str, str]]:
     """Every registered component: kind, name, distribution, plugin, one-line doc."""
     return registry.rows()
+
+
+# -- comparing runs --------------------------------------------------------------------------
+
+METRICS = ("loss", "lr", "grad_norm")
+X_AXES = ("step", "wall_time")
+SEED_KEY = "seed"
+# Spec keys that label a run rather than configure it: ignored when grouping runs over seeds.
+_LABEL_KEYS = ("name", SEED_KEY)
+
+
+def flat_spec(record: RunRecord) -> dict[str, Any]:
+    """``record``'s resolved spec flattened to dotted keys (lists kept as one string)."""
+    out: dict[str, Any] = {}
+    _flatten(record.spec if isinstance(record.spec, Mapping) else {}, "", out)
+    return out
+
+
+def spec_diff(records: Iterable[RunRecord], *, all_keys: bool = False) -> pd.DataFrame:
+    """The resolved specs side by side: one row per dotted key, one column per run id.
+
+    Only keys whose values differ between the runs (a key missing from some run differs)
+    unless ``all_keys``. Values are shown as text so mixed types fit one column.
+    """
+    records = list(records)
+    flats = [flat_spec(r) for r in records]
+    keys = sorted(set().union(*flats)) if flats else []
+    rows = {}
+    for key in keys:
+        values = [repr(f[key]) if key in f else None for f in flats]
+        if all_keys or len(set(values)) > 1:
+            rows[key] = ["—" if v is None else str(flats[i][key]) for i, v in enumerate(values)]
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[r.id for r in records])
+    frame.index.name = "key"
+    return frame
+
+
+def _is_best_column(column: str) -> bool:
+    return column == "loss" or column.startswith("eval.")
+
+
+def final_metrics(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per run (indexed by id): name, steps, wall time, final loss, every ``eval.*``
+    metric (labelled ``diffsde sample`` metrics included) and every ``nfe.*`` count."""
+    rows = []
+    for record in records:
+        steps = _last(record.metrics.get("step"))
+        row: dict[str, Any] = {
+            "id": record.id,
+            "name": record.name,
+            "steps": int(steps) if steps is not None else 0,
+            "wall_time": _last(record.metrics.get("wall_time")),
+            "loss": _last(record.metrics.get("loss")),
+        }
+        row.update({f"eval.{k}": v for k, v in sorted(record.eval.items())})
+        row.update({f"nfe.{k}": v for k, v in sorted(record.nfe.items())})
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=["name", "steps", "wall_time", "loss"]).rename_axis("id")
+    frame = pd.DataFrame(rows).set_index("id")
+    results = sorted(c for c in frame.columns if c.startswith("eval.")) + sorted(
+        c for c in frame.columns if c.startswith("nfe.")
+    )
+    return frame[["name", "steps", "wall_time", "loss", *results]]
+
+
+def best_per_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """A boolean frame shaped like ``frame``: True at the lowest value of each metric column
+    (``loss`` and ``eval.*``; lower is better for all of them). Ties are all marked; other
+    columns, and columns with no values, are never marked."""
+    mask = pd.DataFrame(False, index=frame.index, columns=frame.columns)
+    for column in frame.columns:
+        if not _is_best_column(column):
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.notna().any():
+            mask[column] = values == values.min()
+    return mask
+
+
+def smooth(values: Any, alpha: float) -> Any:
+    """Exponential moving average: ``s[0] = v[0]``, ``s[t] = alpha*s[t-1] + (1-alpha)*v[t]``.
+
+    ``alpha = 0`` returns the values unchanged; ``alpha`` must be in [0, 1).
+    """
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"smoothing alpha must be in [0, 1), got {alpha}")
+    series = pd.Series(values, dtype=float)
+    if alpha == 0.0:
+        return series.to_numpy()
+    return series.ewm(alpha=1.0 - alpha, adjust=False).mean().to_numpy()
+
+
+def curves(
+    records: Iterable[RunRecord], metric: str, x: str = "step", *, alpha: float = 0.0
+) -> pd.DataFrame:
+    """Long frame (columns ``run``, ``x``, ``metric``) of ``metric`` against ``x`` for each run
+    that logged both, smoothed with `smooth`; ``run`` is ``name (id)``."""
+    frames = []
+    for record in records:
+        xs, ys = record.metrics.get(x), record.metrics.get(metric)
+        if xs is None or ys is None or not len(ys):
+            continue
+        length = min(len(xs), len(ys))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run": f"{record.name} ({record.id})",
+                    x: xs[:length],
+                    metric: smooth(ys[:length], alpha),
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(columns=["run", x, metric])
+    return pd.concat(frames, ignore_index=True)
+
+
+def seed_groups(records: Iterable[RunRecord]) -> list[list[RunRecord]]:
+    """Groups of two or more runs whose resolved specs differ only in ``seed`` (the run
+    ``name`` is a label and ignored too) and that have distinct seeds, in first-seen order."""
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        flat = flat_spec(record)
+        key = repr(sorted((k, repr(v)) for k, v in flat.items() if k not in _LABEL_KEYS))
+        groups.setdefault(key, []).append(record)
+    out = []
+    for group in groups.values():
+        seeds = [flat_spec(r).get(SEED_KEY) for r in group]
+        if len(group) > 1 and len(set(map(repr, seeds))) == len(group):
+            out.append(group)
+    return out
+
+
+def seed_summary(group: Iterable[RunRecord]) -> pd.DataFrame:
+    """Mean ± std (sample std, ddof=1) over the runs of one seed group of each numeric final
+    metric (`final_metrics` columns but ``name``); one row per metric."""
+    frame = final_metrics(group).drop(columns="name").apply(pd.to_numeric, errors="coerce")
+    return pd.DataFrame(
+        {"mean": frame.mean(), "std": frame.std(ddof=1), "n": frame.count()}
+    ).rename_axis("metric")
+
+
+# -- samples ---------------------------------------------------------------------------------
+
+REFERENCE = "reference"
+
+
+def sample_sets(record: RunRecord) -> list[str]:
+    """The run's stored sample sets that can be shown: 2-D arrays (points × dim) other than the
+    held-out reference; ``samples`` first, then labelled `diffsde sample` sets by name."""
+    names = [
+        k
+        for k, v in record.samples.items()
+        if k != REFERENCE and getattr(v, "ndim", 0) == 2 and len(v)
+    ]
+    return sorted(names, key=lambda k: (k != "samples", k))
+
+
+def sample_view(dim: int) -> str:
+    """How to draw points of dimension ``dim``: ``scatter`` (2-D), ``image`` (a perfect square
+    of at least 16, e.g. 8×8 digits) or ``histogram`` (marginals of the first coordinates)."""
+    side = int(round(dim**0.5))
+    if dim == 2:
+        return "scatter"
+    if dim >= 16 and side * side == dim:
+        return "image"
+    return "histogram"
+
+
+def _head(array: Any, max_points: int) -> Any:
+    return np.asarray(array, dtype=float)[:max_points]
+
+
+def scatter_frame(samples: Any, reference: Any = None, *, max_points: int = 1000) -> pd.DataFrame:
+    """Long frame (``x``, ``y``, ``set``) of the first two coordinates: reference then samples."""
+    parts = []
+    for name, array in ((REFERENCE, reference), ("samples", samples)):
+        if array is not None and len(array):
+            head = _head(array, max_points)
+            parts.append(pd.DataFrame({"x": head[:, 0], "y": head[:, 1], "set": name}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["x", "y", "set"])
+
+
+def marginal_frame(
+    samples: Any, reference: Any = None, *, coordinates: int = 4, max_points: int = 1000
+) -> pd.DataFrame:
+    """Long frame (``coordinate``, ``value``, ``set``) of the first ``coordinates`` columns."""
+    parts = []
+    for name, array in ((REFERENCE, reference), ("samples", samples)):
+        if array is None or not len(array):
+            continue
+        head = _head(array, max_points)
+        for j in range(min(coordinates, head.shape[1])):
+            parts.append(pd.DataFrame({"coordinate": f"x{j}", "value": head[:, j], "set": name}))
+    if not parts:
+        return pd.DataFrame(columns=["coordinate", "value", "set"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def image_tile(samples: Any, *, count: int = 16, columns: int = 4, gap: int = 1) -> Any:
+    """The first ``count`` samples (each a flattened square image) as one grid in [0, 1], with a
+    ``gap`` of pixels between images; scaled by the min and max of the shown images."""
+    images = np.asarray(samples, dtype=float)[:count]
+    n, dim = images.shape
+    side = int(round(dim**0.5))
+    if side * side != dim:
+        raise ValueError(f"dimension {dim} is not a square image")
+    low, high = float(images.min()), float(images.max())
+    images = (images - low) / (high - low) if high > low else np.zeros_like(images)
+    rows = -(-n // columns)
+    step = side + gap
+    tile = np.ones((rows * step - gap, columns * step - gap))
+    for i, image in enumerate(images.reshape(n, side, side)):
+        r, c = divmod(i, columns)
+        tile[r * step : r * step + side, c * step : c * step + side] = image
+    return tile

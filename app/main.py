@@ -17,6 +17,7 @@ st.set_page_config(page_title="diffsde", layout="wide")
 navigation = st.navigation(
     [
         st.Page(HERE / "pages" / "runs.py", title="Runs", default=True),
+        st.Page(HERE / "pages" / "compare.py", title="Compare"),
         st.Page(HERE / "pages" / "plugins.py", title="Plugins"),
     ]
 )

@@ -1,15 +1,37 @@
-"""The dashboard (app/): table and filter over real runs, the Runs and Plugins pages rendered
-with Streamlit's AppTest, and `diffsde dashboard` launching Streamlit on app/main.py."""
+"""The dashboard (app/): table and filter over real runs, the comparison data functions, the
+Runs, Compare and Plugins pages rendered with Streamlit's AppTest, and `diffsde dashboard`
+launching Streamlit on app/main.py."""
 
+import dataclasses
 import pathlib
 import subprocess
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.data import FilterError, component_rows, filter_table, load_table, parameter_rows
+from app.data import (
+    FilterError,
+    best_per_column,
+    component_rows,
+    curves,
+    filter_table,
+    final_metrics,
+    image_tile,
+    load_table,
+    marginal_frame,
+    parameter_rows,
+    sample_sets,
+    sample_view,
+    scatter_frame,
+    seed_groups,
+    seed_summary,
+    smooth,
+    spec_diff,
+)
 from diffsde import get_registry
 from diffsde._cli import main
+from diffsde.runs import list_runs
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
 SPEC = """\
@@ -115,6 +137,9 @@ def test_main_navigation(runs_dir, monkeypatch):
     at = AppTest.from_file(str(APP / "main.py"), default_timeout=30).run()
     assert not at.exception
     assert at.title[0].value == "Runs"
+    at.switch_page(str(APP / "pages" / "compare.py")).run()
+    assert not at.exception
+    assert at.title[0].value == "Compare"
 
 
 def test_dashboard_command(tmp_path, monkeypatch):
@@ -125,3 +150,121 @@ def test_dashboard_command(tmp_path, monkeypatch):
     assert command[1:5] == ["-m", "streamlit", "run", str(APP / "main.py")]
     assert command[5:7] == ["--server.port", "8600"]
     assert kwargs["env"]["DIFFSDE_RUNS_DIR"] == str(tmp_path.resolve())
+
+
+# -- Compare ----------------------------------------------------------------------------------
+
+
+def _variant(record, id, seed=None, evaluation=None, name=None, **samples):
+    spec = dict(record.spec, seed=record.spec["seed"] if seed is None else seed)
+    return dataclasses.replace(
+        record,
+        id=id,
+        name=name or record.name,
+        spec=spec,
+        eval=record.eval if evaluation is None else evaluation,
+        samples={**record.samples, **samples},
+    )
+
+
+def test_spec_diff(runs_dir):
+    vp, ve = list_runs(runs_dir)
+    diff = spec_diff([vp, ve])
+    assert list(diff.columns) == [vp.id, ve.id]
+    assert "sde.type" in diff.index and "training.batch_size" not in diff.index
+    assert "name" in diff.index  # tiny-vp vs tiny-ve
+    assert list(diff.loc["sde.type"]) == ["vp", "ve"]
+    full = spec_diff([vp, ve], all_keys=True)
+    assert "training.batch_size" in full.index and len(full) > len(diff)
+    assert spec_diff([vp, _variant(vp, "copy")]).empty
+    seeded = spec_diff([vp, _variant(vp, "s4", seed=4)])
+    assert list(seeded.index) == ["seed"] and list(seeded.loc["seed"]) == ["3", "4"]
+
+
+def test_final_metrics_best(runs_dir):
+    vp, ve = list_runs(runs_dir)
+    frame = final_metrics([vp, ve])
+    assert list(frame.index) == [vp.id, ve.id]
+    assert {"name", "steps", "wall_time", "loss", "eval.sliced_w2"} <= set(frame.columns)
+    assert list(frame["steps"]) == [20, 20]
+    a = _variant(vp, "a", evaluation={"sliced_w2": 0.5, "mmd": 0.1, "x.mmd": 2.0})
+    b = _variant(vp, "b", evaluation={"sliced_w2": 0.2, "mmd": 0.3})
+    c = _variant(vp, "c", evaluation={"sliced_w2": 0.2, "mmd": 0.4})
+    best = best_per_column(final_metrics([a, b, c]))
+    assert list(best["eval.sliced_w2"]) == [False, True, True]  # ties both marked
+    assert list(best["eval.mmd"]) == [True, False, False]
+    assert list(best["eval.x.mmd"]) == [True, False, False]  # NaN elsewhere
+    assert not best["steps"].any() and not best["name"].any() and not best["wall_time"].any()
+    assert best["loss"].all()  # same training history
+
+
+def test_smooth_and_curves(runs_dir):
+    values = np.array([1.0, 3.0, 2.0, 5.0])
+    np.testing.assert_array_equal(smooth(values, 0.0), values)
+    np.testing.assert_allclose(smooth(values, 0.5), [1.0, 2.0, 2.0, 3.5])
+    with pytest.raises(ValueError):
+        smooth(values, 1.0)
+    vp, ve = list_runs(runs_dir)
+    long = curves([vp, ve], "loss", "wall_time", alpha=0.9)
+    assert list(long.columns) == ["run", "wall_time", "loss"]
+    assert len(long) == len(vp.metrics["loss"]) + len(ve.metrics["loss"])
+    assert long["run"].nunique() == 2
+    raw = curves([vp], "grad_norm", "step")
+    np.testing.assert_array_equal(raw["grad_norm"], vp.metrics["grad_norm"])
+
+
+def test_seed_groups(runs_dir):
+    vp, ve = list_runs(runs_dir)
+    assert seed_groups([vp, ve]) == []
+    assert seed_groups([vp, _variant(vp, "same-seed")]) == []
+    runs = [
+        _variant(vp, "s1", seed=1, evaluation={"sliced_w2": 1.0}, name="renamed"),
+        _variant(vp, "s2", seed=2, evaluation={"sliced_w2": 2.0}),
+        _variant(vp, "s3", seed=5, evaluation={"sliced_w2": 6.0}),
+    ]
+    (group,) = seed_groups([*runs, ve])
+    assert [r.id for r in group] == ["s1", "s2", "s3"]
+    summary = seed_summary(group)
+    assert summary.loc["eval.sliced_w2", "mean"] == pytest.approx(3.0)
+    assert summary.loc["eval.sliced_w2", "std"] == pytest.approx(np.std([1, 2, 6], ddof=1))
+    assert summary.loc["eval.sliced_w2", "n"] == 3
+    assert summary.loc["steps", "std"] == 0
+
+
+def test_sample_views(runs_dir):
+    vp, _ = list_runs(runs_dir)
+    labelled = _variant(vp, "l", **{"pf_ode-solver=heun-steps=20-n=1000": np.zeros((5, 2))})
+    labelled.samples["trajectory"] = np.zeros((3, 5, 2))
+    assert sample_sets(labelled) == ["samples", "pf_ode-solver=heun-steps=20-n=1000"]
+    assert [sample_view(d) for d in (2, 64, 4, 10, 1)] == ["scatter", "image"] + ["histogram"] * 3
+    points = scatter_frame(vp.samples["samples"], vp.samples["reference"], max_points=30)
+    assert list(points["set"].unique()) == ["reference", "samples"] and len(points) == 60
+    marginals = marginal_frame(np.ones((10, 6)), None, coordinates=4)
+    assert sorted(marginals["coordinate"].unique()) == ["x0", "x1", "x2", "x3"]
+    tile = image_tile(np.arange(5 * 64).reshape(5, 64), count=4, columns=2)
+    assert tile.shape == (17, 17) and tile.min() == 0 and tile.max() == 1
+
+
+def test_compare_page(runs_dir, monkeypatch):
+    monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
+    at = AppTest.from_file(str(APP / "pages" / "compare.py"), default_timeout=30).run()
+    assert not at.exception
+    assert any("pick runs" in i.value for i in at.info)
+    ids = list(load_table(runs_dir)["id"])
+    at = AppTest.from_file(str(APP / "pages" / "compare.py"), default_timeout=30)
+    at.session_state["compare_runs"] = ids  # as the Runs page leaves it
+    at.run()
+    assert not at.exception
+    metrics, diff = at.dataframe[0].value, at.dataframe[1].value
+    assert list(metrics.index) == ids and "eval.sliced_w2" in metrics.columns
+    assert "sde.type" in diff.index and "training.batch_size" not in diff.index
+    assert len(at.get("download_button")) == 1
+    at.toggle(key="compare_all_keys").set_value(True).run()
+    assert "training.batch_size" in at.dataframe[1].value.index
+    at.selectbox(key="compare_metric").set_value("grad_norm").run()
+    at.selectbox(key="compare_x").set_value("wall_time").run()
+    at.slider(key="compare_alpha").set_value(0.9).run()
+    assert not at.exception
+    at.multiselect(key="compare_widget").unselect(ids[1]).run()
+    assert at.session_state["compare_runs"] == [ids[0]]
+    assert not at.exception
