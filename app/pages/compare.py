@@ -12,8 +12,6 @@ from app.data import (
     final_metrics,
     image_tile,
     marginal_frame,
-    run_stamps,
-    runs_dir_from_env,
     sample_sets,
     sample_view,
     scatter_frame,
@@ -21,6 +19,7 @@ from app.data import (
     seed_summary,
     spec_diff,
 )
+from app.ui import run_store
 from diffsde.runs import RunReadError, open_run
 
 COMPARE_KEY = "compare_runs"  # the selection the Runs page keeps (run ids)
@@ -34,14 +33,7 @@ def _record(path: str, mtime: float):
     return open_run(path)
 
 
-runs_dir = runs_dir_from_env()
-st.title("Compare")
-st.caption(f"run store: `{runs_dir}`")
-try:
-    stamps = run_stamps(runs_dir)
-except FileNotFoundError as err:
-    st.error(str(err))
-    st.stop()
+runs_dir, stamps = run_store("Compare")
 
 records = {}
 for path, mtime in stamps:

@@ -7,10 +7,9 @@ from app.data import (
     FilterError,
     filter_table,
     load_row,
-    run_stamps,
-    runs_dir_from_env,
     table,
 )
+from app.ui import run_store
 from diffsde.runs import RunReadError
 
 COMPARE_KEY = "compare_runs"
@@ -23,15 +22,7 @@ def _row(path: str, mtime: float) -> dict:
     return load_row(path)
 
 
-runs_dir = runs_dir_from_env()
-st.title("Runs")
-st.caption(f"run store: `{runs_dir}`")
-
-try:
-    stamps = run_stamps(runs_dir)
-except FileNotFoundError as err:
-    st.error(str(err))
-    st.stop()
+runs_dir, stamps = run_store("Runs")
 
 rows, problems = [], []
 for path, mtime in stamps:
