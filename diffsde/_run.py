@@ -107,20 +107,33 @@ class Progress:
             self.stream.flush()
 
 
+class StopRequest:
+    """Set by SIGTERM; the training loop checks it after every dispatch and stops the run
+    (status `stopped`, everything kept). A flag, not an exception raised from the handler: an
+    exception raised while Python runs a finaliser or weakref callback is swallowed."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
 @contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so the run is marked `stopped` with everything kept."""
+def _sigterm_stops() -> Iterator[StopRequest]:
+    request = StopRequest()
 
     def stop(signum, frame):
-        raise SystemExit(128 + signum)
+        del frame
+        request.signal = signum
 
     try:
         previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield request
         return
     try:
-        yield
+        yield request
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -132,9 +145,11 @@ def _train(
     state: TrainState,
     *,
     progress: bool,
+    stop: StopRequest,
     wall_offset: float = 0.0,
 ) -> TrainState | None:
-    """Train to the budget; None if the loss went non-finite (the run is then `failed`)."""
+    """Train to the budget; None if the loss went non-finite (the run is then `failed`) or a
+    stop was requested (`stopped`)."""
     config = setup.spec.training
     bar = Progress(config.steps, int(state.step), enabled=progress)
     t0 = time.perf_counter() - wall_offset
@@ -162,6 +177,10 @@ def _train(
                 save_checkpoint(writer.path, step, state)
                 last_checkpoint = step
             bar.update(step, float(rows["loss"][-1]))
+            if stop:
+                save_checkpoint(writer.path, step, state)
+                writer.set_status("stopped", f"signal {stop.signal} at step {step}", step)
+                return None
     finally:
         bar.close()
     if last_checkpoint != int(state.step):
@@ -221,13 +240,15 @@ def run(setup: Setup, runs_dir: str | pathlib.Path, *, progress: bool = True) ->
     )
     if progress:
         print(f"run {writer.path}", file=sys.stderr)
-    with _sigterm_stops(), writer:
-        _finish(setup, writer, trainer, state, keys, progress=progress)
+    with _sigterm_stops() as stop, writer:
+        _finish(setup, writer, trainer, state, keys, progress=progress, stop=stop)
     return writer.path
 
 
-def _finish(setup, writer, trainer, state, keys, *, progress, wall_offset=0.0) -> None:
-    state = _train(setup, writer, trainer, state, progress=progress, wall_offset=wall_offset)
+def _finish(setup, writer, trainer, state, keys, *, progress, stop, wall_offset=0.0) -> None:
+    state = _train(
+        setup, writer, trainer, state, progress=progress, stop=stop, wall_offset=wall_offset
+    )
     if state is not None:
         writer.write_results(*_sample_and_evaluate(setup, trainer, state, keys))
 
@@ -244,8 +265,10 @@ def resume(run_path: str | pathlib.Path, *, progress: bool = True) -> pathlib.Pa
     writer = RunWriter.reopen(record.path, truncate_after_step=step)
     if progress:
         print(f"resume {record.path} from step {step}", file=sys.stderr)
-    with _sigterm_stops(), writer:
-        _finish(setup, writer, trainer, state, keys, progress=progress, wall_offset=offset)
+    with _sigterm_stops() as stop, writer:
+        _finish(
+            setup, writer, trainer, state, keys, progress=progress, stop=stop, wall_offset=offset
+        )
     return record.path
 
 
