@@ -92,12 +92,9 @@ class COU(diffsde.AbstractGaussianSDE):
         return diffsde.GaussianPrior(self.dim, self.mu, self.marginal_std(self.T))
 
 
-class CVP(diffsde.AbstractGaussianSDE):
-    """Contractive VP: dX = +½β(t) X dt + √β(t) dB, linear β (the VP drift with its sign flipped).
-
-    λ_t = e^{½B(t)}, σ_t² = e^{B(t)} − 1 with B(t) = ∫₀ᵗ β. Prior N(0, (e^{B(T)} − 1) I), which
-    ignores the mean λ_T x₀ (noise approximation bias).
-    """
+class AbstractContractiveBetaSDE(diffsde.AbstractGaussianSDE):
+    """The expansive drift +½β(t) x with a linear β (1 → 8 by default) and the prior
+    N(0, σ_T² I); subclasses give g(t) and the kernel."""
 
     dim: int = eqx.field(static=True)
     schedule: diffsde.LinearBeta
@@ -107,6 +104,20 @@ class CVP(diffsde.AbstractGaussianSDE):
         self.dim = dim
         self.T = T
         self.schedule = diffsde.LinearBeta(beta_min, beta_max, T)
+
+    def drift(self, t: ScalarLike, x: Vector) -> Vector:
+        return 0.5 * self.schedule.beta(t) * x
+
+    def prior(self) -> diffsde.GaussianPrior:
+        return diffsde.GaussianPrior(self.dim, 0.0, self.marginal_std(self.T))
+
+
+class CVP(AbstractContractiveBetaSDE):
+    """Contractive VP: dX = +½β(t) X dt + √β(t) dB, linear β (the VP drift with its sign flipped).
+
+    λ_t = e^{½B(t)}, σ_t² = e^{B(t)} − 1 with B(t) = ∫₀ᵗ β. Prior N(0, (e^{B(T)} − 1) I), which
+    ignores the mean λ_T x₀ (noise approximation bias).
+    """
 
     def __check_init__(self):
         _check_horizon("CVP", self.T)
@@ -117,9 +128,6 @@ class CVP(diffsde.AbstractGaussianSDE):
             "lower beta_max or T (B(T) = (beta_min + beta_max)·T/2 <= 80)",
         )
 
-    def drift(self, t: ScalarLike, x: Vector) -> Vector:
-        return 0.5 * self.schedule.beta(t) * x
-
     def diffusion(self, t: ScalarLike) -> Scalar:
         return jnp.sqrt(self.schedule.beta(t))
 
@@ -127,25 +135,13 @@ class CVP(diffsde.AbstractGaussianSDE):
         B = self.schedule.integral(t)
         return jnp.exp(0.5 * B), jnp.sqrt(jnp.expm1(B))
 
-    def prior(self) -> diffsde.GaussianPrior:
-        return diffsde.GaussianPrior(self.dim, 0.0, self.marginal_std(self.T))
 
-
-class CSubVP(diffsde.AbstractGaussianSDE):
+class CSubVP(AbstractContractiveBetaSDE):
     """Contractive sub-VP: dX = +½β(t) X dt + √(β(t)(e^{2B(t)} − 1)) dB, linear β.
 
     λ_t = e^{½B(t)}, σ_t = e^{B(t)} − 1 (so σ_t² = (e^{B(t)} − 1)², below the CVP variance).
     Prior N(0, (e^{B(T)} − 1)² I), which ignores the mean λ_T x₀ (noise approximation bias).
     """
-
-    dim: int = eqx.field(static=True)
-    schedule: diffsde.LinearBeta
-    T: float = eqx.field(static=True)
-
-    def __init__(self, dim: int, beta_min: float = 1.0, beta_max: float = 8.0, T: float = 1.0):
-        self.dim = dim
-        self.T = T
-        self.schedule = diffsde.LinearBeta(beta_min, beta_max, T)
 
     def __check_init__(self):
         _check_horizon("CsubVP", self.T)
@@ -156,9 +152,6 @@ class CSubVP(diffsde.AbstractGaussianSDE):
             "lower beta_max or T (2·B(T) = (beta_min + beta_max)·T <= 80)",
         )
 
-    def drift(self, t: ScalarLike, x: Vector) -> Vector:
-        return 0.5 * self.schedule.beta(t) * x
-
     def diffusion(self, t: ScalarLike) -> Scalar:
         B = self.schedule.integral(t)
         return jnp.sqrt(self.schedule.beta(t) * jnp.expm1(2 * B))
@@ -166,6 +159,3 @@ class CSubVP(diffsde.AbstractGaussianSDE):
     def kernel(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
         B = self.schedule.integral(t)
         return jnp.exp(0.5 * B), jnp.expm1(B)
-
-    def prior(self) -> diffsde.GaussianPrior:
-        return diffsde.GaussianPrior(self.dim, 0.0, self.marginal_std(self.T))
