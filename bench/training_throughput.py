@@ -47,16 +47,21 @@ def mixture(dim: int) -> diffsde.GaussianMixture:
     return diffsde.GaussianMixture(jr.uniform(key, (5,)) + 0.5, means, 0.4)
 
 
-def framework(args, dataset, sde, model_key, train_key, **overrides):
-    """A: the trainer, built as a user would."""
-    model = diffsde.MLPScore(
+def _score_model(args, sde, key):
+    """The built-in MLPScore with the benchmark's sizes (both sides start from these weights)."""
+    return diffsde.MLPScore(
         sde,
         width=args.width,
         depth=args.depth,
         n_frequencies=args.n_frequencies,
         parameterisation="noise",
-        key=model_key,
+        key=key,
     )
+
+
+def framework(args, dataset, sde, model_key, train_key, **overrides):
+    """A: the trainer, built as a user would."""
+    model = _score_model(args, sde, model_key)
     config = TrainingConfig(
         steps=10**7,
         batch_size=args.batch_size,
@@ -91,14 +96,7 @@ def hand_loop(args, dataset, sde, model_key, train_key, features=()):
         key=model_key,
     )
     if "library_loss" in features:  # the built-in MLPScore and DenoisingScoreMatching.loss
-        mlp = diffsde.MLPScore(
-            sde,
-            width=args.width,
-            depth=args.depth,
-            n_frequencies=args.n_frequencies,
-            parameterisation="noise",
-            key=model_key,
-        )
+        mlp = _score_model(args, sde, model_key)
         objective = diffsde.DenoisingScoreMatching(sde, eps=EPS)
     params, static = eqx.partition(mlp, eqx.is_inexact_array)
     if "schedule_adamw" in features:

@@ -172,6 +172,10 @@ def _dashboard(args) -> int:
     return subprocess.call([*command, *options], env=env, cwd=root)
 
 
+def _add_overrides(command: argparse.ArgumentParser, help: str) -> None:
+    command.add_argument("--set", action="append", metavar="KEY=VALUE", help=help)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="diffsde", description="Score-based diffusion models declared as SDEs."
@@ -182,12 +186,7 @@ def parser() -> argparse.ArgumentParser:
         "validate", help="check a spec; print file:line:col key: message per problem"
     )
     v.add_argument("spec", help="path to a YAML spec")
-    v.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a key (dotted path), repeatable",
-    )
+    _add_overrides(v, "override a key (dotted path), repeatable")
     v.add_argument("--resolved", action="store_true", help="print the spec with all defaults")
     v.set_defaults(handler=_validate)
 
@@ -197,12 +196,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train, sample and evaluate a spec; store it all in runs/")
     r.add_argument("spec", nargs="?", help="path to a YAML spec")
-    r.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a key (dotted path), repeatable",
-    )
+    _add_overrides(r, "override a key (dotted path), repeatable")
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs)")
     r.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -212,9 +206,7 @@ def parser() -> argparse.ArgumentParser:
     sa.add_argument("run", help="run directory")
     sa.add_argument("--sampler", help="sampler type (default: the run's own)")
     sa.add_argument("--n", type=int, help="number of samples (default: the run's eval.n_samples)")
-    sa.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="e.g. sampler.steps=50, repeatable"
-    )
+    _add_overrides(sa, "e.g. sampler.steps=50, repeatable")
     sa.set_defaults(handler=_sample)
 
     ev = sub.add_parser("eval", help="recompute a run's metrics on its stored samples")
