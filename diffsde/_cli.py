@@ -39,28 +39,32 @@ def _report_spec_error(err, source) -> int:
 
 
 def _run(args) -> int:
-    from ._run import require_runnable, resume, run
+    from ._run import require_runnable, resume, run, sigterm_stops
     from ._spec._validate import SpecError, load_spec
 
     progress = not args.quiet
-    try:
-        if args.resume:
-            if args.spec or args.set:
-                print(
-                    "--resume continues a run with its own spec: give no SPEC or --set",
-                    file=sys.stderr,
-                )
-                return EXIT_SPEC_ERROR
-            path = resume(args.resume, progress=progress)
-        else:
-            if not args.spec:
-                print("diffsde run: give a SPEC file (or --resume RUN)", file=sys.stderr)
-                return EXIT_SPEC_ERROR
-            setup = load_spec(args.spec, args.set or ())
-            require_runnable(setup)
-            path = run(setup, args.runs_dir, progress=progress)
-    except SpecError as err:
-        return _report_spec_error(err, args.spec or args.resume)
+    # SIGTERM from here on (e.g. the dashboard's Stop while JAX compiles) ends the run as
+    # `stopped` with everything kept, instead of killing it before it has a run.h5.
+    with sigterm_stops() as stop:
+        try:
+            if args.resume:
+                if args.spec or args.set or args.run_dir:
+                    print(
+                        "--resume continues a run with its own spec: give no SPEC, --set or "
+                        "--run-dir",
+                        file=sys.stderr,
+                    )
+                    return EXIT_SPEC_ERROR
+                path = resume(args.resume, progress=progress, stop=stop)
+            else:
+                if not args.spec:
+                    print("diffsde run: give a SPEC file (or --resume RUN)", file=sys.stderr)
+                    return EXIT_SPEC_ERROR
+                setup = load_spec(args.spec, args.set or ())
+                require_runnable(setup)
+                path = run(setup, args.runs_dir, progress=progress, run_dir=args.run_dir, stop=stop)
+        except SpecError as err:
+            return _report_spec_error(err, args.spec or args.resume)
     return _print_run(path)
 
 
@@ -198,6 +202,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("spec", nargs="?", help="path to a YAML spec")
     _add_overrides(r, "override a key (dotted path), repeatable")
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs)")
+    r.add_argument(
+        "--run-dir", help="create the run in this directory (made beforehand, no run.h5 in it)"
+    )
     r.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     r.set_defaults(handler=_run)

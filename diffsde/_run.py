@@ -79,30 +79,45 @@ def _build(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
 
 
 class Progress:
-    """One terminal line: steps, steps/s, loss and ETA, rewritten in place."""
+    """Steps, steps/s, loss and ETA: one terminal line rewritten in place, or, when the stream is
+    not a terminal (a log file), a new line at most every ``log_every`` seconds and at the end."""
 
-    def __init__(self, total: int, start: int, stream=sys.stderr, enabled: bool = True):
+    def __init__(
+        self,
+        total: int,
+        start: int,
+        stream=sys.stderr,
+        enabled: bool = True,
+        log_every: float = 2.0,
+    ):
         self.total, self.start, self.stream, self.enabled = total, start, stream, enabled
-        self.t0 = time.perf_counter()
+        self.t0 = self.last_line = time.perf_counter()
+        self.log_every = log_every
+        self.terminal = enabled and stream.isatty()
 
     def update(self, step: int, loss: float) -> None:
         if not self.enabled:
             return
-        elapsed = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        if not self.terminal and now - self.last_line < self.log_every and step < self.total:
+            return
+        self.last_line = now
+        elapsed = now - self.t0
         rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - step) / rate if rate > 0 else math.inf
         width = 24
         done = int(width * step / self.total)
         bar = "#" * done + "." * (width - done)
         eta_text = "?" if math.isinf(eta) else f"{int(eta) // 60}:{int(eta) % 60:02d}"
+        start, end = ("\r", "") if self.terminal else ("", "\n")
         self.stream.write(
-            f"\r[{bar}] {step}/{self.total} steps  {rate:7.1f} steps/s  loss {loss:9.4g}  "
-            f"ETA {eta_text}  "
+            f"{start}[{bar}] {step}/{self.total} steps  {rate:7.1f} steps/s  "
+            f"loss {loss:9.4g}  ETA {eta_text}  {end}"
         )
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.terminal:
             self.stream.write("\n")
             self.stream.flush()
 
@@ -119,8 +134,13 @@ class StopRequest:
         return self.signal is not None
 
 
+def _stop_request(stop: StopRequest | None):
+    """The caller's stop flag, or a fresh one set by SIGTERM for the duration of the block."""
+    return contextlib.nullcontext(stop) if stop is not None else sigterm_stops()
+
+
 @contextlib.contextmanager
-def _sigterm_stops() -> Iterator[StopRequest]:
+def sigterm_stops() -> Iterator[StopRequest]:
     request = StopRequest()
 
     def stop(signum, frame):
@@ -155,7 +175,7 @@ def _train(
     t0 = time.perf_counter() - wall_offset
     last_checkpoint = int(state.step)
     try:
-        while int(state.step) < config.steps:
+        while int(state.step) < config.steps and not stop:
             state, rows = trainer.run_chunk(state, trainer.chunk_length(state))
             rows = {k: np.asarray(v, np.float64) for k, v in rows.items()}
             rows["wall_time"] = np.full(len(rows["step"]), time.perf_counter() - t0)
@@ -177,12 +197,13 @@ def _train(
                 save_checkpoint(writer.path, step, state)
                 last_checkpoint = step
             bar.update(step, float(rows["loss"][-1]))
-            if stop:
-                save_checkpoint(writer.path, step, state)
-                writer.set_status("stopped", f"signal {stop.signal} at step {step}", step)
-                return None
     finally:
         bar.close()
+    if stop:  # also when the signal came before the first dispatch or during the last one
+        step = int(state.step)
+        save_checkpoint(writer.path, step, state)
+        writer.set_status("stopped", f"signal {stop.signal} at step {step}", step)
+        return None
     if last_checkpoint != int(state.step):
         save_checkpoint(writer.path, int(state.step), state)
     return state
@@ -231,16 +252,30 @@ def _sample_and_evaluate(setup: Setup, trainer: Trainer, state: TrainState, keys
     return evaluation, samples, {setup.spec.sampler.type: int(result.nfe)}
 
 
-def run(setup: Setup, runs_dir: str | pathlib.Path, *, progress: bool = True) -> pathlib.Path:
-    """Train, sample and evaluate ``setup``; return the run directory."""
+def run(
+    setup: Setup,
+    runs_dir: str | pathlib.Path,
+    *,
+    progress: bool = True,
+    run_dir: str | pathlib.Path | None = None,
+    stop: StopRequest | None = None,
+) -> pathlib.Path:
+    """Train, sample and evaluate ``setup``; return the run directory (a new one in
+    ``runs_dir``, or ``run_dir`` if given). SIGTERM, or setting ``stop``, ends the run as
+    `stopped` after the current dispatch."""
     require_runnable(setup)
     trainer, state, keys = _build(setup)
     writer = RunWriter.create(
-        runs_dir, setup.spec.name, setup.resolved_yaml(), environment(), metrics=RUN_METRICS
+        runs_dir,
+        setup.spec.name,
+        setup.resolved_yaml(),
+        environment(),
+        metrics=RUN_METRICS,
+        run_dir=run_dir,
     )
     if progress:
         print(f"run {writer.path}", file=sys.stderr)
-    with _sigterm_stops() as stop, writer:
+    with _stop_request(stop) as stop, writer:
         _finish(setup, writer, trainer, state, keys, progress=progress, stop=stop)
     return writer.path
 
@@ -253,7 +288,9 @@ def _finish(setup, writer, trainer, state, keys, *, progress, stop, wall_offset=
         writer.write_results(*_sample_and_evaluate(setup, trainer, state, keys))
 
 
-def resume(run_path: str | pathlib.Path, *, progress: bool = True) -> pathlib.Path:
+def resume(
+    run_path: str | pathlib.Path, *, progress: bool = True, stop: StopRequest | None = None
+) -> pathlib.Path:
     """Continue a run from its last checkpoint, bit for bit as if it had not stopped."""
     record = open_run(run_path)
     setup = validate_text(record.spec_yaml, f"{record.path}/run.h5:spec")
@@ -265,7 +302,7 @@ def resume(run_path: str | pathlib.Path, *, progress: bool = True) -> pathlib.Pa
     writer = RunWriter.reopen(record.path, truncate_after_step=step)
     if progress:
         print(f"resume {record.path} from step {step}", file=sys.stderr)
-    with _sigterm_stops() as stop, writer:
+    with _stop_request(stop) as stop, writer:
         _finish(
             setup, writer, trainer, state, keys, progress=progress, stop=stop, wall_offset=offset
         )

@@ -43,6 +43,10 @@ SWMR caveats (HDF5 2.0 / h5py 3.16, checked by tests/test_runs.py):
 Checkpoints live beside ``run.h5``: ``checkpoint.eqx`` (``eqx.tree_serialise_leaves`` of
 ``(step, tree)``) and ``checkpoint.json`` (``{"step": ...}`` for cheap listing), each
 written to a temporary file in the same directory, fsynced and renamed over the old one.
+
+A run launched from the dashboard (`diffsde.jobs`) also holds ``spec.yaml`` (what was
+launched), ``job.json`` (queue state, process id) and ``log.txt`` (the process's output); until
+its process starts, the directory has no ``run.h5`` and `list_runs` passes over it.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import pathlib
 import platform
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -74,6 +79,7 @@ FORMAT_VERSION = 1
 RUN_FILE = "run.h5"
 CHECKPOINT_FILE = "checkpoint.eqx"
 CHECKPOINT_META_FILE = "checkpoint.json"
+JOB_FILE = "job.json"  # a run launched by `diffsde.jobs`: queued until its run.h5 appears
 STATUSES = ("running", "completed", "failed", "stopped")
 MESSAGE_BYTES = 8192
 _STATUS_BYTES = 16
@@ -245,6 +251,40 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def new_run_dir(
+    runs_dir: PathLike, name: str, created: datetime.datetime | None = None
+) -> pathlib.Path:
+    """Make and return a fresh ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>`` directory."""
+    created = created or _now()
+    runs_dir = pathlib.Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_dir = runs_dir / f"{created:%Y%m%d-%H%M%S}-{_slug(name)}-{secrets.token_hex(3)}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def _open_idle_for_append(file_path: pathlib.Path) -> h5py.File:
+    """Open a run's file for writing when no live process writes it; a file whose writer
+    died in SWMR mode gets its "open for writing" flags cleared first (``h5clear -s``)."""
+    try:
+        return h5py.File(file_path, "a", libver="latest")
+    except OSError as e:
+        if "already open for write" not in str(e):
+            raise RunReadError(f"cannot open {file_path} for writing: {e}") from e
+        with h5py.File(file_path, "r", libver="latest", swmr=True) as old:
+            host, pid = _text(old.attrs["host"]), int(old.attrs["pid"])
+        if host == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
+            raise RunReadError(
+                f"{file_path} is still being written by process {pid}; stop the run first."
+            ) from e
+        _clear_open_flags(file_path)
+        return h5py.File(file_path, "a", libver="latest")
+
+
 class RunWriter:
     """Writes one run's ``run.h5``; make one with `RunWriter.create`.
 
@@ -273,8 +313,10 @@ class RunWriter:
         environment: Mapping[str, str],
         *,
         metrics: Sequence[str],
+        run_dir: PathLike | None = None,
     ) -> RunWriter:
-        """Make ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>/run.h5`` and enter SWMR mode.
+        """Make ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>/run.h5`` (or ``run_dir/run.h5``,
+        for a directory made beforehand by `new_run_dir`) and enter SWMR mode.
 
         ``metrics`` names the per-row series the trainer will log (e.g. ``step``,
         ``wall_time``, ``loss``, ``lr``, ``grad_norm``); every `append_metrics` call must
@@ -302,16 +344,14 @@ class RunWriter:
             raise ValueError(f"metrics {list(metric_names)} has duplicates; name each once.")
 
         created = _now()
-        runs_dir = pathlib.Path(runs_dir)
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        while True:
-            run_id = f"{created:%Y%m%d-%H%M%S}-{_slug(name)}-{secrets.token_hex(3)}"
-            run_dir = runs_dir / run_id
-            try:
-                run_dir.mkdir()
-                break
-            except FileExistsError:
-                continue
+        if run_dir is None:
+            run_dir = new_run_dir(runs_dir, name, created)
+        else:
+            run_dir = pathlib.Path(run_dir)
+            if (run_dir / RUN_FILE).exists():
+                raise ValueError(f"{run_dir} already holds a run; give a new directory.")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        run_id = run_dir.name
 
         f = h5py.File(run_dir / RUN_FILE, "w", libver="latest")
         try:
@@ -362,20 +402,7 @@ class RunWriter:
         file_path = run_dir / RUN_FILE
         if not file_path.is_file():
             raise RunReadError(f"{run_dir} has no {RUN_FILE}; it is not a run directory.")
-        try:
-            f = h5py.File(file_path, "a", libver="latest")
-        except OSError as e:
-            if "already open for write" not in str(e):
-                raise RunReadError(f"cannot open {file_path} for writing: {e}") from e
-            with h5py.File(file_path, "r", libver="latest", swmr=True) as old:
-                host, pid = _text(old.attrs["host"]), int(old.attrs["pid"])
-            if host == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
-                raise RunReadError(
-                    f"{file_path} is still being written by process {pid}; stop it before "
-                    "resuming the run."
-                ) from e
-            _clear_open_flags(file_path)
-            f = h5py.File(file_path, "a", libver="latest")
+        f = _open_idle_for_append(file_path)
         try:
             if _text(f.attrs.get("format", "")) != FORMAT:
                 raise RunReadError(f"{file_path} is an HDF5 file but not a diffsde run.")
@@ -839,6 +866,8 @@ def list_runs(runs_dir: PathLike, *, problems: list[RunProblem] | None = None) -
     for child in sorted(runs_dir.iterdir()):
         if not child.is_dir() or child.name.startswith("."):
             continue
+        if not (child / RUN_FILE).exists() and (child / JOB_FILE).exists():
+            continue  # queued or starting: not a run yet, not a problem
         try:
             records.append(open_run(child))
         except RunReadError as e:
@@ -895,3 +924,55 @@ def format_table(rows: Sequence[Mapping[str, str]]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# -- managing --------------------------------------------------------------------------------
+
+
+def writer_alive(record: RunRecord) -> bool:
+    """Whether the process recorded as writing ``record`` is still running on this host."""
+    return (
+        record.status == "running"
+        and record.host == socket.gethostname()
+        and record.pid != os.getpid()
+        and _pid_alive(record.pid)
+    )
+
+
+def _idle_record(run_path: PathLike, action: str) -> RunRecord:
+    record = open_run(run_path)
+    if writer_alive(record):
+        raise RunReadError(
+            f"{record.path} is running (process {record.pid}); stop it before you {action} it."
+        )
+    return record
+
+
+def mark_abandoned(run_path: PathLike, status: Status, message: str) -> bool:
+    """Give a run whose writer died (killed, or never reached its own handler) a final status;
+    False if the run already has one. Everything in the file is kept."""
+    record = _idle_record(run_path, "mark")
+    if record.status != "running":
+        return False
+    with _open_idle_for_append(record.path / RUN_FILE) as f:
+        f["status/state"][()] = np.bytes_(status.encode())
+        f["status/message"][()] = np.bytes_(_encode_message(message))
+        f["status/updated"][()] = time.time()
+    return True
+
+
+def rename_run(run_path: PathLike, name: str) -> None:
+    """Give a finished run a new display name (its directory and id stay as they are)."""
+    if not name.strip():
+        raise ValueError("a run name needs at least one non-blank character.")
+    record = _idle_record(run_path, "rename")
+    with _open_idle_for_append(record.path / RUN_FILE) as f:
+        f.attrs["name"] = name.strip()
+
+
+def delete_run(run_path: PathLike, runs_dir: PathLike) -> None:
+    """Delete a run directory that lies directly in ``runs_dir`` and is not being written."""
+    record = _idle_record(run_path, "delete")
+    if record.path.resolve().parent != pathlib.Path(runs_dir).resolve():
+        raise RunReadError(f"{record.path} is not a run directory of {runs_dir}; not deleting.")
+    shutil.rmtree(record.path)

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +176,14 @@ def test_sigkilled_writer_leaves_readable_run(tmp_path):
             seen = len(runs.open_run(run_dir).metrics["step"])
         with pytest.raises(runs.RunReadError, match=f"still being written by process {proc.pid}"):
             runs.RunWriter.reopen(run_dir, truncate_after_step=100)
+        assert runs.writer_alive(runs.open_run(run_dir))
+        for refused in (
+            lambda: runs.delete_run(run_dir, run_dir.parent),
+            lambda: runs.rename_run(run_dir, "other"),
+            lambda: runs.mark_abandoned(run_dir, "stopped", "no"),
+        ):
+            with pytest.raises(runs.RunReadError, match=f"is running \\(process {proc.pid}\\)"):
+                refused()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -188,6 +197,23 @@ def test_sigkilled_writer_leaves_readable_run(tmp_path):
     assert [r.id for r in runs.list_runs(run_dir.parent)] == [record.id]
     with pytest.raises(OSError, match="already open for write"):
         h5py.File(run_dir / "run.h5", "r")  # the SWMR caveat RunWriter.reopen deals with
+    assert not runs.writer_alive(record)
+
+    # A copy of the killed run: given a final status, renamed and deleted, rows kept throughout.
+    elsewhere = tmp_path / "elsewhere"
+    copy = shutil.copytree(run_dir, elsewhere / run_dir.name)
+    assert runs.mark_abandoned(copy, "stopped", "killed by the test")
+    assert not runs.mark_abandoned(copy, "failed", "already has a status")
+    runs.rename_run(copy, "  renamed ")
+    kept = runs.open_run(copy)
+    assert (kept.status, kept.message, kept.name) == ("stopped", "killed by the test", "renamed")
+    np.testing.assert_array_equal(kept.metrics["step"], record.metrics["step"])
+    with pytest.raises(ValueError, match="non-blank"):
+        runs.rename_run(copy, " ")
+    with pytest.raises(runs.RunReadError, match="not a run directory of"):
+        runs.delete_run(copy, tmp_path)
+    runs.delete_run(copy, elsewhere)
+    assert not copy.exists()
 
     # Resume: the crash flags are cleared, rows after the checkpoint step dropped.
     with runs.RunWriter.reopen(run_dir, truncate_after_step=100) as writer:
