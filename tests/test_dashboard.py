@@ -268,3 +268,36 @@ def test_compare_page(runs_dir, monkeypatch):
     at.multiselect(key="compare_widget").unselect(ids[1]).run()
     assert at.session_state["compare_runs"] == [ids[0]]
     assert not at.exception
+
+
+def test_runs_page_rename_and_delete_ask_first(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    for name in ("first", "second"):
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(SPEC.replace("NAME", name).replace("SDE", "vp"))
+        assert main(["run", str(spec), "--runs-dir", str(runs_dir), "-q"]) == 0
+    first, second = (r.id for r in list_runs(runs_dir))
+    monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
+    at = AppTest.from_file(str(APP / "pages" / "runs.py"), default_timeout=30).run()
+
+    at.selectbox(key="runs_manage_target").select(first).run()
+    at.text_input(key="runs_new_name").input("renamed").run()
+    at.button(key="runs_rename").click().run()
+    assert "Rename first" in at.warning[0].value
+    assert [r.name for r in list_runs(runs_dir)] == ["first", "second"]  # not before confirming
+    at.button(key="runs_confirm").click().run()
+    assert not at.exception
+    assert "renamed first" in at.success[0].value
+    assert [r.name for r in list_runs(runs_dir)] == ["renamed", "second"]
+    assert "renamed" in list(at.dataframe[0].value["name"])
+
+    at.selectbox(key="runs_manage_target").select(second).run()
+    at.button(key="runs_delete").click().run()
+    assert "removed for good" in at.warning[0].value
+    at.button(key="runs_cancel").click().run()
+    assert not at.warning and len(list_runs(runs_dir)) == 2
+    at.button(key="runs_delete").click().run()
+    at.button(key="runs_confirm").click().run()
+    assert "deleted second" in at.success[0].value
+    assert [r.id for r in list_runs(runs_dir)] == [first]
+    assert list(at.dataframe[0].value["id"]) == [first]

@@ -10,9 +10,12 @@ from app.data import (
     table,
 )
 from app.ui import run_store
-from diffsde.runs import RunReadError
+from diffsde import jobs
+from diffsde.runs import RunReadError, rename_run
 
 COMPARE_KEY = "compare_runs"
+PENDING_KEY = "runs_pending_action"  # a rename or delete waiting for confirmation
+DONE_KEY = "runs_action_result"  # what the last confirmed one did, shown once
 
 
 @st.cache_data(show_spinner=False)
@@ -23,6 +26,8 @@ def _row(path: str, mtime: float) -> dict:
 
 
 runs_dir, stamps = run_store("Runs")
+if (done := st.session_state.pop(DONE_KEY, None)) is not None:
+    getattr(st, done[0])(done[1])
 
 rows, problems = [], []
 for path, mtime in stamps:
@@ -82,3 +87,46 @@ st.multiselect(
     key=WIDGET_KEY,
     on_change=_keep_selection,
 )
+
+st.subheader("Rename or delete")
+paths = dict(zip(frame["id"], frame["path"], strict=True))
+target = st.selectbox(
+    "Run", options=list(labels), format_func=labels.__getitem__, key="runs_manage_target"
+)
+name_column, rename_column, delete_column = st.columns([3, 1, 1], vertical_alignment="bottom")
+new_name = name_column.text_input("New name", key="runs_new_name")
+
+
+def _ask(action: str) -> None:
+    """Nothing changes before the user confirms: remember what was asked."""
+    st.session_state[PENDING_KEY] = (action, target, new_name)
+
+
+def _confirm() -> None:
+    action, run_id, name = st.session_state.pop(PENDING_KEY)
+    try:
+        if action == "delete":
+            jobs.discard(paths[run_id], runs_dir)
+            st.session_state[DONE_KEY] = ("success", f"deleted {labels[run_id]}")
+        else:
+            rename_run(paths[run_id], name)
+            st.session_state[DONE_KEY] = ("success", f"renamed {labels[run_id]} to {name.strip()}")
+    except (RunReadError, ValueError, OSError) as err:
+        st.session_state[DONE_KEY] = ("error", f"could not {action} {labels[run_id]}: {err}")
+
+
+rename_column.button(
+    "Rename", key="runs_rename", on_click=_ask, args=("rename",), disabled=not new_name.strip()
+)
+delete_column.button("Delete", key="runs_delete", on_click=_ask, args=("delete",))
+pending = st.session_state.get(PENDING_KEY)
+if pending is not None and pending[1] in labels:
+    action, run_id, name = pending
+    st.warning(
+        f"Delete {labels[run_id]}? Its run.h5, checkpoint and log are removed for good."
+        if action == "delete"
+        else f"Rename {labels[run_id]} to {name.strip()!r}?"
+    )
+    yes, no, _ = st.columns([1, 1, 4])
+    yes.button("Confirm", key="runs_confirm", type="primary", on_click=_confirm)
+    no.button("Cancel", key="runs_cancel", on_click=st.session_state.pop, args=(PENDING_KEY,))
