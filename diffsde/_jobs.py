@@ -2,7 +2,8 @@
 
 A job is a run directory made before its process starts (`diffsde.runs.new_run_dir`), holding
 
-- ``spec.yaml``: the spec text as submitted;
+- ``spec.yaml``: the spec as validated at submission (resolved: defaults filled in, paths
+  absolute);
 - ``job.json``: ``state`` (``queued`` → ``running`` → ``finished``, or ``cancelled`` while
   queued), times, the process id, its exit code, when a stop was asked for;
 - ``log.txt``: everything the ``diffsde run`` process writes to stdout and stderr;
@@ -151,17 +152,27 @@ def list_jobs(runs_dir: PathLike) -> list[Job]:
 # -- submitting and stopping -------------------------------------------------------------------
 
 
-def submit(spec_text: str, runs_dir: PathLike, *, source: str = "<dashboard>") -> Job:
-    """Validate ``spec_text`` (raising `SpecError` with ``source`` as its file name), make its run
-    directory in ``runs_dir`` and queue it; the queue worker starts it when a slot is free."""
+def submit(
+    spec_text: str,
+    runs_dir: PathLike,
+    *,
+    source: str = "<dashboard>",
+    base_dir: PathLike | None = None,
+) -> Job:
+    """Validate ``spec_text`` (raising `SpecError` with ``source`` as its file name; relative
+    data paths resolved against ``base_dir``, by default the working directory), make its run
+    directory in ``runs_dir`` and queue it; the queue worker starts it when a slot is free.
+
+    The job's ``spec.yaml`` is the resolved spec (every default filled in, paths absolute), so
+    the run does exactly what was validated here wherever its directory lies."""
     from ._run import require_runnable
     from ._spec._validate import validate_text
 
-    setup = validate_text(spec_text, source)
+    setup = validate_text(spec_text, source, base_dir=base_dir)
     require_runnable(setup)
     runs_dir = pathlib.Path(runs_dir)
     run_dir = new_run_dir(runs_dir, setup.spec.name)
-    (run_dir / SPEC_FILE).write_text(spec_text)
+    (run_dir / SPEC_FILE).write_text(setup.resolved_yaml())
     (run_dir / LOG_FILE).touch()
     job = Job(path=run_dir, name=setup.spec.name, state="queued", created=time.time())
     _write_job(job)
