@@ -16,9 +16,11 @@ if str(HERE.parent) not in sys.path:  # `streamlit run` puts app/ on the path, n
 st.set_page_config(page_title="diffsde", layout="wide")
 navigation = st.navigation(
     [
-        st.Page(HERE / "pages" / "runs.py", title="Runs", default=True),
-        st.Page(HERE / "pages" / "compare.py", title="Compare"),
-        st.Page(HERE / "pages" / "plugins.py", title="Plugins"),
+        st.Page(HERE / "views" / "runs.py", title="Runs", default=True),
+        st.Page(HERE / "views" / "new_run.py", title="New run"),
+        st.Page(HERE / "views" / "monitor.py", title="Monitor"),
+        st.Page(HERE / "views" / "compare.py", title="Compare"),
+        st.Page(HERE / "views" / "plugins.py", title="Plugins"),
     ]
 )
 navigation.run()

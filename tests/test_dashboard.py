@@ -98,7 +98,7 @@ def test_filter_rejects(runs_dir, expression, message):
 
 def test_runs_page(runs_dir, monkeypatch):
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
-    at = AppTest.from_file(str(APP / "pages" / "runs.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(APP / "views" / "runs.py"), default_timeout=30).run()
     assert not at.exception
     shown = at.dataframe[0].value
     assert list(shown["name"]) == ["tiny-ve", "tiny-vp"]  # newest first
@@ -115,7 +115,7 @@ def test_runs_page(runs_dir, monkeypatch):
 
 def test_runs_page_missing_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(tmp_path / "nowhere"))
-    at = AppTest.from_file(str(APP / "pages" / "runs.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(APP / "views" / "runs.py"), default_timeout=30).run()
     assert not at.exception
     assert "does not exist" in at.error[0].value
 
@@ -125,7 +125,7 @@ def test_plugins_page():
     assert {("sde", "vp"), ("sde", "cvp")} <= {(r["kind"], r["name"]) for r in rows}
     vp = {r["parameter"]: r for r in parameter_rows(get_registry().get("sde", "vp").config)}
     assert "beta_max" in vp and vp["beta_max"]["default"] != "required"
-    at = AppTest.from_file(str(APP / "pages" / "plugins.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(APP / "views" / "plugins.py"), default_timeout=30).run()
     assert not at.exception
     names = set(at.dataframe[0].value["name"])
     assert {"vp", "cvp"} <= names
@@ -137,7 +137,7 @@ def test_main_navigation(runs_dir, monkeypatch):
     at = AppTest.from_file(str(APP / "main.py"), default_timeout=30).run()
     assert not at.exception
     assert at.title[0].value == "Runs"
-    at.switch_page(str(APP / "pages" / "compare.py")).run()
+    at.switch_page(str(APP / "views" / "compare.py")).run()
     assert not at.exception
     assert at.title[0].value == "Compare"
 
@@ -247,11 +247,11 @@ def test_sample_views(runs_dir):
 
 def test_compare_page(runs_dir, monkeypatch):
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
-    at = AppTest.from_file(str(APP / "pages" / "compare.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(APP / "views" / "compare.py"), default_timeout=30).run()
     assert not at.exception
     assert any("pick runs" in i.value for i in at.info)
     ids = list(load_table(runs_dir)["id"])
-    at = AppTest.from_file(str(APP / "pages" / "compare.py"), default_timeout=30)
+    at = AppTest.from_file(str(APP / "views" / "compare.py"), default_timeout=30)
     at.session_state["compare_runs"] = ids  # as the Runs page leaves it
     at.run()
     assert not at.exception
@@ -278,7 +278,7 @@ def test_runs_page_rename_and_delete_ask_first(tmp_path, monkeypatch):
         assert main(["run", str(spec), "--runs-dir", str(runs_dir), "-q"]) == 0
     first, second = (r.id for r in list_runs(runs_dir))
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
-    at = AppTest.from_file(str(APP / "pages" / "runs.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(APP / "views" / "runs.py"), default_timeout=30).run()
 
     at.selectbox(key="runs_manage_target").select(first).run()
     at.text_input(key="runs_new_name").input("renamed").run()

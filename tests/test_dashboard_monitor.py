@@ -103,7 +103,7 @@ def test_entries_live_first(finished, tmp_path):
 
 def test_monitor_page_finished_run(finished, monkeypatch):
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(finished))
-    at = AppTest.from_file(str(APP / "pages" / "monitor.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(APP / "views" / "monitor.py"), default_timeout=30).run()
     assert not at.exception
     assert at.title[0].value == "Monitor"
     assert "completed" in at.selectbox(key="monitor_run").format_func(at.selectbox[0].value)
@@ -120,7 +120,7 @@ def test_monitor_page_stops_a_live_run(tmp_path, monkeypatch):
         assert time.monotonic() < deadline, "the background run did not start training"
         time.sleep(0.25)
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
-    at = AppTest.from_file(str(APP / "pages" / "monitor.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(APP / "views" / "monitor.py"), default_timeout=30).run()
     assert not at.exception
     assert "running" in at.selectbox(key="monitor_run").format_func(at.selectbox[0].value)
     assert "of 1000000" in at.get("progress")[0].proto.text

@@ -24,6 +24,7 @@ from diffsde.runs import RunReadError, open_run
 
 COMPARE_KEY = "compare_runs"  # the selection the Runs page keeps (run ids)
 WIDGET_KEY = "compare_widget"
+QUERY_KEY = "runs"  # /compare?runs=ID,ID
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -48,7 +49,10 @@ if not records:
     st.stop()
 
 if WIDGET_KEY not in st.session_state:
-    kept = st.session_state.get(COMPARE_KEY, [])
+    # `/compare?runs=ID,ID` opens a comparison directly (a link, a browser test); otherwise the
+    # Runs page's selection.
+    query = st.query_params.get(QUERY_KEY)
+    kept = query.split(",") if query else st.session_state.get(COMPARE_KEY, [])
     st.session_state[WIDGET_KEY] = [i for i in kept if i in records]
 
 

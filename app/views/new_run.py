@@ -1,0 +1,253 @@
+"""New run: edit a spec (from a shipped example or an earlier run), validate it as the CLI does,
+set the common fields in a form, and launch it in the background."""
+
+import pathlib
+
+import streamlit as st
+
+from app.data import run_stamps, runs_dir_from_env
+from app.editor import (
+    DEFAULT_SPEC,
+    EDITOR_FILE,
+    annotate,
+    apply_form,
+    form_fields,
+    form_values,
+    run_spec,
+    shipped_specs,
+    spec_schema,
+    validate,
+)
+from diffsde._spec._validate import SpecError
+from diffsde.jobs import list_jobs, read_job, submit
+from diffsde.runs import RUN_FILE, RunReadError, open_run
+
+TEXT_KEY = "new_run_text"  # the editor's text: survives reruns and visits to other pages
+SOURCE_KEY = "new_run_source"
+LOADED_KEY = "new_run_loaded"  # where the editor's text was last loaded from
+NOTES_KEY = "new_run_notes"  # what the last form change did beyond setting values
+PROBLEM_KEY = "new_run_problem"  # why the last load failed
+JOB_KEY = "new_run_job"  # the run directory of the last launch
+FORM_PREFIX = "new_run_form."
+QUERY_KEY = "from"  # /new_run?from=RUN_ID starts from an earlier run's resolved spec
+MONITOR_KEY = "monitor_run"  # the run the Monitor page watches (its SELECTED_KEY)
+MONITOR_PAGE = pathlib.Path(__file__).resolve().parent / "monitor.py"
+
+
+@st.cache_data(show_spinner="validating…", max_entries=32)
+def _validate(text: str):
+    """Validation builds the SDE and traces it: cached on the text, so reruns are free."""
+    return validate(text)
+
+
+@st.cache_resource
+def _fields():
+    """The form fields: the schema depends on the registry only, fixed for the session."""
+    return form_fields(spec_schema())
+
+
+def _reset_form() -> None:
+    """Drop the form widgets' state so they are re-created from the editor text."""
+    for key in [k for k in st.session_state if str(k).startswith(FORM_PREFIX)]:
+        del st.session_state[key]
+
+
+def _edited() -> None:
+    """The person typed in the editor: the form follows the text, old notes no longer apply."""
+    st.session_state[NOTES_KEY] = []
+    _reset_form()
+
+
+def _issues(lines: list[str]) -> None:
+    """The CLI's lines, verbatim in a code block (messages hold `*`, `_` and backticks that
+    Markdown would eat)."""
+    count = f"{len(lines)} problem{'s' if len(lines) > 1 else ''}"
+    st.error(f"{count} in the spec, as `diffsde validate` reports them; fix them to launch:")
+    st.code("\n".join(lines), language=None, wrap_lines=True)
+
+
+def _set_text(text: str, loaded: str, notes: list[str] | None = None) -> None:
+    st.session_state[TEXT_KEY] = text
+    st.session_state[LOADED_KEY] = loaded
+    st.session_state[NOTES_KEY] = notes or []
+    st.session_state.pop(PROBLEM_KEY, None)
+    _reset_form()
+
+
+def _label(source: str) -> str:
+    kind, _, name = source.partition(":")
+    return f"shipped spec {name}" if kind == "spec" else f"run {name}"
+
+
+def _source_text(source: str) -> str:
+    kind, _, name = source.partition(":")
+    if kind == "run":
+        return run_spec(runs_dir, name)
+    if name not in specs:
+        raise ValueError(f"there is no shipped spec {name!r} in specs/")
+    return specs[name].read_text()
+
+
+def _load() -> None:
+    source = st.session_state[SOURCE_KEY]
+    try:
+        _set_text(_source_text(source), source)
+    except (ValueError, OSError, RunReadError) as err:
+        st.session_state[PROBLEM_KEY] = f"could not load {_label(source)}: {err}"
+
+
+def _apply_form() -> None:
+    values = {f.key: st.session_state.get(FORM_PREFIX + f.key) for f in fields}
+    try:
+        text, notes = apply_form(st.session_state[TEXT_KEY], fields, values)
+    except ValueError as err:
+        st.session_state[PROBLEM_KEY] = str(err)
+        return
+    _set_text(text, st.session_state.get(LOADED_KEY, ""), notes)
+
+
+runs_dir = runs_dir_from_env()
+st.title("New run")
+st.caption(f"run store: `{runs_dir}`")
+specs = shipped_specs()
+try:
+    runs = [pathlib.Path(path).name for path, _ in run_stamps(runs_dir)]
+except FileNotFoundError:
+    runs = []  # a first run creates the store
+fields = _fields()
+
+sources = [f"spec:{name}" for name in specs] + [f"run:{run}" for run in reversed(runs)]
+if TEXT_KEY not in st.session_state:
+    wanted = st.query_params.get(QUERY_KEY)
+    first = f"run:{wanted}" if wanted else f"spec:{DEFAULT_SPEC}"
+    if first not in sources and not wanted:
+        first = sources[0] if sources else ""
+    try:
+        _set_text(_source_text(first) if first else "", first)
+    except (ValueError, OSError, RunReadError) as err:
+        _set_text("", "")
+        st.session_state[PROBLEM_KEY] = f"could not start from {_label(first)}: {err}"
+    if first in sources:
+        st.session_state[SOURCE_KEY] = first
+
+pick, load = st.columns([4, 1], vertical_alignment="bottom")
+pick.selectbox(
+    "Start from",
+    sources,
+    key=SOURCE_KEY,
+    format_func=_label,
+    help="A shipped example from specs/, or the resolved spec stored with an earlier run.",
+)
+load.button("Load into editor", on_click=_load, disabled=not sources)
+if PROBLEM_KEY in st.session_state:
+    st.error(st.session_state[PROBLEM_KEY])
+if st.session_state.get(LOADED_KEY):
+    st.caption(f"editor loaded from {_label(st.session_state[LOADED_KEY])}")
+
+left, right = st.columns([3, 2])
+with left:
+    text = st.text_area("Spec (YAML)", key=TEXT_KEY, height=460, on_change=_edited)
+    for note in st.session_state.get(NOTES_KEY, []):
+        st.info(note)
+    try:
+        validation = _validate(text)
+    except Exception as err:  # a validator bug must not take the page down
+        validation = None
+        st.error(f"the validator failed on this text ({type(err).__name__}: {err})")
+    if validation is not None and validation.ok:
+        st.success(f"✓ valid: {validation.summary}")
+    elif validation is not None:
+        _issues(validation.lines())
+        annotated = annotate(text, validation.issues, file=EDITOR_FILE)
+        if annotated:
+            st.code(annotated, language=None, wrap_lines=True)
+
+with right:
+    try:
+        shown = form_values(text, fields)
+    except ValueError as err:
+        st.info(f"the form needs a YAML mapping in the editor: {err}")
+    else:
+        with st.form("new_run_form"):
+            st.markdown("**Common fields** (the rest are in the editor)")
+            for field in fields:
+                key, value = FORM_PREFIX + field.key, shown[field.key]
+                label = f"{field.title} (`{field.key}`)"
+                hint = field.description.split("\n\n")[0] or None
+                if field.bounds_text():
+                    hint = f"{hint or ''} Must be {field.bounds_text()}.".strip()
+                if field.kind == "choice":
+                    options = list(field.choices)
+                    st.selectbox(
+                        label,
+                        options,
+                        index=options.index(value) if value in options else None,
+                        key=key,
+                        help=hint,
+                        format_func=lambda c, f=field: (
+                            f"{c} — {f.choice_descriptions[c].splitlines()[0]}"
+                            if f.choice_descriptions.get(c)
+                            else c
+                        ),
+                        placeholder=f"{value} (not a registered type)" if value else "not set",
+                    )
+                elif field.kind in ("integer", "number"):
+                    low, high = field.widget_bounds()
+                    integer = field.kind == "integer"
+                    st.number_input(
+                        label,
+                        value=int(value) if integer else float(value),
+                        min_value=low,
+                        max_value=high,
+                        step=1 if integer else None,
+                        format=None if integer else "%g",
+                        key=key,
+                        help=hint,
+                    )
+                else:
+                    st.text_input(label, value=value or "", key=key, help=hint)
+            st.form_submit_button("Apply to the YAML", on_click=_apply_form)
+            st.caption(
+                "Changing a section's type replaces that section with just `{type: …}`: the old "
+                "type's parameters may not apply to the new one."
+            )
+
+st.divider()
+ok = validation is not None and validation.ok
+active = [j for j in list_jobs(runs_dir) if j.state in ("queued", "running")]
+if active:
+    st.caption(
+        f"{len(active)} run(s) queued or running in this store; a new one waits in the queue "
+        "until the CPUs are free."
+    )
+if st.button("Launch", type="primary", disabled=not ok, key="new_run_launch"):
+    try:
+        job = submit(text, runs_dir, source=EDITOR_FILE)
+    except SpecError as err:  # the spec changed under us, or the validators disagree
+        _issues([str(issue) for issue in err.issues])
+    except OSError as err:
+        st.error(f"could not create the run in {runs_dir}: {err}")
+    else:
+        st.session_state[JOB_KEY] = str(job.path)
+        st.session_state[MONITOR_KEY] = str(job.path)  # the Monitor page opens on it
+
+if JOB_KEY in st.session_state:
+    path = st.session_state[JOB_KEY]
+    try:
+        job = read_job(path)
+    except RunReadError as err:
+        st.warning(f"the launched run is gone: {err}")
+    else:
+        state = job.state
+        if (job.path / RUN_FILE).is_file():
+            try:
+                state = f"{job.state} (run {open_run(job.path).status})"
+            except RunReadError:
+                pass  # being created: the job state alone says enough
+        st.success(
+            f"launched **{job.name}** as `{job.id}`: {state}.  \n"
+            f"run directory `{job.path}`, its output in `{job.log}`."
+        )
+        monitor, refresh = st.columns([3, 1])
+        monitor.page_link(st.Page(MONITOR_PAGE, title="Monitor"), label="Follow it on Monitor")
+        refresh.button("Refresh", key="new_run_refresh")
