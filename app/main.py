@@ -1,7 +1,7 @@
 """Entry point of the dashboard: ``streamlit run app/main.py`` (what ``diffsde dashboard`` runs).
 
-The runs directory comes from ``$DIFFSDE_RUNS_DIR`` (default ``runs``); the app only reads the
-run store.
+The runs directory comes from ``$DIFFSDE_RUNS_DIR`` (default ``runs``). The app keeps nothing of
+its own: it reads the run store and launches runs through ``diffsde.jobs``.
 """
 
 import pathlib
