@@ -37,6 +37,8 @@ from ._objective import (
     AbstractObjective as AbstractObjective,
     DenoisingScoreMatching as DenoisingScoreMatching,
     ExplicitScoreMatching as ExplicitScoreMatching,
+    ImplicitScoreMatching as ImplicitScoreMatching,
+    SlicedScoreMatching as SlicedScoreMatching,
 )
 from ._plugins import (
     Component as Component,

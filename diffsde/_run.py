@@ -70,8 +70,8 @@ class Keys:
 
 def _build(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
     keys = Keys.from_seed(setup.spec.seed)
-    model = setup.spec.model.build(sde=setup.sde, key=keys.model)
-    objective = setup.spec.objective.build(sde=setup.sde)
+    model = setup.spec.model.build(sde=setup.sde, key=keys.model, prior=setup.prior)
+    objective = setup.spec.objective.build(sde=setup.sde, data=setup.data)
     trainer, state = Trainer.create(
         setup.spec.training, objective, setup.data, model, key=keys.train
     )

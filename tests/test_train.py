@@ -20,7 +20,7 @@ SPEC = (
 def _trainer(steps=60, per_dispatch=20, seed=1, **training):
     setup = diffsde.validate_text(SPEC)
     model = setup.spec.model.build(sde=setup.sde, key=jr.key(0))
-    objective = setup.spec.objective.build(sde=setup.sde)
+    objective = setup.spec.objective.build(sde=setup.sde, data=setup.data)
     config = TrainingConfig(
         steps=steps, steps_per_dispatch=per_dispatch, batch_size=64, warmup_steps=5, **training
     )

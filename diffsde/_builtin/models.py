@@ -7,6 +7,7 @@ from jaxtyping import PRNGKeyArray
 
 from .._config import ModelConfig
 from .._model import MLPScore
+from .._prior import AbstractPrior
 from .._sde._base import AbstractSDE
 
 
@@ -17,16 +18,37 @@ class MLPConfig(ModelConfig):
     width: pydantic.PositiveInt = 128
     depth: pydantic.PositiveInt = 3
     n_frequencies: pydantic.PositiveInt = 16
-    parameterisation: Literal["score", "noise", "shortcut"] = "noise"
+    parameterisation: Literal["auto", "score", "noise", "shortcut", "prior_residual"] = (
+        pydantic.Field(
+            "auto",
+            description="auto: noise (s = −ε/σ_t) for SDEs with a Gaussian kernel, else "
+            "prior_residual (s = ∇log p_T + net)",
+        )
+    )
 
-    def build(self, *, sde: AbstractSDE, key: PRNGKeyArray) -> MLPScore:
+    def resolved_parameterisation(self, sde: AbstractSDE) -> str:
+        if self.parameterisation != "auto":
+            return self.parameterisation
+        return "noise" if sde.has_gaussian_kernel else "prior_residual"
+
+    def build(
+        self, *, sde: AbstractSDE, key: PRNGKeyArray, prior: AbstractPrior | None = None
+    ) -> MLPScore:
+        """The model; ``prior`` (the spec's, else the SDE's own if it has one) is only used by
+        the ``prior_residual`` parameterisation."""
+        if prior is None and self.resolved_parameterisation(sde) == "prior_residual":
+            try:
+                prior = sde.prior()
+            except ValueError:
+                prior = None  # MLPScore explains what is missing
         return MLPScore(
             sde,
             width=self.width,
             depth=self.depth,
             n_frequencies=self.n_frequencies,
-            parameterisation=self.parameterisation,
+            parameterisation=self.resolved_parameterisation(sde),
             key=key,
+            prior=prior,
         )
 
 

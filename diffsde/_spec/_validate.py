@@ -6,8 +6,10 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import pydantic
 import yaml
 
@@ -295,6 +297,7 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
         )
     objective = spec.objective
     if objective is not None and objective.needs_gaussian_kernel and not sde.has_gaussian_kernel:
+        # why DSM (or ESM) cannot train this SDE, and what can
         usable = compatible_objectives(sde, registry)
         alternatives = (
             f"objectives that can train it: {', '.join(usable)}"
@@ -309,9 +312,34 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
                 f"sde type '{spec.sde.type}' has none; {alternatives}",
             )
         )
+    elif not issues:
+        issues += _build_checks(spec, sde, prior, data, source)
     if issues:
         return None, issues
     return Setup(spec, sde, prior, data, file), []
+
+
+def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecIssue]:
+    """Build the sections whose checks involve the SDE or the data (the model only abstractly,
+    without computing its weights), so a combination that cannot run, such as a noise-predicting
+    model or σ²-weighting on an SDE without a Gaussian kernel, is a located spec error now
+    rather than an exception from `diffsde run`."""
+    checks = {
+        "objective": lambda: spec.objective.build(sde=sde, data=data),
+        "model": lambda: eqx.filter_eval_shape(
+            spec.model.build, sde=sde, key=jr.key(0), prior=prior
+        ),
+        "sampler": lambda: spec.sampler.build(sde=sde),
+    }
+    issues = []
+    for section, build in checks.items():
+        if getattr(spec, section) is None:
+            continue
+        try:
+            build()
+        except ValueError as err:
+            issues.append(_issue(source, (section,), str(err)))
+    return issues
 
 
 def compatible_objectives(sde: AbstractSDE, registry: Registry) -> list[str]:
