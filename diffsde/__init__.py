@@ -24,6 +24,13 @@ from ._expression import (
     ExpressionError as ExpressionError,
     compile_expression as compile_expression,
 )
+from ._likelihood import (
+    LikelihoodMetric as LikelihoodMetric,
+    LogLikelihood as LogLikelihood,
+    ProbabilityFlowLikelihood as ProbabilityFlowLikelihood,
+    bits_per_dim as bits_per_dim,
+    log_likelihood as log_likelihood,
+)
 from ._metrics import (
     MMD as MMD,
     AbstractMetric as AbstractMetric,

@@ -16,6 +16,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar, ScoreFn
 from ._data import AbstractDataset, GaussianMixture
+from ._prior import AbstractPrior
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
 
@@ -25,7 +26,9 @@ class EvalContext:
 
     ``samples``: generated points; ``reference``: held-out data (``dataset.held_out``);
     ``score``: the learned s_θ(x, t) for one point x, or None when there is none;
-    ``key``: randomness for the metric (projections, subsampling).
+    ``key``: randomness for the metric (projections, subsampling);
+    ``prior``: the p_noise ≈ p_T the sampler starts from (the spec's ``prior``), or None for the
+    SDE's own ``sde.prior()``.
     """
 
     samples: Float[Array, "n dim"]
@@ -34,6 +37,7 @@ class EvalContext:
     sde: AbstractSDE
     score: ScoreFn | None
     key: PRNGKeyArray
+    prior: AbstractPrior | None = None
 
 
 class AbstractMetric(eqx.Module):

@@ -232,6 +232,7 @@ def _evaluate(setup: Setup, model, x, reference, keys: Keys) -> dict[str, float]
         dataset=setup.data,
         sde=setup.sde,
         score=model,
+        prior=setup.prior,
         key=jr.fold_in(keys.eval, 1),
     )
     evaluation = {}
@@ -360,3 +361,39 @@ def evaluate_run(run_path: str | pathlib.Path) -> dict[str, float]:
     )
     add_results(record.path, evaluation, {}, {})
     return evaluation
+
+
+def likelihood_run(run_path: str | pathlib.Path, **settings) -> tuple[dict[str, float], int]:
+    """Log-likelihood of a finished run's held-out data under its EMA model (last checkpoint),
+    through the probability-flow ODE (``diffsde eval RUN --likelihood``); returns the metric's
+    values (``nll``, and ``bpd``/``nll_se`` where they apply) and the NFE of one solve.
+
+    ``settings`` are fields of the ``log_likelihood`` metric (``n``, ``divergence``, ``probes``,
+    ``eps``, ``rtol``, ``atol``, …), over the spec's own ``log_likelihood`` item if it has one,
+    else over the defaults. The points are the run's held-out reference (``n`` of them; more
+    than ``eval.n_samples`` draws a larger held-out set), p_T is the run's prior. The values are
+    stored as the run's ``eval`` metrics, the per-point log p as ``samples/log_likelihood`` and
+    the NFE as ``nfe/likelihood``.
+    """
+    from ._builtin.metrics import LogLikelihoodConfig
+
+    setup, model, keys, record = load_model(run_path)
+    own = [m for m in setup.spec.eval.metrics if isinstance(m, LogLikelihoodConfig)]
+    base = own[0].model_dump() if own else {}
+    metric = LogLikelihoodConfig(**{**base, **settings}).build()
+    reference = setup.data.held_out(key=keys.eval, n=max(setup.spec.eval.n_samples, metric.n))
+    values, result = metric.evaluate(
+        setup.data,
+        setup.sde,
+        setup.prior,
+        model,
+        jnp.asarray(reference),
+        key=jr.fold_in(keys.eval, 1),  # the key of the run's own metrics: the same points
+    )
+    add_results(
+        record.path,
+        values,
+        {"log_likelihood": np.asarray(result.log_prob)},
+        {"likelihood": int(result.nfe)},
+    )
+    return values, int(result.nfe)

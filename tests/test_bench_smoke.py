@@ -15,6 +15,7 @@ BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
     [
         ("sampling.py", "headline d=2"),
         ("training_throughput.py", "overhead of framework"),
+        ("convergence.py", "headline: fitted slopes in h"),
     ],
 )
 def test_bench_quick(script, expected):

@@ -37,6 +37,10 @@ class SampleObjective(diffsde.ObjectiveConfig):
     type: Literal["sample_obj"] = "sample_obj"
     needs_gaussian_kernel: ClassVar[bool] = False
 
+    def build(self, *, sde, data):
+        del data
+        return diffsde.SlicedScoreMatching(sde, weighting="uniform")
+
 
 def _plugin(**hooks):
     """A plugin object with the given hook implementations."""
@@ -218,7 +222,8 @@ def test_validation_says_which_objectives_fit_the_sde(throwaway, tmp_path):
         diffsde.validate_text(general + "objective: {type: kernel_obj}\n", "s.yaml")
     (issue,) = err.value.issues
     assert str(issue).startswith("s.yaml:4:19 objective.type: objective 'kernel_obj' needs an SDE")
-    assert "sde type 'general' has none; objectives that can train it: sample_obj" in str(issue)
+    expected = "sde type 'general' has none; objectives that can train it: ism, sample_obj, ssm"
+    assert expected in str(issue)
     assert diffsde.validate_text(general + "objective: {type: sample_obj}\n").spec.objective
     path = tmp_path / "general.yaml"
     path.write_text(general)
@@ -244,12 +249,20 @@ class ThrowawaySampler(diffsde.SamplerConfig):
     type: Literal["tiny_sampler"] = "tiny_sampler"
     steps: int = 10
 
+    def build(self, *, sde):
+        return diffsde.EulerMaruyama(steps=self.steps)
+
 
 class ThrowawayModel(diffsde.ModelConfig):
     """A throwaway model section."""
 
     type: Literal["tiny_model"] = "tiny_model"
     width: int = 8
+
+    def build(self, *, sde, key, prior=None):
+        return diffsde.MLPScore(
+            sde, width=self.width, depth=1, n_frequencies=2, parameterisation="score", key=key
+        )
 
 
 class ThrowawayMetric(diffsde.MetricConfig):
