@@ -24,6 +24,7 @@ import pytest
 
 from diffsde._cli import main
 from diffsde.runs import list_runs
+from tests.tiny import tiny_spec
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Without the background-networking flags Chromium keeps retrying refused connections on a
@@ -39,19 +40,7 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1400,1800",
 )
-SPEC = """\
-name: NAME
-seed: 3
-sde: {type: SDE}
-data: {type: gmm, dim: 2, components: 2, std: 0.3}
-model: {type: mlp, width: 16, depth: 1, n_frequencies: 4}
-objective: {type: dsm}
-training: {steps: 20, batch_size: 32, steps_per_dispatch: 10, warmup_steps: 5}
-sampler: {type: pf_ode, solver: euler, steps: 10}
-eval:
-  n_samples: 100
-  metrics: [{type: sliced_w2}]
-"""
+SPEC = tiny_spec("NAME", sde="SDE")
 TIMEOUT = 60  # seconds for the server to answer and for the page to render
 
 

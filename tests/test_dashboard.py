@@ -32,22 +32,10 @@ from app.data import (
 from diffsde import get_registry
 from diffsde._cli import main
 from diffsde.runs import list_runs
+from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
-SPEC = """\
-name: NAME
-seed: 3
-sde: {type: SDE}
-data: {type: gmm, dim: 2, components: 2, std: 0.3}
-model: {type: mlp, width: 16, depth: 1, n_frequencies: 4}
-objective: {type: dsm}
-training:
-  {steps: 20, batch_size: 32, steps_per_dispatch: 10, checkpoint_every: 10, warmup_steps: 5}
-sampler: {type: pf_ode, solver: euler, steps: 10}
-eval:
-  n_samples: 100
-  metrics: [{type: sliced_w2}]
-"""
+SPEC = tiny_spec("NAME", sde="SDE")
 
 
 @pytest.fixture(scope="module")

@@ -15,30 +15,13 @@ from app.monitor import duration, entries, last_checkpoint, live_curves, log_tai
 from diffsde import jobs
 from diffsde._cli import main
 from diffsde.runs import RUN_FILE, open_run
+from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
-SPEC = """\
-name: NAME
-seed: 3
-sde: {type: vp}
-data: {type: gmm, dim: 2, components: 2, std: 0.3}
-model: {type: mlp, width: 16, depth: 1, n_frequencies: 4}
-objective: {type: dsm}
-training:
-  steps: STEPS
-  batch_size: 32
-  steps_per_dispatch: 10
-  checkpoint_every: 10
-  warmup_steps: 5
-sampler: {type: pf_ode, solver: euler, steps: 10}
-eval:
-  n_samples: 100
-  metrics: [{type: sliced_w2}]
-"""
 
 
 def spec(name: str, steps: int) -> str:
-    return SPEC.replace("NAME", name).replace("STEPS", str(steps))
+    return tiny_spec(name, steps=steps, checkpoint_every=10)
 
 
 @pytest.fixture(scope="module")

@@ -30,23 +30,11 @@ from diffsde import get_registry
 from diffsde._spec._source import Location
 from diffsde._spec._validate import SpecIssue
 from diffsde.runs import open_run
+from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
 PAGE = APP / "views" / "new_run.py"
-SPEC = """\
-name: NAME
-seed: 3
-sde: {type: vp}
-data: {type: gmm, dim: 2, components: 2, std: 0.3}
-model: {type: mlp, width: 16, depth: 1, n_frequencies: 4}
-objective: {type: dsm}
-training:
-  {steps: 20, batch_size: 32, steps_per_dispatch: 10, checkpoint_every: 10, warmup_steps: 5}
-sampler: {type: pf_ode, solver: euler, steps: 10}
-eval:
-  n_samples: 100
-  metrics: [{type: sliced_w2}]
-"""
+SPEC = tiny_spec("NAME")
 TYPO = SPEC.replace("NAME", "typo").replace("width: 16", "widht: 16")  # line 5, column 20
 
 

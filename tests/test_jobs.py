@@ -12,30 +12,13 @@ import yaml
 from diffsde import jobs
 from diffsde._spec._validate import SpecError
 from diffsde.runs import RUN_FILE, RunReadError, list_runs, open_run
+from tests.tiny import tiny_spec
 
-SPEC = """\
-name: NAME
-seed: 3
-sde: {type: vp}
-data: {type: gmm, dim: 2, components: 2, std: 0.3}
-model: {type: mlp, width: 16, depth: 1, n_frequencies: 4}
-objective: {type: dsm}
-training:
-  steps: STEPS
-  batch_size: 32
-  steps_per_dispatch: 10
-  checkpoint_every: 1000
-  warmup_steps: 5
-sampler: {type: pf_ode, solver: euler, steps: 10}
-eval:
-  n_samples: 100
-  metrics: [{type: sliced_w2}]
-"""
 TIMEOUT = 120  # seconds; each job starts a fresh Python that imports and compiles JAX (~15 s)
 
 
 def spec(name: str, steps: int) -> str:
-    return SPEC.replace("NAME", name).replace("STEPS", str(steps))
+    return tiny_spec(name, steps=steps, checkpoint_every=1000)
 
 
 def wait_for(condition, what: str, timeout: float = TIMEOUT):

@@ -23,6 +23,7 @@ from diffsde._likelihood import (
     resolve_divergence,
 )
 from diffsde.runs import open_run
+from tests.tiny import tiny_spec
 
 # Every comparison is against the exact log p_ε(x) = data.marginal_log_prob(x, ε, sde), with the
 # flow started from the exact p_T (data.marginal_log_prob(·, T, sde)) instead of the SDE's prior:
@@ -111,20 +112,11 @@ def test_bits_per_dim_of_a_piecewise_constant_density_is_the_entropy():
     assert np.all(np.abs(np.asarray(y - lattice)) <= step / 2)
 
 
-SPEC = """\
-name: tiny-likelihood
-seed: 3
-sde: {type: vp}
-data: {type: gmm, dim: 2, components: 2, std: 0.3}
-model: {type: mlp, width: 16, depth: 1, n_frequencies: 4}
-objective: {type: dsm}
-training:
-  {steps: 20, batch_size: 32, steps_per_dispatch: 10, checkpoint_every: 10, warmup_steps: 5}
-sampler: {type: pf_ode, solver: euler, steps: 10}
-eval:
-  n_samples: 50
-  metrics: [{type: log_likelihood, n: 8, rtol: 1.0e-3, atol: 1.0e-3}]
-"""
+SPEC = tiny_spec(
+    "tiny-likelihood",
+    n_samples=50,
+    metrics="[{type: log_likelihood, n: 8, rtol: 1.0e-3, atol: 1.0e-3}]",
+)
 
 
 def test_eval_likelihood_prints_and_stores_the_result(tmp_path, capsys):

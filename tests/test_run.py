@@ -14,22 +14,14 @@ import pytest
 
 import diffsde
 from diffsde._cli import main
+from tests.tiny import tiny_spec
 
-SPEC = """\
-name: tiny
-seed: 3
-sde: {type: vp}
-data: {type: gmm, dim: 2, components: 2, std: 0.3}
-model: {type: mlp, width: 16, depth: 1, n_frequencies: 4}
-objective: {type: dsm}
-training:
-  {steps: STEPS, batch_size: 32, steps_per_dispatch: 10, checkpoint_every: 10, warmup_steps: 5}
-sampler: {type: pf_ode, solver: euler, steps: 10}
-eval:
-  n_samples: 200
-  save_times: [0.5, 1.0]
-  metrics: [{type: sliced_w2}, {type: moments}, {type: esm}]
-"""
+SPEC = tiny_spec(
+    steps="STEPS",
+    n_samples=200,
+    metrics="[{type: sliced_w2}, {type: moments}, {type: esm}]",
+    extra_eval="  save_times: [0.5, 1.0]\n",
+)
 
 
 def _spec(tmp_path, steps=40, name="spec.yaml"):
