@@ -47,6 +47,7 @@ from ._runs import (
     mark_abandoned,
     new_run_dir,
     open_run,
+    run_is_live,
     writer_alive,
 )
 
@@ -274,13 +275,11 @@ def _child_environment() -> dict[str, str]:
 
 def _live_runs(runs_dir: pathlib.Path, exclude: set[pathlib.Path]) -> int:
     """Runs in ``runs_dir`` (not in ``exclude``) whose writer is alive on this host."""
-    count = 0
-    for child in runs_dir.iterdir():
-        if child in exclude or not (child / RUN_FILE).is_file():
-            continue
-        with contextlib.suppress(RunReadError):
-            count += writer_alive(open_run(child, retries=1))
-    return count
+    return sum(
+        run_is_live(child)
+        for child in runs_dir.iterdir()
+        if child not in exclude and (child / RUN_FILE).is_file()
+    )
 
 
 def _start(job: Job, log_dir: pathlib.Path) -> subprocess.Popen | None:

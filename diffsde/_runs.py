@@ -931,12 +931,34 @@ def format_table(rows: Sequence[Mapping[str, str]]) -> str:
 
 def writer_alive(record: RunRecord) -> bool:
     """Whether the process recorded as writing ``record`` is still running on this host."""
+    return _alive(record.status, record.host, record.pid)
+
+
+def _alive(status: str, host: str, pid: int) -> bool:
     return (
-        record.status == "running"
-        and record.host == socket.gethostname()
-        and record.pid != os.getpid()
-        and _pid_alive(record.pid)
+        status == "running"
+        and host == socket.gethostname()
+        and pid != os.getpid()
+        and _pid_alive(pid)
     )
+
+
+def run_is_live(run_path: PathLike) -> bool:
+    """`writer_alive` from the status and writer attributes alone, without reading metrics or
+    samples: cheap enough to poll over a whole runs directory. False if unreadable (after a few
+    retries: the writer may be briefly outside SWMR mode in `RunWriter.write_results`)."""
+    for attempt in range(5):
+        try:
+            with _open_swmr_reader(_run_dir(run_path) / RUN_FILE) as f:
+                status = _text(f["status/state"][()])
+                return _alive(status, _text(f.attrs["host"]), int(f.attrs["pid"]))
+        except OSError as e:
+            if not _transient_open_error(e):
+                return False
+            time.sleep(0.05 * 2**attempt)
+        except (KeyError, ValueError):
+            return False
+    return False
 
 
 def _idle_record(run_path: PathLike, action: str) -> RunRecord:

@@ -22,6 +22,7 @@ from ._runs import (
     new_run_dir as new_run_dir,
     open_run as open_run,
     rename_run as rename_run,
+    run_is_live as run_is_live,
     save_checkpoint as save_checkpoint,
     summary_row as summary_row,
     writer_alive as writer_alive,

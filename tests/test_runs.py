@@ -176,7 +176,7 @@ def test_sigkilled_writer_leaves_readable_run(tmp_path):
             seen = len(runs.open_run(run_dir).metrics["step"])
         with pytest.raises(runs.RunReadError, match=f"still being written by process {proc.pid}"):
             runs.RunWriter.reopen(run_dir, truncate_after_step=100)
-        assert runs.writer_alive(runs.open_run(run_dir))
+        assert runs.writer_alive(runs.open_run(run_dir)) and runs.run_is_live(run_dir)
         for refused in (
             lambda: runs.delete_run(run_dir, run_dir.parent),
             lambda: runs.rename_run(run_dir, "other"),
@@ -197,7 +197,7 @@ def test_sigkilled_writer_leaves_readable_run(tmp_path):
     assert [r.id for r in runs.list_runs(run_dir.parent)] == [record.id]
     with pytest.raises(OSError, match="already open for write"):
         h5py.File(run_dir / "run.h5", "r")  # the SWMR caveat RunWriter.reopen deals with
-    assert not runs.writer_alive(record)
+    assert not runs.writer_alive(record) and not runs.run_is_live(run_dir)
 
     # A copy of the killed run: given a final status, renamed and deleted, rows kept throughout.
     elsewhere = tmp_path / "elsewhere"
