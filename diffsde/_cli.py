@@ -199,7 +199,11 @@ def _dashboard(args) -> int:
     env = dict(os.environ, DIFFSDE_RUNS_DIR=str(pathlib.Path(args.runs_dir).resolve()))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "streamlit", "run", str(entry)]
-    options = ["--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    options = [
+        *("--server.address", args.host, "--server.port", str(args.port)),
+        *("--browser.gatherUsageStats", "false"),
+    ]
+    print(f"diffsde dashboard: serving on http://{args.host}:{args.port}", file=sys.stderr)
     return subprocess.call([*command, *options], env=env, cwd=root)
 
 
@@ -278,6 +282,12 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dashboard", help="browse runs and plugins in a web app (Streamlit)")
     d.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
+    d.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; the dashboard can "
+        "launch and delete runs, so expose it with care)",
+    )
     d.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
     d.set_defaults(handler=_dashboard)
     return p
