@@ -7,6 +7,8 @@ A metric is an :class:`AbstractMetric` called on an :class:`EvalContext`; it ret
 
 import abc
 import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -40,8 +42,19 @@ class EvalContext:
     prior: AbstractPrior | None = None
 
 
+# How to read a metric's value: "min" lower is better, "max" higher is better, "zero" nearest 0
+# is best (an unbiased estimate of a non-negative quantity, which can come out below 0).
+Direction = Literal["min", "max", "zero"]
+
+
 class AbstractMetric(eqx.Module):
-    """A metric: ``metric(ctx)`` gives ``{name: value}``, or ``{}`` where it does not apply."""
+    """A metric: ``metric(ctx)`` gives ``{name: value}``, or ``{}`` where it does not apply.
+
+    ``directions`` says, for each name it returns, which value is best (a `Direction`); a name
+    left out has none, and nothing is ranked on it (the dashboard highlights no "best").
+    """
+
+    directions: ClassVar[Mapping[str, Direction]] = {}
 
     @abc.abstractmethod
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
@@ -85,6 +98,8 @@ class SlicedWasserstein(AbstractMetric):
 
     For N(0, I) against N(μ, I) in R^d it tends to E_v (vᵀμ)² = |μ|²/d.
     """
+
+    directions: ClassVar[Mapping[str, Direction]] = {"sliced_w2": "min"}
 
     projections: int = eqx.field(static=True, default=256)
 
@@ -144,6 +159,8 @@ class MMD(AbstractMetric):
     (without replacement) to at most ``max_points`` points.
     """
 
+    directions: ClassVar[Mapping[str, Direction]] = {"mmd": "zero"}
+
     bandwidth: float | None = eqx.field(static=True, default=None)
     max_points: int = eqx.field(static=True, default=2000)
 
@@ -181,6 +198,8 @@ class ExactScoreError(AbstractMetric):
     the SDE has a Gaussian transition kernel and a score is given; otherwise it returns ``{}``
     (nothing is reported, rather than a NaN).
     """
+
+    directions: ClassVar[Mapping[str, Direction]] = {"esm": "min"}
 
     n_times: int = eqx.field(static=True, default=16)
     n_points: int = eqx.field(static=True, default=512)
@@ -237,6 +256,8 @@ class Moments(AbstractMetric):
     """``moments``: ``mean_error`` |m̂ − m| and ``cov_error`` ‖Ĉ − C‖_F of the samples (unbiased
     covariance) against the reference set, or against the exact moments when the data set is a
     :class:`GaussianMixture`."""
+
+    directions: ClassVar[Mapping[str, Direction]] = {"mean_error": "min", "cov_error": "min"}
 
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         if ctx.samples.shape[0] < 2:

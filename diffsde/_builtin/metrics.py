@@ -1,18 +1,23 @@
 """Spec items of the built-in metrics (``eval.metrics``)."""
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 import pydantic
 
 from .._config import MetricConfig
 from .._likelihood import LikelihoodMetric, ProbabilityFlowLikelihood
-from .._metrics import MMD, ExactScoreError, Moments, SlicedWasserstein
+from .._metrics import MMD, Direction, ExactScoreError, Moments, SlicedWasserstein
+
+# Each config's ``directions`` (which value of each reported name is best) is its metric's, so a
+# listing can rank stored results without building the metric.
 
 
 class SlicedW2Config(MetricConfig):
     """Squared sliced 2-Wasserstein distance to held-out data, over random directions."""
 
     type: Literal["sliced_w2"] = "sliced_w2"
+    directions: ClassVar[Mapping[str, Direction]] = SlicedWasserstein.directions
     projections: pydantic.PositiveInt = 256
 
     def build(self) -> SlicedWasserstein:
@@ -23,6 +28,7 @@ class MMDConfig(MetricConfig):
     """Unbiased MMD² to held-out data, RBF kernel (median-heuristic bandwidth by default)."""
 
     type: Literal["mmd"] = "mmd"
+    directions: ClassVar[Mapping[str, Direction]] = MMD.directions
     bandwidth: pydantic.PositiveFloat | None = None
     max_points: int = pydantic.Field(2000, ge=2)
 
@@ -34,6 +40,7 @@ class ESMConfig(MetricConfig):
     """Exact score error E_t E_x |s_θ − ∇log p_t|² (Gaussian mixtures only; else skipped)."""
 
     type: Literal["esm"] = "esm"
+    directions: ClassVar[Mapping[str, Direction]] = ExactScoreError.directions
     n_times: pydantic.PositiveInt = 16
     n_points: pydantic.PositiveInt = 512
     eps: pydantic.PositiveFloat = 1e-3
@@ -46,6 +53,7 @@ class MomentsConfig(MetricConfig):
     """Errors of the sample mean and covariance (exact moments for Gaussian mixtures)."""
 
     type: Literal["moments"] = "moments"
+    directions: ClassVar[Mapping[str, Direction]] = Moments.directions
 
     def build(self) -> Moments:
         return Moments()
@@ -56,6 +64,8 @@ class LogLikelihoodConfig(MetricConfig):
     for quantised images)."""
 
     type: Literal["log_likelihood"] = "log_likelihood"
+    # nll_se (the standard error of nll) has no better side.
+    directions: ClassVar[Mapping[str, Direction]] = {"nll": "min", "bpd": "min"}
     n: pydantic.PositiveInt = 256
     divergence: Literal["auto", "exact", "hutchinson"] = "auto"
     probes: int = pydantic.Field(16, ge=2)
