@@ -134,6 +134,15 @@ def _eval(args) -> int:
 def _runs(args) -> int:
     from ._runs import format_table, list_runs, summary_row
 
+    if args.upgrade:
+        from ._runs_legacy import upgrade_runs
+
+        outcomes = upgrade_runs(args.runs_dir)
+        for outcome in outcomes:
+            print(f"{outcome.path}: {outcome.outcome}")
+        if not outcomes:
+            print(f"no format-1 runs in {args.runs_dir}")
+        return 1 if any(o.outcome != "upgraded" for o in outcomes) else 0
     problems = []
     records = list_runs(args.runs_dir, problems=problems)
     if records:
@@ -274,6 +283,11 @@ def parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("runs", help="table of the runs in a runs directory")
     ls.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
+    ls.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="convert runs of the old one-file format (run.h5) to the current one",
+    )
     ls.set_defaults(handler=_runs)
 
     pl = sub.add_parser("plugins", help="list every registered component and plugin errors")
@@ -295,7 +309,22 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.handler(args)
+    from ._runs import CheckpointError, RunReadError, _is_disk_full
+
+    try:
+        return args.handler(args)
+    except (RunReadError, CheckpointError, FileNotFoundError) as e:
+        print(f"diffsde {args.command}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if not _is_disk_full(e):
+            raise
+        print(
+            f"diffsde {args.command}: disk full ({e}); nothing already stored was changed. "
+            "Free space and run the command again.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ A job is a run directory made before its process starts (`diffsde.runs.new_run_d
   queued), times, the process id, its exit code, when a stop was asked for;
 - ``log.txt``: everything the ``diffsde run`` process writes to stdout and stderr;
 
-and, once the process has started, the usual ``run.h5`` and checkpoint.
+and, once the process has started, the usual run files (``run.json``, ``status.json``, metric
+segments, checkpoint, results). `resume` queues a run that ended (stopped, failed, killed) to
+continue from its checkpoint: the same directory gets a queued ``job.json`` whose process is
+``diffsde run --resume DIR``.
 
 One queue worker per runs directory (a background process running `work`, holding an exclusive
 ``flock`` on ``RUNS_DIR/.queue.lock``) starts queued jobs oldest first, each as
@@ -43,6 +46,7 @@ from ._runs import (
     PathLike,
     RunReadError,
     _pid_alive,
+    _write_json,
     delete_run,
     mark_abandoned,
     new_run_dir,
@@ -74,6 +78,7 @@ class Job:
     pid: int | None = None
     returncode: int | None = None
     stop_requested: float | None = None
+    resume: bool = False  # the process continues the run in ``path`` (`diffsde run --resume`)
 
     @property
     def id(self) -> str:
@@ -116,9 +121,7 @@ def read_job(run_dir: PathLike) -> Job:
 
 def _write_job(job: Job) -> None:
     data = {k: v for k, v in dataclasses.asdict(job).items() if k != "path"}
-    temporary = job.path / f".{JOB_FILE}.tmp"
-    temporary.write_text(json.dumps(data, indent=1))
-    os.replace(temporary, job.path / JOB_FILE)
+    _write_json(job.path / JOB_FILE, data)
 
 
 @contextlib.contextmanager
@@ -177,6 +180,29 @@ def submit(
     (run_dir / LOG_FILE).touch()
     job = Job(path=run_dir, name=setup.spec.name, state="queued", created=time.time())
     _write_job(job)
+    ensure_worker(runs_dir)
+    return job
+
+
+def resume(run_dir: PathLike) -> Job:
+    """Queue the run in ``run_dir`` to continue from its last checkpoint (from step 0 if it saved
+    none) as ``diffsde run --resume``; refused (`RunReadError`) while it is queued or its writer
+    is alive, and for a completed run (nothing to resume)."""
+    run_dir = pathlib.Path(run_dir)
+    runs_dir = run_dir.resolve().parent
+    with _locked(runs_dir / STATE_LOCK):
+        if (run_dir / JOB_FILE).is_file() and read_job(run_dir).state in ("queued", "running"):
+            raise RunReadError(f"{run_dir} is already {read_job(run_dir).state}.")
+        record = open_run(run_dir)
+        if record.status in ("running", "stale"):
+            raise RunReadError(
+                f"{run_dir} is {record.status} (process {record.pid}); stop it before resuming."
+            )
+        if record.status == "completed":
+            raise RunReadError(f"{run_dir} is completed; there is nothing to resume.")
+        job = Job(path=run_dir, name=record.name, state="queued", created=time.time(), resume=True)
+        _write_job(job)
+    (run_dir / LOG_FILE).touch()
     ensure_worker(runs_dir)
     return job
 
@@ -288,12 +314,13 @@ def _start(job: Job, log_dir: pathlib.Path) -> subprocess.Popen | None:
         job = read_job(job.path)
         if job.state != "queued":
             return None
+        if job.resume:
+            arguments = ("--resume", str(job.path))
+        else:
+            arguments = (str(job.spec_file), "--run-dir", str(job.path))
         with open(job.log, "ab") as log:
             process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "diffsde._cli", "run", str(job.spec_file)),
-                    *("--run-dir", str(job.path)),
-                ],
+                [sys.executable, "-m", "diffsde._cli", "run", *arguments],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

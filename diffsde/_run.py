@@ -1,7 +1,8 @@
 """The main job: train a spec's score model, sample it, evaluate, and store it all in one run.
 
-Everything a run produces goes to its ``run.h5`` as it happens (metric rows after every
-dispatch, checkpoints beside it), so a crash, a NaN, Ctrl-C or SIGTERM keeps all of it.
+Everything a run produces goes to its run directory as it happens (metric rows after every
+dispatch, checkpoints, results; see `diffsde._runs`), so a crash, a NaN, a full disk, Ctrl-C,
+SIGTERM or SIGKILL keeps all of it, and `resume` continues from the last checkpoint.
 """
 
 import contextlib
@@ -19,8 +20,12 @@ import jax.random as jr
 import numpy as np
 import yaml
 
+from . import _faults
 from ._metrics import EvalContext
 from ._runs import (
+    RUN_FILE,
+    CheckpointError,
+    RunBusyError,
     RunWriter,
     add_results,
     environment,
@@ -192,6 +197,7 @@ def _train(
                 )
                 return None
             writer.append_metrics(rows)
+            _faults.point("train")
             step = int(state.step)
             if step // config.checkpoint_every > last_checkpoint // config.checkpoint_every:
                 save_checkpoint(writer.path, step, state)
@@ -243,6 +249,7 @@ def _evaluate(setup: Setup, model, x, reference, keys: Keys) -> dict[str, float]
 
 def _sample_and_evaluate(setup: Setup, trainer: Trainer, state: TrainState, keys: Keys):
     model = trainer.model(state.ema)
+    _faults.point("sample")
     result = _generate(setup, model, keys)
     reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
     evaluation = _evaluate(setup, model, result.x, reference, keys)
@@ -286,23 +293,42 @@ def _finish(setup, writer, trainer, state, keys, *, progress, stop, wall_offset=
         setup, writer, trainer, state, progress=progress, stop=stop, wall_offset=wall_offset
     )
     if state is not None:
-        writer.write_results(*_sample_and_evaluate(setup, trainer, state, keys))
+        writer.write_results(
+            *_sample_and_evaluate(setup, trainer, state, keys), step=int(state.step)
+        )
 
 
 def resume(
     run_path: str | pathlib.Path, *, progress: bool = True, stop: StopRequest | None = None
 ) -> pathlib.Path:
-    """Continue a run from its last checkpoint, bit for bit as if it had not stopped."""
+    """Continue a run from its last checkpoint, bit for bit as if it had not stopped; a run
+    that saved no checkpoint restarts from step 0 (and says so). Earlier results are kept; a
+    completed run whose results are in place is left alone."""
     record = open_run(run_path)
-    setup = validate_text(record.spec_yaml, f"{record.path}/run.h5:spec")
+    if record.status in ("running", "stale"):
+        raise RunBusyError(
+            f"{record.path} is {record.status} (process {record.pid} on {record.host}); stop it "
+            "before you resume it."
+        )
+    setup = validate_text(record.spec_yaml, f"{record.path}/{RUN_FILE}:spec")
     trainer, state, keys = _build(setup)
-    step, state = load_checkpoint(record.path, state)
+    try:
+        step, state = load_checkpoint(record.path, state)
+    except CheckpointError:
+        if record.checkpoint_step is not None:
+            raise  # there was one: a damaged checkpoint is not silently retrained
+        step = -1
+    done = any(r.kind == "run" and r.step == step for r in record.results)
+    if record.status == "completed" and done and step >= setup.spec.training.steps:
+        print(f"{record.path} is completed at step {step}; nothing to resume", file=sys.stderr)
+        return record.path
     wall = record.metrics.get("wall_time", np.zeros(0))
     steps = record.metrics.get("step", np.zeros(0))
     offset = float(wall[steps <= step][-1]) if np.any(steps <= step) else 0.0
-    writer = RunWriter.reopen(record.path, truncate_after_step=step)
-    if progress:
-        print(f"resume {record.path} from step {step}", file=sys.stderr)
+    writer = RunWriter.reopen(record.path, from_step=step)
+    if progress or step < 0:
+        start = f"from step {step}" if step >= 0 else "from step 0: it saved no checkpoint"
+        print(f"resume {record.path} {start}", file=sys.stderr)
     with _stop_request(stop) as stop, writer:
         _finish(
             setup, writer, trainer, state, keys, progress=progress, stop=stop, wall_offset=offset
@@ -320,11 +346,24 @@ def load_model(
     if sampler is not None:
         spec["sampler"] = {"type": sampler}
     setup = validate_text(
-        yaml.safe_dump(spec, sort_keys=False), f"{record.path}/run.h5:spec", overrides
+        yaml.safe_dump(spec, sort_keys=False), f"{record.path}/{RUN_FILE}:spec", overrides
     )
     trainer, state, keys = _build(setup)
-    _, state = load_checkpoint(record.path, state)
-    return setup, trainer.model(state.ema), keys, record
+    try:
+        step, state = load_checkpoint(record.path, state)
+    except CheckpointError as e:
+        if record.status == "running":
+            raise CheckpointError(
+                f"{record.path} is still training and has saved no checkpoint yet; wait for "
+                "its first checkpoint (training.checkpoint_every) or for the run to end."
+            ) from e
+        raise
+    if record.status == "running":
+        print(
+            f"{record.path} is still training: using its checkpoint at step {step}",
+            file=sys.stderr,
+        )
+    return setup, trainer.model(state.ema), keys, record, step
 
 
 def sample_run(
@@ -333,7 +372,7 @@ def sample_run(
     """Sample a finished run's model with another sampler (or settings) and evaluate it; the
     results are stored in the run under a label naming the sampler settings."""
     extra = [f"eval.n_samples={n}"] if n is not None else []
-    setup, model, keys, record = load_model(run_path, [*overrides, *extra], sampler)
+    setup, model, keys, record, step = load_model(run_path, [*overrides, *extra], sampler)
     result = _generate(setup, model, keys)
     reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
     evaluation = _evaluate(setup, model, result.x, reference, keys)
@@ -343,23 +382,29 @@ def sample_run(
     )
     add_results(
         record.path,
-        evaluation,
-        {"samples": np.asarray(result.x)},
-        {"nfe": int(result.nfe)},
-        label=label,
+        label,
+        kind="sample",
+        evaluation=evaluation,
+        samples={"samples": np.asarray(result.x)},
+        nfe={"nfe": int(result.nfe)},
+        step=step,
+        prefixed=True,
     )
     return label, evaluation, int(result.nfe)
 
 
 def evaluate_run(run_path: str | pathlib.Path) -> dict[str, float]:
     """Recompute the spec's metrics on the run's stored samples (e.g. after adding a metric)."""
-    setup, model, keys, record = load_model(run_path)
+    setup, model, keys, record, step = load_model(run_path)
     if "samples" not in record.samples or "reference" not in record.samples:
-        raise ValueError(f"{record.path} has no stored samples: the run did not finish")
+        raise CheckpointError(
+            f"{record.path} has no stored samples: the run has not finished sampling; "
+            "resume it or wait for it to end."
+        )
     evaluation = _evaluate(
         setup, model, record.samples["samples"], record.samples["reference"], keys
     )
-    add_results(record.path, evaluation, {}, {})
+    add_results(record.path, f"eval-step{step}", kind="eval", evaluation=evaluation, step=step)
     return evaluation
 
 
@@ -377,7 +422,7 @@ def likelihood_run(run_path: str | pathlib.Path, **settings) -> tuple[dict[str, 
     """
     from ._builtin.metrics import LogLikelihoodConfig
 
-    setup, model, keys, record = load_model(run_path)
+    setup, model, keys, record, step = load_model(run_path)
     own = [m for m in setup.spec.eval.metrics if isinstance(m, LogLikelihoodConfig)]
     base = own[0].model_dump() if own else {}
     metric = LogLikelihoodConfig(**{**base, **settings}).build()
@@ -392,8 +437,11 @@ def likelihood_run(run_path: str | pathlib.Path, **settings) -> tuple[dict[str, 
     )
     add_results(
         record.path,
-        values,
-        {"log_likelihood": np.asarray(result.log_prob)},
-        {"likelihood": int(result.nfe)},
+        f"likelihood-step{step}",
+        kind="likelihood",
+        evaluation=values,
+        samples={"log_likelihood": np.asarray(result.log_prob)},
+        nfe={"likelihood": int(result.nfe)},
+        step=step,
     )
     return values, int(result.nfe)

@@ -1,52 +1,49 @@
-"""The on-disk run format: one directory per run, holding ``run.h5`` and a checkpoint.
+"""The on-disk run store: one directory per run, of small atomic files and append-only segments.
 
-Layout of ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>/run.h5`` (HDF5, ``libver='latest'``)::
+Layout of ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>/`` (format 2)::
 
-    /                 attrs: format="diffsde-run", format_version, id, name, created, host, pid
-    /spec             scalar UTF-8 string: the resolved spec as YAML
-    /environment      group; attrs: python, jax, equinox, diffrax, optax, diffsde, ..., device
-    /status/state     scalar fixed-size bytes: running | completed | failed | stopped
-    /status/message   scalar fixed-size bytes (UTF-8, truncated to MESSAGE_BYTES)
-    /status/step      scalar int64: the step of a failure, -1 if none
-    /status/updated   scalar float64: unix time of the last append or status change
-    /metrics/<name>   1-D float64, resizable, one entry per logged row (NaN fill)
-    /eval             attrs: name -> float         (written by write_results)
-    /samples/<name>   arrays                        (written by write_results)
-    /nfe              attrs: name -> int            (written by write_results)
+    run.json              format, format_version, id, name, created, the resolved spec (YAML
+                          text), the environment (package versions, device)
+    status.json           state (running | completed | failed | stopped), message, step,
+                          updated, and the writer: host, pid, its start time, heartbeat period
+    heartbeat             empty; its mtime is touched by the writer every HEARTBEAT_SECONDS
+    metrics/NNNN.json     one segment per writing process: its columns, the step it starts
+                          after (``from_step``), host and pid
+    metrics/NNNN.f64      that segment's rows: float64, C order, len(columns) per row, only
+                          ever appended to by its one writer
+    results/LABEL.h5      a result's arrays (HDF5, written whole)
+    results/LABEL.json    its summary: kind, step, metrics, NFE, array shapes, and the size and
+                          SHA-256 of LABEL.h5
+    checkpoint.eqx        ``eqx.tree_serialise_leaves`` of ``(step, train state)``
+    checkpoint.json       ``{"step": ...}``, for cheap listing
+    .reserve              256 KiB written at creation, deleted to make room for the final
+                          status when the disk fills
 
-Crash safety comes from HDF5's single-writer/multiple-reader (SWMR) mode. Everything the
-training loop touches is created up front and the file is switched to SWMR at once; from
-then on the writer only resizes and overwrites existing datasets and flushes after each
-append, so a file whose writer is killed (even with SIGKILL) stays readable with every
-flushed row. SWMR forbids creating objects or attributes, which is why the status is a set
-of fixed-size datasets overwritten in place rather than attributes.
+Rules that make it survive faults:
 
-SWMR caveats (HDF5 2.0 / h5py 3.16, checked by tests/test_runs.py):
+- **No file is ever reopened for writing.** Every JSON and HDF5 file is written to a temporary
+  file in the same directory, fsynced and renamed over its target (`_atomic_write`); a reader
+  sees the old file or the new one, never half of one. The one exception, a metric segment, is
+  appended only by the process that created it, and readers take only its whole rows.
+- **No locks.** Readers never hold anything a writer waits for; HDF5 files are opened by readers
+  only after their size and SHA-256 match their summary, in plain (not SWMR) mode, so a damaged
+  file is refused at once instead of being retried for minutes.
+- **A resumed run appends, never truncates.** Resuming writes a new segment whose ``from_step``
+  is the checkpoint's step; readers drop the earlier segments' rows after it. Results are kept
+  under their labels: nothing a user ran is deleted by a resume.
+- **A dead writer is recognised**, not trusted: a ``running`` status whose process is gone (same
+  host: pid and process start time; any host: the heartbeat is older than STALE_SECONDS) is
+  shown as ``killed`` (or ``stale``), and `diffsde run --resume` continues it.
+- **A full disk ends the run ``failed``** with "disk full" and what was kept: the failing append
+  is cut back to whole rows, the reserve is released so the final status fits, and every file
+  written earlier is intact.
 
-- A file whose writer died while in SWMR mode can only be opened by SWMR readers
-  (``h5py.File(p, "r", libver="latest", swmr=True)``), never again for writing or by a plain
-  reader, until its superblock's consistency flags are cleared: ``h5clear -s run.h5``
-  (HDF5 command-line tools) or `RunWriter.reopen`, which does the same after checking that
-  the recorded writer process is gone. Its status stays ``running`` until then;
-  ``RunRecord.updated`` (and ``host``/``pid``) tell a reader how stale it is.
-- ``write_results`` needs new groups, so it closes the SWMR file, reopens it in plain
-  append mode, writes, and re-enters SWMR. A reader opening in those milliseconds fails;
-  ``open_run`` retries. A process killed inside that window leaves the file readable by
-  nobody until ``h5clear -s`` or `RunWriter.reopen`.
-- An open SWMR reader holds HDF5's file lock, which blocks the writer's reopen. `open_run`
-  closes at once, so the writer waits up to ``_LOCK_WAIT`` seconds; if a long-lived reader
-  elsewhere still holds the file, it reopens with ``locking=False`` rather than lose the
-  results (that reader may see errors meanwhile: it should close and reopen). Within one
-  process HDF5 refuses to open a file twice with different ``locking`` values, so after
-  such a fallback `open_run` in the writer's own process retries with ``locking=False``.
-
-Checkpoints live beside ``run.h5``: ``checkpoint.eqx`` (``eqx.tree_serialise_leaves`` of
-``(step, tree)``) and ``checkpoint.json`` (``{"step": ...}`` for cheap listing), each
-written to a temporary file in the same directory, fsynced and renamed over the old one.
+Runs of format 1 (one SWMR ``run.h5``) are converted by `diffsde runs --upgrade`
+(`diffsde._runs_legacy`); until then a listing names them as problems.
 
 A run launched from the dashboard (`diffsde.jobs`) also holds ``spec.yaml`` (what was
 launched), ``job.json`` (queue state, process id) and ``log.txt`` (the process's output); until
-its process starts, the directory has no ``run.h5`` and `list_runs` passes over it.
+its process starts, the directory has no ``run.json`` and `list_runs` passes over it.
 """
 
 from __future__ import annotations
@@ -54,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import errno
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -64,27 +62,41 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, Literal, NamedTuple
 
-import h5py
 import numpy as np
 import yaml
 from jaxtyping import ArrayLike
 
+from . import _faults
+
 FORMAT = "diffsde-run"
-FORMAT_VERSION = 1
-RUN_FILE = "run.h5"
+FORMAT_VERSION = 2
+RUN_FILE = "run.json"  # its presence makes a directory a run
+STATUS_FILE = "status.json"
+HEARTBEAT_FILE = "heartbeat"
+METRICS_DIR = "metrics"
+RESULTS_DIR = "results"
+RESERVE_FILE = ".reserve"
 CHECKPOINT_FILE = "checkpoint.eqx"
 CHECKPOINT_META_FILE = "checkpoint.json"
-JOB_FILE = "job.json"  # a run launched by `diffsde.jobs`: queued until its run.h5 appears
-STATUSES = ("running", "completed", "failed", "stopped")
-MESSAGE_BYTES = 8192
-_STATUS_BYTES = 16
-_METRIC_CHUNK = 1024
-_LOCK_WAIT = 2.0  # seconds write_results waits for readers to release run.h5
+LEGACY_FILE = "run.h5"  # format 1
+JOB_FILE = "job.json"  # a run launched by `diffsde.jobs`: queued until its run.json appears
+STATUSES = ("running", "completed", "failed", "stopped")  # what a writer records
+STATES = (*STATUSES, "killed", "stale")  # what a reader shows: killed/stale for dead writers
+RUN_RESULT = "run"  # the kind of the results a run writes when it finishes training
+HEARTBEAT_SECONDS = 2.0
+STALE_SECONDS = 60.0  # a writer on another host whose heartbeat is older is shown as stale
+MAX_NAME = 100
+MAX_JSON_BYTES = 8 << 20  # run.json holds the spec, which validation bounds to 1 MiB
+MESSAGE_CHARS = 8192
+RESERVE_BYTES = 256 << 10
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 Status = Literal["running", "completed", "failed", "stopped"]
 PathLike = str | os.PathLike[str]
@@ -98,8 +110,12 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, corrupt, or does not match the tree to load into."""
 
 
+class RunBusyError(RunReadError):
+    """The run is being written by a live process: stop it (or wait) first."""
+
+
 def environment() -> dict[str, str]:
-    """The versions and device a run is trained with, as stored in ``run.h5``."""
+    """The versions and device a run is trained with, as stored in ``run.json``."""
     import jax
 
     env = {"python": platform.python_version()}
@@ -120,18 +136,45 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now().astimezone()
 
 
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
-    if not slug:
-        raise ValueError(f"run name {name!r} has no letters or digits; give the run a name.")
-    return slug
-
-
-def _check_h5_name(name: str, what: str) -> None:
-    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+def check_name(name: object) -> str:
+    """``name`` stripped, if it can name a run: 1 to MAX_NAME characters, no control characters,
+    at least one letter or digit. Raises ValueError saying what to change otherwise."""
+    if not isinstance(name, str):
+        raise ValueError(f"a run name must be text, got {type(name).__name__}.")
+    stripped = name.strip()
+    bad = sorted({repr(c) for c in stripped if ord(c) < 32 or ord(c) == 127})
+    if bad:
         raise ValueError(
-            f"{what} name {name!r} is not usable in HDF5; use a non-empty name without '/'."
+            f"run name {name[:40]!r} contains control characters ({', '.join(bad)}); "
+            "use letters, digits, spaces and punctuation only."
         )
+    if not re.search(r"[^\W_]", stripped):
+        raise ValueError(f"run name {name[:40]!r} has no letter or digit; give the run a name.")
+    if len(stripped) > MAX_NAME:
+        raise ValueError(f"run name is {len(stripped)} characters long; use at most {MAX_NAME}.")
+    return stripped
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", check_name(name)).strip("-.")[:60] or "run"
+
+
+def _check_label(name: object, what: str) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._=+@,-]{0,199}", name):
+        raise ValueError(
+            f"{what} {name!r} cannot name a result file; use 1-200 letters, digits and "
+            "'._=+@,-', starting with a letter or digit."
+        )
+    return name
+
+
+def _check_key(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"{what} name {name!r} is not usable; use a non-empty name without '/'.")
+    return name
+
+
+# -- atomic files ---------------------------------------------------------------------------
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
@@ -145,100 +188,80 @@ def _fsync_dir(directory: pathlib.Path) -> None:
         os.close(fd)
 
 
-def _encode_message(message: str) -> bytes:
-    data = message.encode("utf-8")
-    if len(data) <= MESSAGE_BYTES:
-        return data
-    marker = b" [truncated]"
-    data = data[: MESSAGE_BYTES - len(marker)]
-    # Drop a multi-byte character cut in half.
-    return data.decode("utf-8", errors="ignore").encode("utf-8") + marker
-
-
-def _reopen_for_append(file_path: pathlib.Path) -> h5py.File:
-    deadline = time.monotonic() + _LOCK_WAIT
-    delay = 0.01
-    while True:
+def _atomic_write(
+    target: pathlib.Path, write: Callable[[IO[bytes]], object] | bytes, *, fault: str | None = None
+) -> None:
+    """Write ``target`` whole or not at all: a temporary file beside it, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(write, bytes):
+                out.write(write)
+            else:
+                write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        if fault is not None:
+            _faults.point(fault)
+        os.replace(tmp, target)
+    except BaseException:
         try:
-            return h5py.File(file_path, "a", libver="latest")
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                raise
-            if time.monotonic() > deadline:
-                break
-        time.sleep(delay)
-        delay = min(2 * delay, 0.2)
-    # A reader elsewhere keeps the file open (and locked); writing without the lock is
-    # safe for the file (this is its only writer) and only disturbs that reader.
-    return h5py.File(file_path, "a", libver="latest", locking=False)
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
 
 
-def _rot(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+def _write_json(target: pathlib.Path, data: Mapping[str, Any], *, fault: str | None = None) -> None:
+    text = json.dumps(data, indent=1, allow_nan=False)
+    _atomic_write(target, text.encode("utf-8"), fault=fault)
 
 
-def _words(chunk: bytes) -> tuple[int, int, int]:
-    return tuple(int.from_bytes(chunk[i : i + 4], "little") for i in (0, 4, 8))
+def _read_json(path: pathlib.Path, what: str, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """A small JSON object file, read without following a symlink, size-bounded."""
+    try:
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+    except FileNotFoundError:
+        raise RunReadError(f"{path} is missing; {what}") from None
+    except OSError as e:
+        reason = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise RunReadError(f"{path} cannot be read ({reason}); {what}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise RunReadError(f"{path} is not a regular file; {what}")
+        if info.st_size > limit:
+            raise RunReadError(f"{path} is {info.st_size} bytes (over {limit}); {what}")
+        data = f.read(limit + 1)
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        kind = "empty" if not data else f"not JSON ({type(e).__name__})"
+        raise RunReadError(f"{path} is {kind}; {what}") from None
+    if not isinstance(value, dict):
+        raise RunReadError(f"{path} holds a JSON {type(value).__name__}, not an object; {what}")
+    return value
 
 
-def _lookup3(data: bytes) -> int:
-    """Bob Jenkins' lookup3 ``hashlittle`` with seed 0: HDF5's metadata checksum."""
-    m = 0xFFFFFFFF
-    a = b = c = (0xDEADBEEF + len(data)) & m
-    pos = 0
-    while len(data) - pos > 12:
-        x, y, z = _words(data[pos : pos + 12])
-        a, b, c = (a + x) & m, (b + y) & m, (c + z) & m
-        a = ((a - c) & m) ^ _rot(c, 4)
-        c = (c + b) & m
-        b = ((b - a) & m) ^ _rot(a, 6)
-        a = (a + c) & m
-        c = ((c - b) & m) ^ _rot(b, 8)
-        b = (b + a) & m
-        a = ((a - c) & m) ^ _rot(c, 16)
-        c = (c + b) & m
-        b = ((b - a) & m) ^ _rot(a, 19)
-        a = (a + c) & m
-        c = ((c - b) & m) ^ _rot(b, 4)
-        b = (b + a) & m
-        pos += 12
-    if pos == len(data):
-        return c
-    x, y, z = _words(data[pos:].ljust(12, b"\0"))
-    a, b, c = (a + x) & m, (b + y) & m, (c + z) & m
-    c = ((c ^ b) - _rot(b, 14)) & m
-    a = ((a ^ c) - _rot(c, 11)) & m
-    b = ((b ^ a) - _rot(a, 25)) & m
-    c = ((c ^ b) - _rot(b, 16)) & m
-    a = ((a ^ c) - _rot(c, 4)) & m
-    b = ((b ^ a) - _rot(a, 14)) & m
-    c = ((c ^ b) - _rot(b, 24)) & m
-    return c
+def _is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL
 
 
-_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# -- writer processes -----------------------------------------------------------------------
 
 
-def _clear_open_flags(file_path: pathlib.Path) -> None:
-    """What ``h5clear -s`` does: zero the superblock's "open for (SWMR) write" flags.
-
-    HDF5 sets them while a writer has the file open and clears them on close; a killed
-    writer leaves them set, and HDF5 then refuses to open the file for writing. Only for
-    files whose writer is known to be dead: the caller checks.
-    """
-    with open(file_path, "r+b") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:8] != _SIGNATURE or head[8] not in (2, 3):
-            raise RunReadError(f"{file_path}: not an HDF5 file with a version 2/3 superblock.")
-        size = 12 + 4 * head[9]
-        block = head + f.read(size - 12 + 4)
-        if _lookup3(block[:size]) != int.from_bytes(block[size : size + 4], "little"):
-            raise RunReadError(f"{file_path}: superblock checksum mismatch; the file is damaged.")
-        patched = block[:11] + b"\0" + block[12:size]
-        f.seek(0)
-        f.write(patched + _lookup3(patched).to_bytes(4, "little"))
-        f.flush()
-        os.fsync(f.fileno())
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux: /proc/PID/stat field 22), None if unknown;
+    tells a live writer from an unrelated process that got its pid later."""
+    try:
+        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -249,6 +272,55 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _writer_fields() -> dict[str, Any]:
+    pid = os.getpid()
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "process_start": _process_start(pid),
+        "heartbeat_seconds": HEARTBEAT_SECONDS,
+    }
+
+
+def _writer_state(status: Mapping[str, Any], heartbeat: float | None) -> str:
+    """``running`` if the writer recorded in ``status`` is alive, else ``killed`` (it is gone
+    from this host) or ``stale`` (no heartbeat for STALE_SECONDS); other states as stored."""
+    state = status.get("state")
+    if state != "running":
+        return str(state)
+    pid = status.get("pid")
+    if status.get("host") == socket.gethostname() and isinstance(pid, int):
+        if pid == os.getpid():
+            return "running"
+        start = status.get("process_start")
+        if not _pid_alive(pid) or (start is not None and _process_start(pid) not in (None, start)):
+            return "killed"
+    last = max(filter(None, [heartbeat, status.get("updated")]), default=0.0)
+    return "stale" if time.time() - last > STALE_SECONDS else "running"
+
+
+class _Heartbeat:
+    """Touches ``heartbeat`` every HEARTBEAT_SECONDS from a daemon thread until stopped."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self.path.touch()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="diffsde-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass  # a missing or unwritable heartbeat only makes the run look stale
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def new_run_dir(
@@ -267,42 +339,338 @@ def new_run_dir(
             continue
 
 
-def _open_idle_for_append(file_path: pathlib.Path) -> h5py.File:
-    """Open a run's file for writing when no live process writes it; a file whose writer
-    died in SWMR mode gets its "open for writing" flags cleared first (``h5clear -s``)."""
+def _clip(message: str) -> str:
+    return (
+        message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 12] + " [truncated]"
+    )
+
+
+# -- metric segments ------------------------------------------------------------------------
+
+
+class _Segment:
+    """One process's append-only metric segment: whole float64 rows or nothing."""
+
+    def __init__(self, metrics_dir: pathlib.Path, index: int, columns: tuple[str, ...], start: int):
+        self.columns = columns
+        self.data_path = metrics_dir / f"{index:04d}.f64"
+        header = {"columns": list(columns), "from_step": start, **_writer_fields()}
+        header["created"] = time.time()
+        # The data file first: a header is only written for a segment that exists.
+        self.fd = os.open(self.data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self.size = 0
+        try:
+            _write_json(metrics_dir / f"{index:04d}.json", header)
+        except BaseException:
+            os.close(self.fd)
+            os.unlink(self.data_path)
+            raise
+
+    def append(self, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype="<f8").tobytes()
+        try:
+            _faults.point("metrics")
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except BaseException:
+            os.ftruncate(self.fd, self.size)  # back to whole rows
+            raise
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _segments(run_dir: pathlib.Path) -> list[tuple[int, pathlib.Path]]:
+    directory = run_dir / METRICS_DIR
     try:
-        return h5py.File(file_path, "a", libver="latest")
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = re.fullmatch(r"(\d{4})\.json", name)
+        if match:
+            found.append((int(match.group(1)), directory / name))
+    return sorted(found)
+
+
+def _next_segment(run_dir: pathlib.Path) -> int:
+    """One past the highest segment number, counting data files whose header never landed."""
+    try:
+        names = os.listdir(run_dir / METRICS_DIR)
+    except FileNotFoundError:
+        return 0
+    pattern = re.compile(r"(\d{4})\.(?:json|f64)")
+    numbers = [int(m.group(1)) for m in map(pattern.fullmatch, names) if m]
+    return max(numbers, default=-1) + 1
+
+
+def _read_metrics(run_dir: pathlib.Path, problems: list[str]) -> dict[str, np.ndarray]:
+    """Every segment's whole rows, later segments replacing the rows after their ``from_step``;
+    rows whose step is not a finite, increasing number are dropped (and named in ``problems``)."""
+    columns: list[str] | None = None
+    table = np.zeros((0, 0))
+    for _, header_path in _segments(run_dir):
+        try:
+            header = _read_json(header_path, "the segment is skipped")
+        except RunReadError as e:
+            problems.append(str(e))
+            continue
+        names = header.get("columns")
+        start = header.get("from_step")
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) for n in names)
+            or isinstance(start, bool)
+            or not isinstance(start, int)
+        ):
+            problems.append(f"{header_path} is not a metric segment header; skipped")
+            continue
+        if columns is None:
+            columns, table = names, np.zeros((0, len(names)))
+        elif names != columns:
+            problems.append(f"{header_path} has columns {names}, not {columns}; skipped")
+            continue
+        data_path = header_path.with_suffix(".f64")
+        try:
+            info = os.lstat(data_path)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            rows = info.st_size // (8 * len(names))
+            data = np.fromfile(data_path, dtype="<f8", count=rows * len(names))
+        except OSError as e:
+            problems.append(f"{data_path} cannot be read ({e.strerror}); segment skipped")
+            continue
+        data = data[: (len(data) // len(names)) * len(names)].reshape(-1, len(names))
+        if "step" in names and len(table):
+            table = table[table[:, names.index("step")] <= start]
+        table = np.concatenate([table, data])
+    if columns is None:
+        return {}
+    if "step" in columns and len(table):
+        step = table[:, columns.index("step")]
+        good = np.isfinite(step)
+        good[good] &= np.concatenate([[True], np.diff(step[good]) > 0])
+        if not good.all():
+            problems.append(
+                f"{int((~good).sum())} damaged metric rows (non-finite or repeated step) dropped"
+            )
+            table = table[good]
+    return {name: table[:, i].copy() for i, name in enumerate(columns)}
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One stored result set: what ``results/LABEL.json`` says."""
+
+    label: str
+    kind: str  # "run" (the run's own), "sample", "eval", "likelihood"
+    step: int | None  # the checkpoint step of the model that produced it
+    created: float
+    eval: dict[str, float]
+    nfe: dict[str, int]
+    arrays: dict[str, dict[str, Any]]  # name -> {"shape", "dtype"}
+    prefixed: bool  # listed as "label.name" beside the run's own metrics
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def add_results(
+    run_path: PathLike,
+    label: str,
+    *,
+    kind: str,
+    evaluation: Mapping[str, ArrayLike] = {},
+    samples: Mapping[str, ArrayLike] = {},
+    nfe: Mapping[str, int | np.integer] = {},
+    step: int | None = None,
+    prefixed: bool = False,
+) -> Result:
+    """Store a result set under ``label`` (replacing an earlier one of that label, atomically):
+    the arrays in ``results/LABEL.h5``, then the summary in ``results/LABEL.json``, which is
+    what makes it visible. Safe while the run trains and while others read: no file is opened
+    twice. Inputs are checked before anything is written."""
+    import h5py
+
+    run_dir = _run_dir(run_path)
+    if not (run_dir / RUN_FILE).is_file():
+        raise RunReadError(f"{run_dir} has no {RUN_FILE}; it is not a run directory.")
+    _check_label(label, "results label")
+    values = {}
+    for key, value in evaluation.items():
+        array = np.asarray(value)
+        if array.size != 1 or array.dtype.kind not in "biuf":
+            raise ValueError(f"evaluation[{key!r}] must be one real number, got {value!r}.")
+        number = float(array.reshape(()))
+        values[_check_key(key, "evaluation metric")] = number if math.isfinite(number) else None
+    arrays = {}
+    for key, value in samples.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"samples[{key!r}] must be a real array, got dtype {array.dtype}.")
+        arrays[_check_key(key, "samples")] = array
+    counts = {}
+    for key, value in nfe.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"nfe[{key!r}] must be an int, got {value!r}.")
+        counts[_check_key(key, "nfe")] = int(value)
+
+    directory = run_dir / RESULTS_DIR
+    directory.mkdir(exist_ok=True)
+    data_path = directory / f"{label}.h5"
+
+    def write(out: IO[bytes]) -> None:
+        with h5py.File(out, "w") as f:
+            for key, array in arrays.items():
+                f.create_dataset(key, data=array)
+
+    _atomic_write(data_path, write)
+    _faults.point("results")
+    summary = {
+        "label": label,
+        "kind": kind,
+        "step": step,
+        "created": time.time(),
+        "eval": values,
+        "nfe": counts,
+        "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()},
+        "prefixed": prefixed,
+        "file": data_path.name,
+        "size": data_path.stat().st_size,
+        "sha256": _sha256(data_path),
+    }
+    _write_json(directory / f"{label}.json", summary)
+    return _result(summary)
+
+
+def _result(summary: Mapping[str, Any]) -> Result:
+    values = summary["eval"]
+    return Result(
+        label=str(summary["label"]),
+        kind=str(summary["kind"]),
+        step=summary.get("step"),
+        created=float(summary["created"]),
+        eval={str(k): math.nan if v is None else float(v) for k, v in values.items()},
+        nfe={str(k): int(v) for k, v in summary["nfe"].items()},
+        arrays=dict(summary["arrays"]),
+        prefixed=bool(summary["prefixed"]),
+    )
+
+
+def _read_results(run_dir: pathlib.Path, problems: list[str]) -> list[tuple[Result, dict]]:
+    directory = run_dir / RESULTS_DIR
+    try:
+        names = sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for name in names:
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        path = directory / name
+        try:
+            summary = _read_json(path, "the result is skipped")
+            result = _result(summary)
+        except RunReadError as e:
+            problems.append(str(e))
+            continue
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            problems.append(f"{path} is not a result summary ({type(e).__name__}: {e}); skipped")
+            continue
+        found.append((result, summary))
+    found.sort(key=lambda item: item[0].created)
+    return found
+
+
+class LazyArrays(Mapping[str, np.ndarray]):
+    """A run's stored arrays by name, each read (and verified) on first access."""
+
+    def __init__(self, run_dir: pathlib.Path, sources: Mapping[str, tuple[dict, str]]):
+        self._run_dir = run_dir
+        self._sources = dict(sources)  # name -> (result summary, dataset name in its file)
+        self._loaded: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._loaded:
+            summary, dataset = self._sources[name]
+            self._loaded[name] = _load_array(self._run_dir, summary, dataset)
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The stored shape of ``name``, without reading it."""
+        summary, dataset = self._sources[name]
+        return tuple(summary["arrays"][dataset]["shape"])
+
+    def __repr__(self) -> str:
+        return f"LazyArrays({list(self._sources)})"
+
+
+def _load_array(run_dir: pathlib.Path, summary: Mapping[str, Any], dataset: str) -> np.ndarray:
+    import h5py
+
+    path = run_dir / RESULTS_DIR / str(summary.get("file"))
+    try:
+        info = os.lstat(path)
     except OSError as e:
-        if "already open for write" not in str(e):
-            raise RunReadError(f"cannot open {file_path} for writing: {e}") from e
-        with h5py.File(file_path, "r", libver="latest", swmr=True) as old:
-            host, pid = _text(old.attrs["host"]), int(old.attrs["pid"])
-        if host == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
-            raise RunReadError(
-                f"{file_path} is still being written by process {pid}; stop the run first."
-            ) from e
-        _clear_open_flags(file_path)
-        return h5py.File(file_path, "a", libver="latest")
+        raise RunReadError(f"{path} cannot be read ({e.strerror}); the result is lost.") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size != summary.get("size"):
+        raise RunReadError(
+            f"{path} is {info.st_size} bytes but its summary says {summary.get('size')}: it is "
+            "damaged; recompute it (diffsde sample / eval)."
+        )
+    if _sha256(path) != summary.get("sha256"):
+        raise RunReadError(f"{path} does not match its checksum: it is damaged; recompute it.")
+    try:
+        with h5py.File(path, "r") as f:
+            return f[dataset][()]
+    except (OSError, KeyError) as e:
+        raise RunReadError(f"cannot read {dataset} from {path}: {e}") from None
+
+
+# -- the writer -----------------------------------------------------------------------------
 
 
 class RunWriter:
-    """Writes one run's ``run.h5``; make one with `RunWriter.create`.
+    """Writes one run; make one with `RunWriter.create` (a new run) or `RunWriter.reopen` (to
+    resume one from its checkpoint).
 
     Use as a context manager. Leaving the block normally marks a still-running run
-    ``completed``; an exception marks it ``failed`` with the exception as message and the
-    last logged ``step`` (if there is a ``step`` metric), ``KeyboardInterrupt`` and
-    ``SystemExit`` mark it ``stopped``. A status already set to ``failed`` or ``stopped`` by
-    the caller is kept. No signal handlers are installed here: SIGTERM is the trainer's.
+    ``completed``; a full disk marks it ``failed`` with "disk full" and what was kept; another
+    exception marks it ``failed`` with the exception as message and the last logged ``step``;
+    ``KeyboardInterrupt`` and ``SystemExit`` mark it ``stopped``. A status already set to
+    ``failed`` or ``stopped`` by the caller is kept. No signal handlers are installed here:
+    SIGTERM is the trainer's.
     """
 
-    def __init__(self, run_dir: pathlib.Path, file: h5py.File, metric_names: tuple[str, ...]):
+    def __init__(self, run_dir: pathlib.Path, segment: _Segment, last_step: int):
         self.path = run_dir
         self.id = run_dir.name
-        self.file_path = run_dir / RUN_FILE
-        self.metric_names = metric_names
-        self._file: h5py.File | None = file
+        self.metric_names = segment.columns
+        self._segment: _Segment | None = segment
+        self._heartbeat = _Heartbeat(run_dir / HEARTBEAT_FILE)
         self._status: str = "running"
-        self._last_step = -1
+        self._last_step = last_step
 
     @classmethod
     def create(
@@ -315,13 +683,14 @@ class RunWriter:
         metrics: Sequence[str],
         run_dir: PathLike | None = None,
     ) -> RunWriter:
-        """Make ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>/run.h5`` (or ``run_dir/run.h5``,
-        for a directory made beforehand by `new_run_dir`) and enter SWMR mode.
+        """Make ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>/`` (or fill ``run_dir``, a directory
+        made beforehand by `new_run_dir`) and start its first metric segment.
 
         ``metrics`` names the per-row series the trainer will log (e.g. ``step``,
         ``wall_time``, ``loss``, ``lr``, ``grad_norm``); every `append_metrics` call must
         give all of them.
         """
+        name = check_name(name)
         spec = yaml.safe_load(resolved_yaml)
         if not isinstance(spec, dict):
             raise ValueError(
@@ -339,7 +708,7 @@ class RunWriter:
         if not metric_names:
             raise ValueError("metrics is empty; name the series to log, e.g. ('step', 'loss').")
         for metric in metric_names:
-            _check_h5_name(metric, "metric")
+            _check_key(metric, "metric")
         if len(set(metric_names)) != len(metric_names):
             raise ValueError(f"metrics {list(metric_names)} has duplicates; name each once.")
 
@@ -348,103 +717,64 @@ class RunWriter:
             run_dir = new_run_dir(runs_dir, name, created)
         else:
             run_dir = pathlib.Path(run_dir)
-            if (run_dir / RUN_FILE).exists():
+            if (run_dir / RUN_FILE).exists() or (run_dir / LEGACY_FILE).exists():
                 raise ValueError(f"{run_dir} already holds a run; give a new directory.")
             run_dir.mkdir(parents=True, exist_ok=True)
-        run_id = run_dir.name
-
-        f = h5py.File(run_dir / RUN_FILE, "w", libver="latest")
-        try:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["id"] = run_id
-            f.attrs["name"] = name
-            f.attrs["created"] = created.isoformat()
-            f.attrs["host"] = socket.gethostname()
-            f.attrs["pid"] = os.getpid()
-            f.create_dataset("spec", data=resolved_yaml, dtype=h5py.string_dtype("utf-8"))
-            env_group = f.create_group("environment")
-            for key, value in env.items():
-                env_group.attrs[key] = value
-            status = f.create_group("status")
-            status.create_dataset("state", data=np.bytes_(b"running"), dtype=f"S{_STATUS_BYTES}")
-            status.create_dataset("message", data=np.bytes_(b""), dtype=f"S{MESSAGE_BYTES}")
-            status.create_dataset("step", data=np.int64(-1))
-            status.create_dataset("updated", data=np.float64(time.time()))
-            group = f.create_group("metrics")
-            for metric in metric_names:
-                group.create_dataset(
-                    metric,
-                    shape=(0,),
-                    maxshape=(None,),
-                    dtype=np.float64,
-                    chunks=(_METRIC_CHUNK,),
-                    fillvalue=np.nan,
-                )
-            f.flush()
-            f.swmr_mode = True
-        except BaseException:
-            f.close()
-            raise
-        return cls(run_dir, f, metric_names)
+        _atomic_write(run_dir / RESERVE_FILE, bytes(RESERVE_BYTES))
+        (run_dir / METRICS_DIR).mkdir(exist_ok=True)
+        _write_status(run_dir, "running")
+        _write_json(
+            run_dir / RUN_FILE,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "id": run_dir.name,
+                "name": name,
+                "created": created.isoformat(),
+                "spec": resolved_yaml,
+                "environment": env,
+            },
+        )
+        return cls(run_dir, _Segment(run_dir / METRICS_DIR, 0, metric_names, -1), -1)
 
     @classmethod
-    def reopen(cls, run_path: PathLike, *, truncate_after_step: int) -> RunWriter:
-        """Continue writing an existing run (to resume it from a checkpoint).
-
-        Drops metric rows logged after ``truncate_after_step`` (the checkpoint's step) and
-        any results, sets the status back to ``running`` and enters SWMR mode. A run whose
-        writer was killed is reopened after clearing HDF5's "open for writing" flags (as
-        ``h5clear -s`` would), unless its recorded writer process is still alive on this
-        host.
-        """
-        run_dir = _run_dir(run_path)
-        file_path = run_dir / RUN_FILE
-        if not file_path.is_file():
-            raise RunReadError(f"{run_dir} has no {RUN_FILE}; it is not a run directory.")
-        f = _open_idle_for_append(file_path)
-        try:
-            if _text(f.attrs.get("format", "")) != FORMAT:
-                raise RunReadError(f"{file_path} is an HDF5 file but not a diffsde run.")
-            group = f["metrics"]
-            if "step" not in group:
-                raise RunReadError(f"{file_path} has no 'step' metric to truncate by.")
-            steps = group["step"][...]
-            later = np.flatnonzero(steps > truncate_after_step)
-            keep = min(
-                int(later[0]) if later.size else len(steps), *(ds.shape[0] for ds in group.values())
+    def reopen(cls, run_path: PathLike, *, from_step: int) -> RunWriter:
+        """Continue an existing run (to resume it from the checkpoint at ``from_step``; -1 to
+        restart it from scratch): a new metric segment supersedes the rows logged after
+        ``from_step``, the status goes back to ``running``. Results are kept. Refused while
+        the run's writer is alive."""
+        record = open_run(run_path)
+        if record.status in ("running", "stale"):
+            raise RunBusyError(
+                f"{record.path} is {record.status} (process {record.pid} on {record.host}); "
+                "stop it before you resume it."
             )
-            for dataset in group.values():
-                dataset.resize((keep,))
-            for name in ("eval", "samples", "nfe"):
-                if name in f:
-                    del f[name]
-            f.attrs["host"] = socket.gethostname()
-            f.attrs["pid"] = os.getpid()
-            status = f["status"]
-            status["state"][()] = np.bytes_(b"running")
-            status["message"][()] = np.bytes_(b"")
-            status["step"][()] = np.int64(-1)
-            status["updated"][()] = time.time()
-            f.flush()
-            f.swmr_mode = True
+        run_dir = record.path
+        for stray in run_dir.glob(".*.tmp"):  # a writer killed inside `_atomic_write`
+            stray.unlink(missing_ok=True)
+        columns = tuple(record.metrics) or ("step",)
+        index = _next_segment(run_dir)
+        if not (run_dir / RESERVE_FILE).is_file():
+            _atomic_write(run_dir / RESERVE_FILE, bytes(RESERVE_BYTES))
+        (run_dir / METRICS_DIR).mkdir(exist_ok=True)
+        segment = _Segment(run_dir / METRICS_DIR, index, columns, from_step)
+        try:
+            _write_status(run_dir, "running")
         except BaseException:
-            f.close()
+            segment.close()
             raise
-        writer = cls(run_dir, f, tuple(group.keys()))
-        writer._last_step = int(steps[keep - 1]) if keep else -1
-        return writer
+        return cls(run_dir, segment, from_step)
 
     # -- writing --------------------------------------------------------------------------
 
-    def _open_file(self) -> h5py.File:
-        if self._file is None:
-            raise ValueError(f"the RunWriter for {self.file_path} is closed.")
-        return self._file
+    def _open_segment(self) -> _Segment:
+        if self._segment is None:
+            raise ValueError(f"the RunWriter for {self.path} is closed.")
+        return self._segment
 
     def append_metrics(self, rows: Mapping[str, ArrayLike]) -> None:
-        """Append rows, one 1-D array per metric (all the same length), then flush."""
-        f = self._open_file()
+        """Append rows, one 1-D array per metric (all the same length), whole rows or none."""
+        segment = self._open_segment()
         missing = [m for m in self.metric_names if m not in rows]
         unexpected = [m for m in rows if m not in self.metric_names]
         if missing or unexpected:
@@ -452,7 +782,7 @@ class RunWriter:
                 f"append_metrics needs exactly the metrics {list(self.metric_names)}; "
                 f"missing {missing}, unexpected {unexpected}."
             )
-        columns = {}
+        columns = []
         for metric in self.metric_names:
             value = np.asarray(rows[metric])
             if value.ndim == 0:
@@ -462,37 +792,33 @@ class RunWriter:
                     f"metric {metric!r} must be a 1-D real array (one entry per row), "
                     f"got shape {value.shape} dtype {value.dtype}."
                 )
-            columns[metric] = value.astype(np.float64)
-        lengths = {len(v) for v in columns.values()}
+            columns.append(value.astype(np.float64))
+        lengths = {len(v) for v in columns}
         if len(lengths) != 1:
             raise ValueError(
                 "append_metrics rows differ in length: "
-                f"{ {k: len(v) for k, v in columns.items()} }; give every metric the same rows."
+                f"{ {m: len(v) for m, v in zip(self.metric_names, columns)} }; give every "
+                "metric the same rows."
             )
-        (n,) = lengths
-        if n == 0:
+        if not len(columns[0]):
             return
-        group = f["metrics"]
-        for metric, value in columns.items():
-            dataset = group[metric]
-            start = dataset.shape[0]
-            dataset.resize((start + n,))
-            dataset[start:] = value
-        if "step" in columns:
-            self._last_step = int(columns["step"][-1])
-        f["status/updated"][()] = time.time()
-        f.flush()
+        if "step" in self.metric_names:
+            step = columns[self.metric_names.index("step")]
+            if not np.all(np.isfinite(step)) or np.any(np.diff(np.r_[self._last_step, step]) <= 0):
+                raise ValueError(
+                    f"metric 'step' must be finite and increasing past {self._last_step}, got "
+                    f"{step[:5]}...; log each step once."
+                )
+        segment.append(np.stack(columns, axis=1))
+        if "step" in self.metric_names:
+            self._last_step = int(columns[self.metric_names.index("step")][-1])
 
     def set_status(self, status: Status, message: str = "", step: int = -1) -> None:
-        """Overwrite the status (and failure message/step) in place and flush; SWMR-safe."""
-        f = self._open_file()
+        """Replace the status (and failure message/step) atomically."""
+        self._open_segment()
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {list(STATUSES)}.")
-        f["status/state"][()] = np.bytes_(status.encode())
-        f["status/message"][()] = np.bytes_(_encode_message(str(message)))
-        f["status/step"][()] = np.int64(step)
-        f["status/updated"][()] = time.time()
-        f.flush()
+        _write_status(self.path, status, message, step)
         self._status = status
 
     def write_results(
@@ -500,73 +826,39 @@ class RunWriter:
         evaluation: Mapping[str, ArrayLike],
         samples: Mapping[str, ArrayLike],
         nfe: Mapping[str, int | np.integer] | None = None,
-    ) -> None:
-        """Store evaluation metrics, sample arrays and NFE counts (replacing earlier ones).
-
-        SWMR forbids new objects, so this closes the file, reopens it in plain append mode,
-        writes ``/eval``, ``/samples``, ``/nfe`` and re-enters SWMR; readers opening in those
-        milliseconds fail (`open_run` retries), and a kill inside them leaves the file
-        unreadable until ``h5clear -s``. Inputs are validated before the file is touched.
-        """
-        self._open_file()
-        values = {}
-        for key, value in evaluation.items():
-            _check_h5_name(key, "evaluation metric")
-            array = np.asarray(value)
-            if array.size != 1 or array.dtype.kind not in "biuf":
-                raise ValueError(f"evaluation[{key!r}] must be one real number, got {value!r}.")
-            values[key] = float(array.reshape(()))
-        arrays = {}
-        for key, value in samples.items():
-            _check_h5_name(key, "samples")
-            array = np.asarray(value)
-            if array.dtype.kind not in "biuf":
-                raise ValueError(f"samples[{key!r}] must be a real array, got dtype {array.dtype}.")
-            arrays[key] = array
-        counts = {}
-        for key, value in (nfe or {}).items():
-            _check_h5_name(key, "nfe")
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ValueError(f"nfe[{key!r}] must be an int, got {value!r}.")
-            counts[key] = int(value)
-
-        self._file.close()
-        self._file = None
-        f = _reopen_for_append(self.file_path)
-        try:
-            for group_name in ("eval", "samples", "nfe"):
-                if group_name in f:
-                    del f[group_name]
-            eval_group = f.create_group("eval")
-            for key, value in values.items():
-                eval_group.attrs[key] = value
-            samples_group = f.create_group("samples")
-            for key, array in arrays.items():
-                samples_group.create_dataset(key, data=array)
-            nfe_group = f.create_group("nfe")
-            for key, count in counts.items():
-                nfe_group.attrs[key] = np.int64(count)
-            f["status/updated"][()] = time.time()
-            f.flush()
-        finally:
-            f.swmr_mode = True
-            self._file = f
+        *,
+        step: int | None = None,
+    ) -> Result:
+        """Store the run's own results (metrics, samples, NFE) of the model at ``step``."""
+        self._open_segment()
+        return add_results(
+            self.path,
+            f"{RUN_RESULT}-step{self._last_step if step is None else step}",
+            kind=RUN_RESULT,
+            evaluation=evaluation,
+            samples=samples,
+            nfe=nfe or {},
+            step=self._last_step if step is None else step,
+        )
 
     def close(self) -> None:
-        """Close the file (idempotent); the run's status is left as it is."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Stop the heartbeat and close the segment (idempotent); the status is left as is."""
+        if self._segment is not None:
+            self._heartbeat.stop()
+            self._segment.close()
+            self._segment = None
 
     def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         try:
-            if self._file is not None:
+            if self._segment is not None:
                 if exc is None:
                     if self._status == "running":
                         self.set_status("completed")
+                elif _is_disk_full(exc):
+                    self._disk_full(exc)
                 elif self._status not in ("failed", "stopped"):
                     if isinstance(exc, KeyboardInterrupt | SystemExit):
                         self.set_status("stopped", type(exc).__name__, self._last_step)
@@ -576,45 +868,38 @@ class RunWriter:
             self.close()
         return False
 
+    def _disk_full(self, exc: OSError) -> None:
+        """Release the reserve and record what was kept; a disk too full even for that leaves
+        the status ``running``, which readers then show as ``killed``."""
+        (self.path / RESERVE_FILE).unlink(missing_ok=True)
+        checkpoint = _checkpoint_step(self.path)
+        kept = (
+            f"metric rows up to step {self._last_step}"
+            + (f" and the checkpoint at step {checkpoint}" if checkpoint is not None else "")
+            + " are kept"
+        )
+        message = (
+            f"disk full ({exc.strerror or exc}); {kept}. Free space on "
+            f"{self.path.anchor or '/'}, then `diffsde run --resume {self.path}`."
+        )
+        try:
+            self.set_status("failed", message, self._last_step)
+        except OSError:
+            pass
 
-def add_results(
-    run_path: PathLike,
-    evaluation: Mapping[str, float],
-    samples: Mapping[str, Any],
-    nfe: Mapping[str, int],
-    *,
-    label: str | None = None,
-) -> None:
-    """Add (or replace) results in a finished run, e.g. from ``diffsde sample`` or ``eval``.
 
-    With a ``label``, samples and NFE are stored under ``label`` and metrics as
-    ``label.metric``, beside the run's own results; without one, the names are used as given.
-    The run must not be running: its writer holds the file.
-    """
-    run_dir = _run_dir(run_path)
-    file_path = run_dir / RUN_FILE
-    prefix = f"{label}." if label else ""
-    if label is not None:
-        _check_h5_name(label, "results label")
-    try:
-        f = h5py.File(file_path, "a", libver="latest")
-    except OSError as e:
-        raise RunReadError(
-            f"cannot add results to {file_path}: {e}; is the run still running?"
-        ) from e
-    with f:
-        groups = {name: f.require_group(name) for name in ("eval", "samples", "nfe")}
-        for key, value in evaluation.items():
-            groups["eval"].attrs[prefix + key] = float(value)
-        for key, value in samples.items():
-            name = label if (label and key == "samples") else prefix + key
-            _check_h5_name(name, "samples")
-            if name in groups["samples"]:
-                del groups["samples"][name]
-            groups["samples"].create_dataset(name, data=np.asarray(value))
-        for key, count in nfe.items():
-            groups["nfe"].attrs[label or key] = np.int64(count)
-        f["status/updated"][()] = time.time()
+def _write_status(run_dir: pathlib.Path, state: str, message: str = "", step: int = -1) -> None:
+    _write_json(
+        run_dir / STATUS_FILE,
+        {
+            "state": state,
+            "message": _clip(str(message)),
+            "step": int(step),
+            "updated": time.time(),
+            **_writer_fields(),
+        },
+        fault="status",
+    )
 
 
 # -- checkpoints ----------------------------------------------------------------------------
@@ -622,24 +907,7 @@ def add_results(
 
 def _run_dir(path: PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
-    return path.parent if path.name == RUN_FILE or path.suffix == ".h5" else path
-
-
-def _atomic_write(target: pathlib.Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(target.parent)
+    return path.parent if path.name in (RUN_FILE, LEGACY_FILE) else path
 
 
 def save_checkpoint(run_dir: PathLike, step: int, tree: Any) -> pathlib.Path:
@@ -661,9 +929,10 @@ def save_checkpoint(run_dir: PathLike, step: int, tree: Any) -> pathlib.Path:
     _atomic_write(
         run_dir / CHECKPOINT_FILE,
         lambda out: eqx.tree_serialise_leaves(out, (np.asarray(step, np.int64), tree)),
+        fault="checkpoint",
     )
     meta = {"step": step, "file": CHECKPOINT_FILE, "saved": _now().isoformat()}
-    _atomic_write(run_dir / CHECKPOINT_META_FILE, lambda out: out.write(json.dumps(meta).encode()))
+    _write_json(run_dir / CHECKPOINT_META_FILE, meta)
     return run_dir / CHECKPOINT_FILE
 
 
@@ -706,12 +975,26 @@ def load_checkpoint(run_dir: PathLike, like: Any) -> tuple[int, Any]:
     return int(step), tree
 
 
+def _checkpoint_step(run_dir: pathlib.Path) -> int | None:
+    try:
+        step = _read_json(run_dir / CHECKPOINT_META_FILE, "", limit=1 << 16)["step"]
+    except (RunReadError, KeyError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 # -- reading --------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RunRecord:
-    """Everything in one run directory, read into plain Python and NumPy."""
+    """Everything in one run directory, read into plain Python and NumPy (arrays lazily).
+
+    ``status`` is what a reader should show: the stored status, or ``killed`` / ``stale`` for
+    a ``running`` run whose writer is gone. ``eval``, ``samples`` and ``nfe`` merge the result
+    sets: the newest of each kind's names as they are, other labelled sets as ``label.name``.
+    ``problems`` lists damage that was read past (dropped rows, unreadable results).
+    """
 
     id: str
     path: pathlib.Path
@@ -728,9 +1011,11 @@ class RunRecord:
     pid: int
     metrics: dict[str, np.ndarray]
     eval: dict[str, float]
-    samples: dict[str, np.ndarray]
+    samples: LazyArrays
     nfe: dict[str, int]
     checkpoint_step: int | None
+    results: tuple[Result, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 class RunProblem(NamedTuple):
@@ -740,133 +1025,170 @@ class RunProblem(NamedTuple):
     reason: str
 
 
-class _NotARun(Exception):
-    pass
+def _heartbeat_time(run_dir: pathlib.Path) -> float | None:
+    try:
+        return os.stat(run_dir / HEARTBEAT_FILE).st_mtime
+    except OSError:
+        return None
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | np.bytes_):
-        return bytes(value).decode("utf-8", errors="replace")
-    return str(value)
-
-
-def _read(f: h5py.File, run_dir: pathlib.Path) -> RunRecord:
-    if _text(f.attrs.get("format", "")) != FORMAT:
-        raise _NotARun(f"{run_dir / RUN_FILE} is an HDF5 file but not a diffsde run")
-    version = int(f.attrs["format_version"])
-    if version > FORMAT_VERSION:
-        raise _NotARun(
-            f"{run_dir / RUN_FILE} has run format {version}; this diffsde reads up to "
+def _read_head(run_dir: pathlib.Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``run.json`` and ``status.json``, checked: the small files a listing needs."""
+    if (run_dir / LEGACY_FILE).exists() and not os.path.lexists(run_dir / RUN_FILE):
+        raise RunReadError(
+            f"{run_dir} holds a run of format 1 ({LEGACY_FILE}); convert it with "
+            f"`diffsde runs --upgrade --runs-dir {run_dir.parent}`."
+        )
+    if not os.path.lexists(run_dir / RUN_FILE):
+        raise RunReadError(f"{run_dir} has no {RUN_FILE}; it is not a run directory.")
+    head = _read_json(run_dir / RUN_FILE, "the run cannot be read.")
+    if head.get("format") != FORMAT:
+        raise RunReadError(
+            f"{run_dir / RUN_FILE} is not a diffsde run (format {head.get('format')!r})."
+        )
+    version = head.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise RunReadError(
+            f"{run_dir / RUN_FILE} has run format {version!r}; this diffsde reads up to "
             f"{FORMAT_VERSION}. Upgrade diffsde."
         )
-    metrics = {name: np.asarray(ds[...], np.float64) for name, ds in f["metrics"].items()}
-    length = min((len(v) for v in metrics.values()), default=0)
-    metrics = {name: v[:length] for name, v in metrics.items()}
-    spec_yaml = _text(f["spec"][()])
-    status = f["status"]
-    failed_step = int(status["step"][()])
+    for key, kind in (
+        ("id", str),
+        ("name", str),
+        ("created", str),
+        ("spec", str),
+        ("environment", dict),
+    ):
+        if not isinstance(head.get(key), kind):
+            raise RunReadError(f"{run_dir / RUN_FILE} has no valid {key!r}; the run is damaged.")
+    status = _read_json(run_dir / STATUS_FILE, "the run's status is unknown.", limit=1 << 16)
+    if status.get("state") not in STATUSES:
+        raise RunReadError(f"{run_dir / STATUS_FILE} has no valid state; the run is damaged.")
+    return head, status
+
+
+def _merge_results(run_dir: pathlib.Path, found: list[tuple[Result, dict]]):
+    """The record's ``eval``, ``samples``, ``nfe`` from result sets, oldest first."""
+    evaluation: dict[str, float] = {}
+    nfe: dict[str, int] = {}
+    sources: dict[str, tuple[dict, str]] = {}
+    newest_run = max(
+        (r.step for r, _ in found if r.kind == RUN_RESULT and r.step is not None), default=None
+    )
+    for result, summary in found:
+        # A result of an older model than the run's newest results is shown under its label.
+        own = newest_run is None or result.step is None or result.step == newest_run
+        prefix = f"{result.label}." if result.prefixed or not own else ""
+        for key, value in result.eval.items():
+            evaluation[prefix + key] = value
+        for key, count in result.nfe.items():
+            nfe[result.label if result.prefixed else prefix + key] = count
+        for key in result.arrays:
+            name = result.label if (result.prefixed and key == "samples") else prefix + key
+            sources[name] = (summary, key)
+    return evaluation, LazyArrays(run_dir, sources), nfe
+
+
+def open_run(path: PathLike) -> RunRecord:
+    """Read a run (its directory, or its ``run.json``); no file handle stays open, nothing is
+    locked, and a damaged file is refused at once (`RunReadError`, one line)."""
+    run_dir = _run_dir(path)
+    if not run_dir.is_dir():
+        raise RunReadError(f"{run_dir} is not a directory; give a run directory.")
+    head, status = _read_head(run_dir)
+    problems: list[str] = []
+    metrics = _read_metrics(run_dir, problems)
+    found = _read_results(run_dir, problems)
+    evaluation, samples, nfe = _merge_results(run_dir, found)
+    try:
+        spec = yaml.safe_load(head["spec"])
+        created = datetime.datetime.fromisoformat(head["created"])
+    except (yaml.YAMLError, ValueError) as e:
+        raise RunReadError(f"{run_dir / RUN_FILE} is damaged ({type(e).__name__}).") from None
+    step = status.get("step")
+    updated = max(filter(None, [_heartbeat_time(run_dir), status.get("updated")]), default=0.0)
     return RunRecord(
-        id=_text(f.attrs["id"]),
+        id=head["id"],
         path=run_dir,
-        name=_text(f.attrs["name"]),
-        status=_text(status["state"][()]),
-        message=_text(status["message"][()]),
-        failed_step=None if failed_step < 0 else failed_step,
-        spec_yaml=spec_yaml,
-        spec=yaml.safe_load(spec_yaml),
-        environment={k: _text(v) for k, v in f["environment"].attrs.items()},
-        created=datetime.datetime.fromisoformat(_text(f.attrs["created"])),
-        updated=datetime.datetime.fromtimestamp(float(status["updated"][()])).astimezone(),
-        host=_text(f.attrs["host"]),
-        pid=int(f.attrs["pid"]),
+        name=head["name"],
+        status=_writer_state(status, _heartbeat_time(run_dir)),
+        message=str(status.get("message", "")),
+        failed_step=step if isinstance(step, int) and step >= 0 else None,
+        spec_yaml=head["spec"],
+        spec=spec if isinstance(spec, dict) else {},
+        environment={str(k): str(v) for k, v in head["environment"].items()},
+        created=created,
+        updated=datetime.datetime.fromtimestamp(float(updated)).astimezone(),
+        host=str(status.get("host", "")),
+        pid=int(status.get("pid", -1)),
         metrics=metrics,
-        eval={k: float(v) for k, v in f["eval"].attrs.items()} if "eval" in f else {},
-        samples={k: ds[...] for k, ds in f["samples"].items()} if "samples" in f else {},
-        nfe={k: int(v) for k, v in f["nfe"].attrs.items()} if "nfe" in f else {},
+        eval=evaluation,
+        samples=samples,
+        nfe=nfe,
         checkpoint_step=_checkpoint_step(run_dir),
+        results=tuple(r for r, _ in found),
+        problems=tuple(problems),
     )
 
 
-def _checkpoint_step(run_dir: pathlib.Path) -> int | None:
-    try:
-        step = json.loads((run_dir / CHECKPOINT_META_FILE).read_text())["step"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return step if isinstance(step, int) else None
-
-
-def _transient_open_error(e: OSError) -> bool:
-    # EAGAIN: a writer holds the lock; "SWMR": the writer is between SWMR sessions.
-    return e.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "SWMR" in str(e)
-
-
-def _open_swmr_reader(file_path: pathlib.Path) -> h5py.File:
-    try:
-        return h5py.File(file_path, "r", libver="latest", swmr=True)
-    except OSError as e:
-        if "locking flag values don't match" not in str(e):
-            raise
-    # This process writes the file and had to drop the lock (see `_reopen_for_append`).
-    return h5py.File(file_path, "r", libver="latest", swmr=True, locking=False)
-
-
-def open_run(path: PathLike, *, retries: int = 5, retry_delay: float = 0.05) -> RunRecord:
-    """Read a run (its directory or its ``run.h5``); no file handle stays open.
-
-    Opens as an SWMR reader, so it works on a run being written and on one whose writer
-    was killed. Transient failures (the writer briefly outside SWMR mode in
-    `RunWriter.write_results`) are retried ``retries`` times with doubling delays. Raises
-    `RunReadError` otherwise.
-    """
-    run_dir = _run_dir(path)
-    file_path = pathlib.Path(path) if pathlib.Path(path).is_file() else run_dir / RUN_FILE
-    if not file_path.is_file():
-        raise RunReadError(f"{run_dir} has no {RUN_FILE}; it is not a run directory.")
-    delay = retry_delay
-    for attempt in range(retries + 1):
-        last = attempt == retries
+def run_version(run_path: PathLike) -> tuple[float, ...]:
+    """A cheap fingerprint that changes whenever the run's files do (for caches): the mtimes
+    of its status, run and checkpoint files, its last metric segment and its results."""
+    run_dir = _run_dir(run_path)
+    paths = [
+        run_dir / RUN_FILE,
+        run_dir / STATUS_FILE,
+        run_dir / CHECKPOINT_META_FILE,
+        run_dir / RESULTS_DIR,
+    ]
+    segments = _segments(run_dir)
+    if segments:
+        paths.append(segments[-1][1].with_suffix(".f64"))
+    times = []
+    for path in paths:
         try:
-            f = _open_swmr_reader(file_path)
-        except OSError as e:
-            if _transient_open_error(e) and not last:
-                time.sleep(delay)
-                delay *= 2
-                continue
-            hint = (
-                " It was left open for writing outside SWMR mode by a process that died; "
-                f"recover it with `h5clear -s {file_path}` or by resuming the run."
-                if "SWMR" in str(e) or "already open" in str(e)
-                else ""
-            )
-            raise RunReadError(f"cannot open {file_path}: {e}.{hint}") from e
-        try:
-            with f:
-                return _read(f, run_dir)
-        except _NotARun as e:
-            raise RunReadError(str(e)) from None
-        except Exception as e:
-            # The writer may have restructured the file while we read; read again.
-            if last:
-                raise RunReadError(f"cannot read {file_path}: {type(e).__name__}: {e}") from e
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+            info = os.stat(path)
+            times.extend([info.st_mtime, float(info.st_size)])
+        except OSError:
+            times.extend([0.0, 0.0])
+    return tuple(times)
+
+
+def is_run_dir(path: PathLike) -> bool:
+    """Whether ``path`` is a run directory (of either format), readable or not."""
+    path = pathlib.Path(path)
+    return os.path.lexists(path / RUN_FILE) or os.path.lexists(path / LEGACY_FILE)
 
 
 def list_runs(runs_dir: PathLike, *, problems: list[RunProblem] | None = None) -> list[RunRecord]:
-    """Every readable run in ``runs_dir``, oldest first.
+    """Every readable run in ``runs_dir``, oldest first, in time bounded by the size of the
+    small files (no lock is waited for).
 
-    Subdirectories that are not readable runs (no ``run.h5``, a corrupt file, a foreign
-    HDF5 file) are skipped; pass a list as ``problems`` to receive a `RunProblem` for each.
+    Entries that are not readable runs (no ``run.json``, damaged files, format 1 runs not yet
+    upgraded, symbolic links out of the store) are skipped; pass a list as ``problems`` to
+    receive a `RunProblem` for each. Queued jobs (``job.json``, no run yet) are not problems.
     """
     runs_dir = pathlib.Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"runs directory {runs_dir} does not exist; train a run first.")
     records = []
+    store = runs_dir.resolve()
     for child in sorted(runs_dir.iterdir()):
-        if not child.is_dir() or child.name.startswith("."):
+        if child.name.startswith("."):
             continue
-        if not (child / RUN_FILE).exists() and (child / JOB_FILE).exists():
+        if child.is_symlink():
+            target = child.resolve()
+            if store not in target.parents:
+                if problems is not None:
+                    problems.append(
+                        RunProblem(
+                            child, f"a symbolic link to {target}, outside the store; not followed"
+                        )
+                    )
+                continue
+        if not child.is_dir():
+            continue
+        if not is_run_dir(child) and (child / JOB_FILE).exists():
             continue  # queued or starting: not a run yet, not a problem
         try:
             records.append(open_run(child))
@@ -930,71 +1252,62 @@ def format_table(rows: Sequence[Mapping[str, str]]) -> str:
 
 
 def writer_alive(record: RunRecord) -> bool:
-    """Whether the process recorded as writing ``record`` is still running on this host."""
-    return _alive(record.status, record.host, record.pid)
-
-
-def _alive(status: str, host: str, pid: int) -> bool:
-    return (
-        status == "running"
-        and host == socket.gethostname()
-        and pid != os.getpid()
-        and _pid_alive(pid)
+    """Whether the process recorded as writing ``record`` is still running (and not this one)."""
+    return record.status == "running" and not (
+        record.host == socket.gethostname() and record.pid == os.getpid()
     )
 
 
 def run_is_live(run_path: PathLike) -> bool:
-    """`writer_alive` from the status and writer attributes alone, without reading metrics or
-    samples: cheap enough to poll over a whole runs directory. False if unreadable (after a few
-    retries: the writer may be briefly outside SWMR mode in `RunWriter.write_results`)."""
-    for attempt in range(5):
-        try:
-            with _open_swmr_reader(_run_dir(run_path) / RUN_FILE) as f:
-                status = _text(f["status/state"][()])
-                return _alive(status, _text(f.attrs["host"]), int(f.attrs["pid"]))
-        except OSError as e:
-            if not _transient_open_error(e):
-                return False
-            time.sleep(0.05 * 2**attempt)
-        except (KeyError, ValueError):
-            return False
-    return False
+    """`writer_alive` from the status file alone: cheap enough to poll over a whole runs
+    directory. False if unreadable."""
+    run_dir = _run_dir(run_path)
+    try:
+        status = _read_json(run_dir / STATUS_FILE, "", limit=1 << 16)
+    except RunReadError:
+        return False
+    same = status.get("host") == socket.gethostname() and status.get("pid") == os.getpid()
+    return not same and _writer_state(status, _heartbeat_time(run_dir)) == "running"
 
 
 def _idle_record(run_path: PathLike, action: str) -> RunRecord:
     record = open_run(run_path)
     if writer_alive(record):
-        raise RunReadError(
-            f"{record.path} is running (process {record.pid}); stop it before you {action} it."
+        raise RunBusyError(
+            f"{record.path} is running (process {record.pid} on {record.host}); stop it before "
+            f"you {action} it."
         )
     return record
 
 
 def mark_abandoned(run_path: PathLike, status: Status, message: str) -> bool:
     """Give a run whose writer died (killed, or never reached its own handler) a final status;
-    False if the run already has one. Everything in the file is kept."""
+    False if the run already has one. Everything else is kept."""
     record = _idle_record(run_path, "mark")
-    if record.status != "running":
+    if record.status not in ("killed", "stale"):
         return False
-    with _open_idle_for_append(record.path / RUN_FILE) as f:
-        f["status/state"][()] = np.bytes_(status.encode())
-        f["status/message"][()] = np.bytes_(_encode_message(message))
-        f["status/updated"][()] = time.time()
+    _write_status(record.path, status, message, record.failed_step if record.failed_step else -1)
     return True
 
 
 def rename_run(run_path: PathLike, name: str) -> None:
-    """Give a finished run a new display name (its directory and id stay as they are)."""
-    if not name.strip():
-        raise ValueError("a run name needs at least one non-blank character.")
+    """Give a finished run a new display name (its directory and id stay as they are); the
+    name is checked before anything is written, and ``run.json`` is replaced atomically."""
+    name = check_name(name)
     record = _idle_record(run_path, "rename")
-    with _open_idle_for_append(record.path / RUN_FILE) as f:
-        f.attrs["name"] = name.strip()
+    head, _ = _read_head(record.path)
+    _write_json(record.path / RUN_FILE, {**head, "name": name})
 
 
 def delete_run(run_path: PathLike, runs_dir: PathLike) -> None:
     """Delete a run directory that lies directly in ``runs_dir`` and is not being written."""
-    record = _idle_record(run_path, "delete")
-    if record.path.resolve().parent != pathlib.Path(runs_dir).resolve():
-        raise RunReadError(f"{record.path} is not a run directory of {runs_dir}; not deleting.")
-    shutil.rmtree(record.path)
+    run_dir = _run_dir(run_path)
+    if run_dir.is_symlink() or run_dir.resolve().parent != pathlib.Path(runs_dir).resolve():
+        raise RunReadError(f"{run_dir} is not a run directory of {runs_dir}; not deleting.")
+    try:
+        _idle_record(run_dir, "delete")
+    except RunBusyError:
+        raise
+    except RunReadError:
+        pass  # a damaged run can still be deleted
+    shutil.rmtree(run_dir)

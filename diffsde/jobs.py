@@ -13,6 +13,7 @@ from ._jobs import (
     job_summary as job_summary,
     list_jobs as list_jobs,
     read_job as read_job,
+    resume as resume,
     stop as stop,
     submit as submit,
     worker_running as worker_running,
