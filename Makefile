@@ -1,11 +1,12 @@
 # `make demo`: set up .venv (if absent) and run the main job on the shipped default spec.
-# `make test`: set up .venv (if absent) and run the test suite.
+# `make test`: set up .venv (if absent) and run the test suite (the fast tests, a few minutes).
+# `make test-slow`: the long numerical checks marked `slow` (~3 min on 2 cores; CI runs both).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= specs/vp_8gaussians.yaml
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-slow lint clean
 
 $(BIN)/diffsde: pyproject.toml plugins/cdpm/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ demo: $(BIN)/diffsde
 
 test: $(BIN)/diffsde
 	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/diffsde
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(BIN)/diffsde
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
