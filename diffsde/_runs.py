@@ -229,12 +229,13 @@ def _read_json(path: pathlib.Path, what: str, limit: int = MAX_JSON_BYTES) -> di
     except OSError as e:
         reason = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
         raise RunReadError(f"{path} cannot be read ({reason}); {what}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
         if not stat.S_ISREG(info.st_mode):
             raise RunReadError(f"{path} is not a regular file; {what}")
-        if info.st_size > limit:
-            raise RunReadError(f"{path} is {info.st_size} bytes (over {limit}); {what}")
+        raise RunReadError(f"{path} is {info.st_size} bytes (over {limit}); {what}")
+    with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     try:
         value = json.loads(data.decode("utf-8"))
@@ -597,7 +598,7 @@ def _read_results(run_dir: pathlib.Path, problems: list[str]) -> list[tuple[Resu
     return found
 
 
-class LazyArrays(Mapping[str, np.ndarray]):
+class LazyArrays(Mapping):
     """A run's stored arrays by name, each read (and verified) on first access."""
 
     def __init__(self, run_dir: pathlib.Path, sources: Mapping[str, tuple[dict, str]]):

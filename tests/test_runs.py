@@ -1,18 +1,15 @@
-"""The run store: SWMR metrics that survive SIGKILL, atomic checkpoints, listing."""
+"""The run store (format 2): atomic files, append-only segments, verified results, listing."""
 
 import json
 import os
-import pathlib
 import re
-import shutil
-import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 
 import equinox as eqx
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +18,6 @@ import pytest
 import diffsde
 from diffsde import _runs, runs
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SPEC = textwrap.dedent(
     """\
     name: vp-8gaussians
@@ -63,11 +59,11 @@ def test_round_trip(tmp_path):
         assert writer.path == tmp_path / writer.id
         for start, n in [(0, 3), (3, 1), (4, 5)]:
             writer.append_metrics(rows(start, n))
-        writer.set_status("running")
         writer.write_results({"mmd": 0.25, "w2": np.float32(0.5)}, samples, {"em": 100})
-        writer.append_metrics(rows(9, 2))  # back in SWMR mode after the results
-        assert writer._file.swmr_mode
-    record = diffsde.open_run(writer.file_path)
+        writer.append_metrics(rows(9, 2))
+        live = runs.open_run(writer.path)  # a reader while the writer is open
+        assert live.status == "running" and len(live.metrics["step"]) == 11
+    record = diffsde.open_run(writer.path / "run.json")
     assert record.path == writer.path and record.id == writer.id
     assert (record.name, record.status, record.message) == ("vp-8gaussians", "completed", "")
     assert record.failed_step is None and record.checkpoint_step is None
@@ -76,7 +72,7 @@ def test_round_trip(tmp_path):
         "beta_min": 0.1,
         "beta_max": 20.0,
     }
-    assert record.environment == ENV
+    assert record.environment == ENV and record.problems == ()
     assert record.created.tzinfo is not None and record.updated >= record.created
     expected = rows(0, 11)
     assert set(record.metrics) == set(METRICS)
@@ -84,8 +80,10 @@ def test_round_trip(tmp_path):
         assert record.metrics[name].dtype == np.float64
         np.testing.assert_array_equal(record.metrics[name], expected[name])
     assert record.eval == {"mmd": 0.25, "w2": 0.5}
+    assert list(record.samples) == ["em"] and record.samples.shape("em") == (7, 2)
     np.testing.assert_array_equal(record.samples["em"], samples["em"])
     assert record.samples["em"].dtype == np.float32 and record.nfe == {"em": 100}
+    assert [r.label for r in record.results] == ["run-step8"]
 
     row = runs.summary_row(record)
     assert row == {
@@ -104,11 +102,37 @@ def test_round_trip(tmp_path):
     assert table[3].split() == ["x", "-", "-", "-", "running", "-", "-", "-", "-"]
 
 
+def test_no_file_is_reopened_for_writing(tmp_path):
+    """Every file but the open segment is replaced by rename, never modified in place: the
+    inode of each small file changes on every update, and a reader's handle keeps the old
+    content. Mutation: writing status.json in place (open 'w') keeps its inode and fails this."""
+    with create(tmp_path) as writer:
+        status = writer.path / "status.json"
+        before = os.stat(status).st_ino
+        with open(status) as held:
+            writer.set_status("running", "second")
+            assert json.load(held)["message"] == ""  # the reader still sees a whole old file
+        assert os.stat(status).st_ino != before
+        assert json.loads(status.read_text())["message"] == "second"
+    leftovers = [p.name for p in writer.path.rglob(".*.tmp")]
+    assert leftovers == []
+
+
 def test_writer_validates(tmp_path):
     with pytest.raises(ValueError, match="YAML mapping"):
         diffsde.RunWriter.create(tmp_path, "x", "- a list", ENV, metrics=METRICS)
     with pytest.raises(ValueError, match="duplicates"):
         diffsde.RunWriter.create(tmp_path, "x", SPEC, ENV, metrics=("loss", "loss"))
+    for name, message in [
+        ("", "no letter or digit"),
+        ("!!!", "no letter or digit"),
+        ("a\0b", "control characters"),
+        ("two\nlines", "control characters"),
+        ("x" * 101, "at most 100"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            diffsde.RunWriter.create(tmp_path, name, SPEC, ENV, metrics=METRICS)
+    assert list(tmp_path.iterdir()) == []  # refused before any directory was made
     with create(tmp_path) as writer:
         with pytest.raises(ValueError, match=r"missing \['lr', 'grad_norm'\]"):
             writer.append_metrics(
@@ -116,150 +140,21 @@ def test_writer_validates(tmp_path):
             )
         with pytest.raises(ValueError, match="differ in length"):
             writer.append_metrics({**rows(0, 2), "lr": np.zeros(3)})
+        with pytest.raises(ValueError, match="finite and increasing"):
+            writer.append_metrics({**rows(0, 2), "step": np.array([0.0, np.nan])})
+        writer.append_metrics(rows(0, 2))
+        with pytest.raises(ValueError, match="finite and increasing"):
+            writer.append_metrics(rows(1, 2))  # step 1 again
         # A TypeError from the runtime type checker under pytest, a ValueError without it.
         with pytest.raises((TypeError, ValueError), match="crashed"):
             writer.set_status("crashed")
         with pytest.raises(ValueError, match="one real number"):
             writer.write_results({"mmd": np.zeros(2)}, {})
+        with pytest.raises(ValueError, match="cannot name a result file"):
+            runs.add_results(writer.path, "../escape", kind="sample")
     with pytest.raises(ValueError, match="closed"):
-        writer.append_metrics(rows(0, 1))
-
-
-def test_live_reader_follows_swmr_writer(tmp_path):
-    seen = []
-    with create(tmp_path) as writer:
-        assert writer._file.swmr_mode
-        for i in range(4):
-            writer.append_metrics(rows(3 * i, 3))
-            # A fresh SWMR open/close each time, as a live dashboard would do.
-            with h5py.File(writer.file_path, "r", libver="latest", swmr=True) as f:
-                seen.append(f["metrics/loss"].shape[0])
-            record = runs.open_run(writer.path)
-            assert record.status == "running"
-            np.testing.assert_array_equal(record.metrics["step"], np.arange(3 * i + 3))
-    assert seen == [3, 6, 9, 12]
-
-
-WRITER_SCRIPT = """
-import sys, time
-import numpy as np
-from diffsde._runs import RunWriter
-
-writer = RunWriter.create(sys.argv[1], "killed", sys.argv[2], {"device": "cpu"},
-                          metrics=("step", "loss"))
-print(writer.path, flush=True)
-step = 0
-while True:
-    writer.append_metrics({"step": np.arange(step, step + 4), "loss": np.ones(4)})
-    step += 4
-    time.sleep(0.002)
-"""
-
-
-def test_sigkilled_writer_leaves_readable_run(tmp_path):
-    script = tmp_path / "writer.py"
-    script.write_text(WRITER_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "runs"), SPEC],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        run_dir = pathlib.Path(proc.stdout.readline().strip())
-        assert run_dir.is_dir(), "writer subprocess did not start"
-        seen = 0
-        deadline = time.monotonic() + 20
-        while seen < 200:
-            assert time.monotonic() < deadline, f"reader saw only {seen} rows"
-            seen = len(runs.open_run(run_dir).metrics["step"])
-        with pytest.raises(runs.RunReadError, match=f"still being written by process {proc.pid}"):
-            runs.RunWriter.reopen(run_dir, truncate_after_step=100)
-        assert runs.writer_alive(runs.open_run(run_dir)) and runs.run_is_live(run_dir)
-        for refused in (
-            lambda: runs.delete_run(run_dir, run_dir.parent),
-            lambda: runs.rename_run(run_dir, "other"),
-            lambda: runs.mark_abandoned(run_dir, "stopped", "no"),
-        ):
-            with pytest.raises(runs.RunReadError, match=f"is running \\(process {proc.pid}\\)"):
-                refused()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
-    record = runs.open_run(run_dir)
-    assert record.status == "running" and record.name == "killed"
-    assert len(record.metrics["step"]) >= seen
-    np.testing.assert_array_equal(record.metrics["step"], np.arange(len(record.metrics["step"])))
-    np.testing.assert_array_equal(record.metrics["loss"], 1.0)
-    assert [r.id for r in runs.list_runs(run_dir.parent)] == [record.id]
-    with pytest.raises(OSError, match="already open for write"):
-        h5py.File(run_dir / "run.h5", "r")  # the SWMR caveat RunWriter.reopen deals with
-    assert not runs.writer_alive(record) and not runs.run_is_live(run_dir)
-
-    # A copy of the killed run: given a final status, renamed and deleted, rows kept throughout.
-    elsewhere = tmp_path / "elsewhere"
-    copy = shutil.copytree(run_dir, elsewhere / run_dir.name)
-    assert runs.mark_abandoned(copy, "stopped", "killed by the test")
-    assert not runs.mark_abandoned(copy, "failed", "already has a status")
-    runs.rename_run(copy, "  renamed ")
-    kept = runs.open_run(copy)
-    assert (kept.status, kept.message, kept.name) == ("stopped", "killed by the test", "renamed")
-    np.testing.assert_array_equal(kept.metrics["step"], record.metrics["step"])
-    with pytest.raises(ValueError, match="non-blank"):
-        runs.rename_run(copy, " ")
-    with pytest.raises(runs.RunReadError, match="not a run directory of"):
-        runs.delete_run(copy, tmp_path)
-    runs.delete_run(copy, elsewhere)
-    assert not copy.exists()
-
-    # Resume: the crash flags are cleared, rows after the checkpoint step dropped.
-    with runs.RunWriter.reopen(run_dir, truncate_after_step=100) as writer:
-        assert runs.open_run(run_dir).status == "running"
-        writer.append_metrics({"step": np.array([101, 102]), "loss": np.array([0.5, 0.25])})
-    record = runs.open_run(run_dir)
-    assert record.status == "completed"
-    np.testing.assert_array_equal(record.metrics["step"], np.arange(103))
-    np.testing.assert_array_equal(record.metrics["loss"][-3:], [1.0, 0.5, 0.25])
-    with h5py.File(run_dir / "run.h5", "r") as f:  # closed cleanly: plain readers work again
-        assert f["metrics/step"].shape == (103,)
-
-
-def test_write_results_while_other_process_holds_file(tmp_path, monkeypatch):
-    # An h5py SWMR reader elsewhere that keeps the file open (with HDF5's lock) must not
-    # make the results fail.
-    monkeypatch.setattr(_runs, "_LOCK_WAIT", 0.1)
-    writer = create(tmp_path)
-    writer.append_metrics(rows(0, 2))
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import h5py, sys, time\n"
-            "f = h5py.File(sys.argv[1], 'r', libver='latest', swmr=True)\n"
-            "print('open', flush=True)\n"
-            "sys.stdin.read()\n",
-            str(writer.file_path),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "open"
-        writer.write_results({"mmd": 1.0}, {"em": np.zeros((2, 2))})
-        # The writer dropped the lock; reading in its own process still works.
-        assert runs.open_run(writer.path).eval == {"mmd": 1.0}
         writer.append_metrics(rows(2, 1))
-        writer.set_status("completed")
-        writer.close()
-    finally:
-        holder.communicate("")
-    record = runs.open_run(writer.path)
-    assert record.eval == {"mmd": 1.0} and record.status == "completed"
-    np.testing.assert_array_equal(record.metrics["step"], [0, 1, 2])
+    np.testing.assert_array_equal(runs.open_run(writer.path).metrics["step"], [0, 1])
 
 
 def test_exception_marks_failed(tmp_path):
@@ -282,33 +177,183 @@ def test_exception_marks_failed(tmp_path):
     record = runs.open_run(writer.path)
     assert (record.status, record.failed_step) == ("failed", 7)
     assert record.message.endswith(" [truncated]") and record.message.startswith("éé")
-    assert len(record.message.encode()) <= _runs.MESSAGE_BYTES
+    assert len(record.message) <= _runs.MESSAGE_CHARS
 
 
-def test_list_runs_skips_unreadable(tmp_path):
+def test_reopen_supersedes_rows_after_the_checkpoint_and_keeps_results(tmp_path):
+    """A resumed run's new segment replaces the old rows after its ``from_step``, old files are
+    not touched, and every result stays. Mutation: dropping the ``<= start`` filter in
+    `_read_metrics` leaves steps 5..7 twice and fails this."""
+    with create(tmp_path) as writer:
+        writer.append_metrics(rows(0, 8))
+        writer.write_results({"mmd": 1.0}, {"samples": np.zeros((3, 2))}, step=7)
+        writer.set_status("stopped")
+    runs.add_results(
+        writer.path,
+        "pf_ode-n=3",
+        kind="sample",
+        evaluation={"mmd": 2.0},
+        samples={"samples": np.ones((3, 2))},
+        nfe={"nfe": 9},
+        step=7,
+        prefixed=True,
+    )
+    first = (writer.path / "metrics" / "0000.f64").read_bytes()
+    with runs.RunWriter.reopen(writer.path, from_step=4) as again:
+        assert runs.open_run(writer.path).status == "running"
+        with pytest.raises(ValueError, match="increasing past 4"):
+            again.append_metrics(rows(4, 1))
+        again.append_metrics({**rows(5, 5), "loss": np.full(5, 9.0)})
+    assert (writer.path / "metrics" / "0000.f64").read_bytes() == first
+    record = runs.open_run(writer.path)
+    np.testing.assert_array_equal(record.metrics["step"], np.arange(10))
+    np.testing.assert_array_equal(record.metrics["loss"][5:], 9.0)
+    assert record.status == "completed"
+    assert record.eval == {"mmd": 1.0, "pf_ode-n=3.mmd": 2.0} and record.nfe == {"pf_ode-n=3": 9}
+    np.testing.assert_array_equal(record.samples["pf_ode-n=3"], np.ones((3, 2)))
+    with runs.RunWriter.reopen(writer.path, from_step=-1) as restart:  # no checkpoint: step 0
+        restart.append_metrics(rows(0, 2))
+    np.testing.assert_array_equal(runs.open_run(writer.path).metrics["step"], [0, 1])
+
+
+def test_newer_run_results_move_older_ones_under_their_label(tmp_path):
+    with create(tmp_path) as writer:
+        writer.write_results({"mmd": 1.0}, {"samples": np.zeros(2)}, step=10)
+        runs.add_results(
+            writer.path, "likelihood-step10", kind="likelihood", evaluation={"nll": 3.0}, step=10
+        )
+        writer.write_results({"mmd": 0.5}, {"samples": np.ones(2)}, step=20)
+    record = runs.open_run(writer.path)
+    assert record.eval == {
+        "run-step10.mmd": 1.0,
+        "likelihood-step10.nll": 3.0,
+        "mmd": 0.5,
+    }
+    np.testing.assert_array_equal(record.samples["samples"], np.ones(2))
+    np.testing.assert_array_equal(record.samples["run-step10.samples"], np.zeros(2))
+
+
+def test_dead_writer_is_killed_not_running(tmp_path):
+    """A writer SIGKILLed mid-run is shown as ``killed`` (same host: its pid is gone) and one
+    on another host whose heartbeat stopped as ``stale``; a live one stays ``running``.
+    Mutation: `_writer_state` returning the stored state unchanged fails the first assert."""
+    code = textwrap.dedent(
+        f"""\
+        import sys, time, numpy as np
+        from diffsde import runs
+        w = runs.RunWriter.create(sys.argv[1], "victim", {SPEC!r}, {ENV!r}, metrics=("step",))
+        w.append_metrics({{"step": np.arange(3)}})
+        print(w.path, flush=True)
+        time.sleep(60)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    run_dir = child.stdout.readline().strip()
+    try:
+        assert runs.open_run(run_dir).status == "running" and runs.run_is_live(run_dir)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    record = runs.open_run(run_dir)
+    assert record.status == "killed" and not runs.run_is_live(run_dir)
+    np.testing.assert_array_equal(record.metrics["step"], [0, 1, 2])
+    assert runs.mark_abandoned(run_dir, "stopped", "killed by test")
+    assert runs.open_run(run_dir).status == "stopped"
+
+    status = {"state": "running", "host": "elsewhere", "pid": 1, "updated": time.time() - 600}
+    assert _runs._writer_state(status, time.time() - 600) == "stale"
+    assert _runs._writer_state(status, time.time()) == "running"  # its heartbeat is fresh
+    reused = {**status, "host": socket.gethostname(), "pid": os.getpid() + 0}
+    reused["pid"] = os.getppid()  # alive, but not the process that wrote the run
+    reused["process_start"] = "not-its-start-time"
+    assert _runs._writer_state(reused, time.time()) == "killed"
+
+
+def test_list_runs_skips_damaged_runs_in_bounded_time(tmp_path):
+    """Truncated, empty, random, directory-instead-of-file, symlink-out-of-store, NaN-row and
+    format-1 entries: the listing lists the good runs and one problem per bad entry, fast."""
     ids = []
     for name in ("first", "second"):
         with create(tmp_path, name=name) as writer:
-            writer.append_metrics(rows(0, 1))
+            writer.append_metrics(rows(0, 2))
         ids.append(writer.id)
+
+    def damaged(name: str):
+        with create(tmp_path, name="bad", run_dir=tmp_path / name) as w:
+            w.append_metrics(rows(0, 3))
+        return w.path
+
+    (damaged("truncated") / "run.json").write_bytes(
+        (tmp_path / ids[0] / "run.json").read_bytes()[:40]
+    )
+    (damaged("zero") / "run.json").write_bytes(b"")
+    (damaged("random") / "status.json").write_bytes(np.random.default_rng(0).bytes(4096))
+    d = damaged("dir-run-json")
+    (d / "run.json").unlink()
+    (d / "run.json").mkdir()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (tmp_path / "escape").symlink_to(outside)
+    (damaged("link-file") / "status.json").unlink()
+    (tmp_path / "link-file" / "status.json").symlink_to("/etc/hostname")
+    nan_rows = damaged("nan-rows")
+    with open(nan_rows / "metrics" / "0000.f64", "ab") as f:
+        f.write(np.full(5, np.nan).tobytes() + b"\x01\x02\x03")  # a NaN row and a torn one
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     (tmp_path / "empty").mkdir()
-    (tmp_path / "corrupt").mkdir()
-    (tmp_path / "corrupt" / "run.h5").write_bytes(np.random.default_rng(0).bytes(4096))
-    (tmp_path / "foreign").mkdir()
-    with h5py.File(tmp_path / "foreign" / "run.h5", "w") as f:
-        f["x"] = 1
     (tmp_path / "notes.txt").write_text("not a run")
     problems = []
+    start = time.perf_counter()
     records = diffsde.list_runs(tmp_path, problems=problems)
-    assert [r.id for r in records] == ids
-    assert sorted(p.path.name for p in problems) == ["corrupt", "empty", "foreign"]
+    assert time.perf_counter() - start < 5.0
+    assert [r.id for r in records] == [*ids, "nan-rows"]
+    nan_record = records[-1]
+    np.testing.assert_array_equal(nan_record.metrics["step"], [0, 1, 2])
+    assert nan_record.problems == ("1 damaged metric rows (non-finite or repeated step) dropped",)
+    runs.summary_row(nan_record)  # no NaN reaches int()
     reasons = {p.path.name: p.reason for p in problems}
-    assert "no run.h5" in reasons["empty"] and "not a diffsde run" in reasons["foreign"]
-    assert [r.id for r in diffsde.list_runs(tmp_path)] == ids
-    with pytest.raises(runs.RunReadError, match="cannot open"):
-        runs.open_run(tmp_path / "corrupt")
+    assert sorted(reasons) == sorted(
+        ["truncated", "zero", "random", "dir-run-json", "escape", "link-file", "old", "empty"]
+    )
+    assert "not JSON" in reasons["truncated"] and "is empty" in reasons["zero"]
+    assert "not a regular file" in reasons["dir-run-json"]
+    assert "outside the store" in reasons["escape"] and "symbolic link" in reasons["link-file"]
+    assert "runs --upgrade" in reasons["old"] and "no run.json" in reasons["empty"]
+    assert all("\n" not in r for r in reasons.values())
     with pytest.raises(FileNotFoundError, match="does not exist"):
         runs.list_runs(tmp_path / "missing")
+
+
+def test_damaged_result_file_is_refused_not_read(tmp_path):
+    """A results file cut short or altered is refused by its size or checksum before HDF5 opens
+    it. Mutation: skipping the checksum comparison lets the flipped byte through."""
+    with create(tmp_path) as writer:
+        writer.write_results({}, {"samples": np.arange(1000.0)}, step=0)
+    data = next((writer.path / "results").glob("*.h5"))
+    content = bytearray(data.read_bytes())
+    data.write_bytes(bytes(content[: len(content) // 2]))
+    with pytest.raises(runs.RunReadError, match="damaged"):
+        runs.open_run(writer.path).samples["samples"]
+    content[-100] ^= 0xFF
+    data.write_bytes(bytes(content))
+    with pytest.raises(runs.RunReadError, match="checksum"):
+        runs.open_run(writer.path).samples["samples"]
+
+
+def test_rename_checks_the_name_first(tmp_path):
+    """``rename_run(run, "x\\0y")`` once removed the old name and then failed; now the name is
+    checked before anything is written and the run stays readable."""
+    with create(tmp_path) as writer:
+        pass
+    with pytest.raises(ValueError, match="control characters"):
+        runs.rename_run(writer.path, "x\0y")
+    assert runs.open_run(writer.path).name == "vp-8gaussians"
+    runs.rename_run(writer.path, "  better name ")
+    assert runs.open_run(writer.path).name == "better name"
 
 
 class Params(eqx.Module):
@@ -343,114 +388,13 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     with create(tmp_path) as writer:
         pass
     with pytest.raises(runs.CheckpointError, match="no checkpoint"):
-        diffsde.load_checkpoint(writer.path, params(0))
-    diffsde.save_checkpoint(writer.path, 100, params(1))
-    step, loaded = diffsde.load_checkpoint(writer.file_path, params(0))
-    assert step == 100 and isinstance(loaded.weight, jnp.ndarray)
+        runs.load_checkpoint(writer.path, params(0))
+    runs.save_checkpoint(writer.path, 5, params(0))
+    runs.save_checkpoint(writer.path, 10, params(1))
+    step, loaded = runs.load_checkpoint(writer.path, params(7))
+    assert step == 10 and runs.open_run(writer.path).checkpoint_step == 10
     assert_bitwise_equal(loaded, params(1))
-    assert runs.open_run(writer.path).checkpoint_step == 100
-
-    wrong = eqx.tree_at(lambda p: p.weight, params(0), jnp.zeros((4, 3), jnp.float32))
-    with pytest.raises(runs.CheckpointError, match=r"weight.*changed shape from \(4, 3\)"):
-        diffsde.load_checkpoint(writer.path, wrong)
-    with pytest.raises(runs.CheckpointError, match="more leaves"):
-        diffsde.load_checkpoint(writer.path, (params(0).weight,))
-    (writer.path / "checkpoint.eqx").write_bytes(np.random.default_rng(0).bytes(100))
-    with pytest.raises(runs.CheckpointError, match="corrupt"):
-        diffsde.load_checkpoint(writer.path, params(0))
-
-
-def test_checkpoint_crash_before_replace_keeps_previous(tmp_path, monkeypatch):
-    with create(tmp_path) as writer:
-        pass
-    diffsde.save_checkpoint(writer.path, 10, params(1))
-
-    def crash(src, dst):
-        raise OSError("simulated crash between temp write and replace")
-
-    with monkeypatch.context() as m:
-        m.setattr(_runs.os, "replace", crash)
-        with pytest.raises(OSError, match="simulated crash"):
-            diffsde.save_checkpoint(writer.path, 20, params(2))
-    assert sorted(p.name for p in writer.path.iterdir()) == [
-        "checkpoint.eqx",
-        "checkpoint.json",
-        "run.h5",
-    ]
-    step, loaded = diffsde.load_checkpoint(writer.path, params(0))
-    assert step == 10
-    assert_bitwise_equal(loaded, params(1))
-
-    # A crash between the two renames: the .eqx is new, checkpoint.json still old; the
-    # step stored inside the .eqx is the one returned.
-    real_replace = os.replace
-
-    def crash_on_json(src, dst):
-        if str(dst).endswith(".json"):
-            raise OSError("simulated crash before json")
-        real_replace(src, dst)
-
-    with monkeypatch.context() as m:
-        m.setattr(_runs.os, "replace", crash_on_json)
-        with pytest.raises(OSError, match="before json"):
-            diffsde.save_checkpoint(writer.path, 30, params(3))
-    assert json.loads((writer.path / "checkpoint.json").read_text())["step"] == 10
-    step, loaded = diffsde.load_checkpoint(writer.path, params(0))
-    assert step == 30
-    assert_bitwise_equal(loaded, params(3))
-
-
-def test_open_run_retries_while_file_is_briefly_locked(tmp_path):
-    # What a reader meets while write_results has the file open outside SWMR mode.
-    with create(tmp_path) as writer:
-        writer.append_metrics(rows(0, 3))
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import h5py, sys, time\n"
-            "f = h5py.File(sys.argv[1], 'a', libver='latest')\n"
-            "print('open', flush=True)\n"
-            "time.sleep(0.3)\n"
-            "f.close()\n",
-            str(writer.file_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(runs.RunReadError, match="lock"):
-            runs.open_run(writer.path, retries=0)
-        record = runs.open_run(writer.path)
-    finally:
-        holder.communicate()
-    assert record.status == "completed" and len(record.metrics["loss"]) == 3
-
-
-def test_reopen_cleanly_closed_run(tmp_path):
-    with create(tmp_path) as writer:
-        writer.append_metrics(rows(0, 10))
-        writer.write_results({"mmd": 1.0}, {"em": np.zeros((2, 2))}, {"em": 5})
-    with runs.RunWriter.reopen(writer.path, truncate_after_step=5) as resumed:
-        assert resumed.metric_names == tuple(sorted(METRICS))
-        record = runs.open_run(writer.path)
-        assert record.status == "running" and (record.eval, record.samples) == ({}, {})
-        np.testing.assert_array_equal(record.metrics["step"], np.arange(6))
-        resumed.append_metrics(rows(6, 4))
-    record = runs.open_run(writer.path)
-    assert record.status == "completed"
-    for name in METRICS:
-        np.testing.assert_array_equal(record.metrics[name], rows(0, 10)[name])
-    with pytest.raises(runs.RunReadError, match="not a run directory"):
-        runs.RunWriter.reopen(tmp_path / "missing", truncate_after_step=0)
-
-
-def test_superblock_checksum_matches_hdf5(tmp_path):
-    # The lookup3 port used to clear a killed writer's flags agrees with HDF5's own.
-    with create(tmp_path) as writer:
-        pass
-    block = writer.file_path.read_bytes()[:48]
-    assert block[8] in (2, 3) and block[9] == 8
-    assert _runs._lookup3(block[:44]) == int.from_bytes(block[44:48], "little")
-    assert _runs._lookup3(b"") == 0xDEADBEEF and _runs._lookup3(b"a" * 12) != 0
+    with pytest.raises(runs.CheckpointError, match="shape"):
+        runs.load_checkpoint(writer.path, eqx.tree_at(lambda p: p.weight, params(0), jnp.zeros(2)))
+    with pytest.raises(ValueError, match="non-negative"):
+        runs.save_checkpoint(writer.path, -1, params(0))
