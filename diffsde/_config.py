@@ -15,7 +15,14 @@ from pydantic_core import PydanticCustomError
 
 from ._expression import Expression, ExpressionError, check_syntax, compile_expression
 
+STRICT = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+"""The model config of every spec section: unknown keys are errors, no value is coerced (a YAML
+boolean such as ``yes`` is not the number 1, the string "3" is not a number; an integer is
+accepted where a float is expected), and infinite or NaN numbers are refused."""
+
 ParamValue = float | list[float] | list[list[float]]
+Seed = Annotated[int, pydantic.Field(ge=0, lt=2**32)]
+"""A random seed, 0 ≤ seed < 2³² (what jax.random.key and numpy's PCG64 take as they are)."""
 
 
 class SpecFieldError(ValueError):
@@ -128,7 +135,7 @@ def compile_field(
 class ComponentConfig(pydantic.BaseModel, abc.ABC):
     """Base of every registrable spec section. Subclasses add ``type: Literal["tag"]``."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     kind: ClassVar[str]
 
 

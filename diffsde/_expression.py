@@ -3,6 +3,11 @@
 An expression such as ``"-0.5 * (beta_min + t * (beta_max - beta_min)) * x"`` is parsed with
 :mod:`ast`, every node is checked against a whitelist, and the tree is compiled into nested
 Python closures over :mod:`jax.numpy` functions. Nothing is ever passed to ``eval``/``exec``.
+
+Work is bounded: a source has at most :data:`MAX_SOURCE_CHARS` characters, its tree at most
+:data:`MAX_NODES` nodes nested at most :data:`MAX_DEPTH` deep, and constant sub-expressions are
+folded at compile time with integers kept below 2**53 (larger results are computed as float64,
+so ``9**9**9`` is an overflow error at once rather than an integer of 370 million digits).
 """
 
 import ast
@@ -76,6 +81,15 @@ COMPARISONS = {
 }
 _BOOLEAN = {ast.And: jnp.logical_and, ast.Or: jnp.logical_or}
 
+MAX_SOURCE_CHARS = 10_000
+"""The longest expression accepted (a drift written out by hand is a few hundred characters)."""
+MAX_NODES = 2_000
+"""The most syntax-tree nodes of an expression."""
+MAX_DEPTH = 200
+"""The deepest nesting of an expression's syntax tree."""
+_MAX_EXACT_INT = 2**53
+"""Folded integers beyond this are computed as float64 (exact integers up to here)."""
+
 _Env = Mapping[str, Any]
 _Compiled = Callable[[_Env], Any]
 
@@ -90,6 +104,35 @@ class ExpressionError(ValueError):
         super().__init__(message)
         self.message = message
         self.column = column
+
+
+class _Constant:
+    """A compiled constant: callable like every compiled node, and foldable at compile time."""
+
+    def __init__(self, value: int | float):
+        self.value = value
+
+    def __call__(self, env: _Env) -> int | float:
+        del env
+        return self.value
+
+
+def _fold(op, *values):
+    """``op`` on constants without unbounded integer arithmetic: an integer result beyond 2**53
+    (checked before computing powers) is computed in float64; overflow and division by zero
+    raise ArithmeticError."""
+    if op is operator.pow and all(type(v) is int for v in values):
+        base, exponent = values
+        if exponent < 0 or abs(base) > 1 and exponent * abs(base).bit_length() > 53:
+            values = (float(base), float(exponent))
+    result = op(*values)
+    if type(result) is int and abs(result) > _MAX_EXACT_INT:
+        result = float(result)
+    if isinstance(result, complex):
+        raise ArithmeticError("a negative number to a fractional power is not a real number")
+    if isinstance(result, float) and not math.isfinite(result):
+        raise OverflowError("result out of float range")
+    return result
 
 
 def _suggest(name: str, choices) -> str:
@@ -133,9 +176,14 @@ class _Compiler:
     # leaves ---------------------------------------------------------------------------------
     def visit_Constant(self, node: ast.Constant) -> _Compiled:
         value = node.value
-        if not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(node, f"only numbers are allowed as literals, got {value!r}")
-        return lambda env: value
+        if isinstance(value, int) and abs(value) > _MAX_EXACT_INT:
+            try:
+                value = float(value)
+            except OverflowError:
+                self.fail(node, "this integer literal is beyond the float64 range")
+        return _Constant(value)
 
     def visit_Name(self, node: ast.Name) -> _Compiled:
         name = node.id
@@ -145,8 +193,7 @@ class _Compiler:
             self.used.add(name)
             return lambda env: env[name]
         if name in CONSTANTS:
-            value = CONSTANTS[name]
-            return lambda env: value
+            return _Constant(CONSTANTS[name])
         if name in FUNCTIONS:
             self.fail(node, f"'{name}' is a function: call it, e.g. {name}(x)")
         known = sorted(self.variables | set(CONSTANTS))
@@ -168,7 +215,23 @@ class _Compiler:
         if op is None:
             self.fail(node, f"operator {type(node.op).__name__} is not allowed")
         left, right = self.compile(node.left), self.compile(node.right)
+        if isinstance(left, _Constant) and isinstance(right, _Constant):
+            return self._folded(node, op, left.value, right.value)
         return lambda env: op(left(env), right(env))
+
+    def _folded(self, node: ast.AST, op, *values) -> _Constant:
+        try:
+            return _Constant(_fold(op, *values))
+        except ZeroDivisionError:
+            self.fail(node, "division by zero in a constant part of the expression")
+        except OverflowError:
+            self.fail(
+                node,
+                "a constant part of the expression overflows: its value exceeds float64's "
+                "range (about 1.8e308); use smaller numbers",
+            )
+        except ArithmeticError as err:
+            self.fail(node, f"a constant part of the expression: {err}")
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> _Compiled:
         if isinstance(node.op, ast.Not):
@@ -178,6 +241,8 @@ class _Compiler:
         if op is None:
             self.fail(node, f"operator {type(node.op).__name__} is not allowed")
         operand = self.compile(node.operand)
+        if isinstance(operand, _Constant):
+            return self._folded(node, op, operand.value)
         return lambda env: op(operand(env))
 
     def visit_BoolOp(self, node: ast.BoolOp) -> _Compiled:
@@ -229,10 +294,16 @@ class _Compiler:
         for kw in node.keywords:
             if kw.arg not in KEYWORDS:
                 self.fail(kw, f"keyword '{kw.arg}' is not allowed (allowed: axis, keepdims)")
-            kwargs[kw.arg] = self.compile(kw.value)
-        return lambda env: function(
-            *(a(env) for a in args), **{k: v(env) for k, v in kwargs.items()}
-        )
+            kwargs[kw.arg] = self._static_keyword(kw)
+        return lambda env: function(*(a(env) for a in args), **kwargs)
+
+    def _static_keyword(self, kw: ast.keyword):
+        """``axis`` is an integer literal (or a tuple of them), ``keepdims`` True or False."""
+        if kw.arg == "keepdims":
+            if isinstance(kw.value, ast.Constant) and type(kw.value.value) is bool:
+                return kw.value.value
+            self.fail(kw.value, "keepdims must be True or False")
+        return self._static_index(kw.value)
 
     def visit_Subscript(self, node: ast.Subscript) -> _Compiled:
         value = self.compile(node.value)
@@ -282,11 +353,41 @@ def _parse(source: str) -> ast.Expression:
         raise ExpressionError(f"an expression must be a string, got {type(source).__name__}")
     if not source.strip():
         raise ExpressionError("the expression is empty")
+    if len(source) > MAX_SOURCE_CHARS:
+        raise ExpressionError(
+            f"the expression has {len(source):,} characters; the limit is "
+            f"{MAX_SOURCE_CHARS:,}: split it with params or simplify it"
+        )
     try:
-        return ast.parse(source.strip(), mode="eval")
+        tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as err:
         offset = max((err.offset or 1) - 1, 0)
         raise ExpressionError(f"syntax error: {err.msg}", offset) from None
+    except (RecursionError, MemoryError):  # CPython's parser on very deep nesting
+        raise ExpressionError(
+            f"the expression is nested too deeply (at most {MAX_DEPTH} levels): simplify it"
+        ) from None
+    _check_size(tree)
+    return tree
+
+
+def _check_size(tree: ast.Expression) -> None:
+    """At most MAX_NODES nodes, at most MAX_DEPTH deep (walked without recursion)."""
+    stack, count = [(tree.body, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise ExpressionError(
+                f"the expression is nested more than {MAX_DEPTH} levels deep: simplify it",
+                getattr(node, "col_offset", 0),
+            )
+        if count > MAX_NODES:
+            raise ExpressionError(
+                f"the expression has more than {MAX_NODES:,} terms: simplify it or split it "
+                "with params"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def _lead(source: str) -> int:

@@ -11,7 +11,7 @@ import jax.random as jr
 import numpy as np
 import pydantic
 
-from .._config import DatasetConfig, SpecFieldError
+from .._config import DatasetConfig, Seed, SpecFieldError
 from .._data import (
     DIGIT_SCALES,
     TOYS,
@@ -35,7 +35,7 @@ class GMMConfig(DatasetConfig):
     std: pydantic.PositiveFloat | list[pydantic.PositiveFloat] = 0.2
     weights: list[pydantic.PositiveFloat] | None = None
     radius: pydantic.PositiveFloat = 2.0
-    seed: int = 0
+    seed: Seed = 0
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
@@ -94,7 +94,7 @@ class DigitsConfig(DatasetConfig):
     type: Literal["digits"] = "digits"
     scale: Literal[tuple(DIGIT_SCALES)] = "signed"  # type: ignore[valid-type]
     test_fraction: TestFraction = 0.1
-    seed: int = 0
+    seed: Seed = 0
 
     def build(self) -> ArrayDataset:
         return load_digits(scale=self.scale, test_fraction=self.test_fraction, seed=self.seed)
@@ -119,7 +119,7 @@ class FileConfig(DatasetConfig):
     path: str
     key: str | None = None
     test_fraction: TestFraction = 0.1
-    seed: int = 0
+    seed: Seed = 0
 
     @pydantic.field_validator("path")
     @classmethod

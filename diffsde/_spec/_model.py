@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Optional, Union
 import pydantic
 from pydantic_core import PydanticCustomError
 
-from .._config import Expr, ParamValue, SpecFieldError, compile_field
+from .._config import STRICT, Expr, ParamValue, Seed, SpecFieldError, compile_field
 from .._plugins import Registry
 from .._prior import GaussianPrior, GibbsPrior
 
@@ -18,7 +18,46 @@ SECTIONS: dict[str, str] = {
     "sampler": "sampler",
 }
 REQUIRED_SECTIONS = ("sde", "data")
-_Strict = pydantic.ConfigDict(extra="forbid", frozen=True)
+_Strict = STRICT
+MAX_STEPS = 10_000_000
+"""The most training steps of one run: 10⁷ steps write 400 MB of metric rows (5 float64 each)
+and take hours even at a millisecond per step."""
+METRIC_ROW_BYTES = 5 * 8
+"""Bytes of the metric row stored per training step (5 float64)."""
+
+
+def _bounded_steps(steps: int) -> int:
+    if steps > MAX_STEPS:
+        raise ValueError(
+            f"{steps:,} steps would store ~{_bytes(steps * METRIC_ROW_BYTES)} of metric rows "
+            f"(5 float64 per step) and take ~{steps * 1e-3 / 86400:,.0f} days even at 1 ms per "
+            f"step; the limit is {MAX_STEPS:,}: lower training.steps"
+        )
+    return steps
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _check_name(value: str) -> str:
+    from .._runs import check_name  # the run store's rule for run names, said once
+
+    stripped = check_name(value)
+    odd = sorted({repr(c) for c in stripped if not c.isprintable() and c != " "})
+    if odd:
+        raise ValueError(
+            f"run name {value[:40]!r} contains unprintable characters ({', '.join(odd)}); use "
+            "letters, digits, spaces and punctuation only."
+        )
+    return value
+
+
+Name = Annotated[str, pydantic.AfterValidator(_check_name)]
 
 
 class GaussianPriorConfig(pydantic.BaseModel):
@@ -61,7 +100,7 @@ class TrainingConfig(pydantic.BaseModel):
     """Optimisation budget and settings (optax AdamW, warm-up, clipping, EMA)."""
 
     model_config = _Strict
-    steps: pydantic.PositiveInt = 2000
+    steps: Annotated[pydantic.PositiveInt, pydantic.AfterValidator(_bounded_steps)] = 2000
     batch_size: pydantic.PositiveInt = 256
     learning_rate: pydantic.PositiveFloat = 1e-3
     warmup_steps: pydantic.NonNegativeInt = 100
@@ -99,9 +138,9 @@ class SpecBase(pydantic.BaseModel):
     """Everything about one experiment: forward SDE, prior, data, model, objective, training,
     sampler and evaluation."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
-    name: str = "unnamed"
-    seed: int = 0
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    name: Name = "unnamed"
+    seed: Seed = 0
     prior: PriorConfig | None = None
     training: TrainingConfig = TrainingConfig()
 

@@ -165,6 +165,23 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
         return path, f"missing required key '{path[-1]}'", True
     if kind == "expression":
         return path, f"invalid expression: {ctx['message']}", False
+    given = error.get("input")
+    if kind in _NUMBER_TYPES and isinstance(given, bool):
+        return (
+            path,
+            f"expected a number, got the boolean {given} (YAML reads yes/no/on/off/true/false "
+            "as booleans): write a number",
+            False,
+        )
+    if kind == "int_type" and isinstance(given, float) and given.is_integer():
+        return (
+            path,
+            f"expected a whole number, got the float {given!r}: write it as an integer "
+            f"({int(given)})",
+            False,
+        )
+    if kind == "finite_number":
+        return path, f"expected a finite number, got {given!r}: write a finite value", False
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -175,6 +192,9 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
     ):
         message = f"{message} (got {error['input']!r})"
     return path, message, False
+
+
+_NUMBER_TYPES = ("float_type", "int_type", "finite_number")
 
 
 def _allowed_keys(parent: Path, data: Any, registry: Registry) -> list[str]:
@@ -393,7 +413,7 @@ def validate_text(
     try:
         data, source = load_yaml(text, file)
     except SourceError as err:
-        raise SpecError([SpecIssue(err.location, "", err.message)]) from None
+        raise SpecError([SpecIssue(err.location, err.key, err.message)]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
