@@ -7,21 +7,22 @@ AppTest cannot fire, so everything it shows is computed and tested here.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import math
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from diffsde.jobs import LOG_FILE, Job, list_jobs
-from diffsde.runs import CHECKPOINT_META_FILE, RUN_FILE, RunRecord, open_run, writer_alive
+from diffsde.jobs import LOG_FILE, Job, job_summary, list_jobs
+from diffsde.runs import RunRecord
 
 LIVE_SERIES = ("loss", "lr", "grad_norm")
-RATE_WINDOW = 20  # metric rows the training rate (and so the ETA) is measured over
+RATE_WINDOW = 20  # distinct wall times (dispatches) the training rate and ETA are measured over
+# A run that is not live in one of these states can be resumed (`diffsde run --resume`).
+RESUMABLE = ("stopped", "failed", "killed", "stale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,12 @@ class Progress:
 
 
 def progress(record: RunRecord) -> Progress:
-    """`Progress` of ``record`` from its metric rows and its spec's ``training.steps``."""
+    """`Progress` of ``record`` from its metric rows and its spec's ``training.steps``.
+
+    The rows of one dispatch share a wall time, so the rate is measured between the last rows
+    of the last `RATE_WINDOW` dispatches (distinct wall times), not over the last rows; with
+    one dispatch only, over the time since training started.
+    """
     training = record.spec.get("training", {}) if isinstance(record.spec, dict) else {}
     total = int(training.get("steps", 0) or 0)
     steps = record.metrics.get("step")
@@ -48,14 +54,22 @@ def progress(record: RunRecord) -> Progress:
     if steps is None or not len(steps):
         return Progress(0, total, None, None, None)
     step = int(steps[-1])
-    rate = eta = None
-    if wall is not None and len(wall) >= 2:
-        first = max(0, len(wall) - RATE_WINDOW)
-        seconds = float(wall[-1] - wall[first])
-        if seconds > 0 and steps[-1] > steps[first]:
-            rate = float(steps[-1] - steps[first]) / seconds
+    rate = eta = elapsed = None
+    if wall is not None and len(wall):
+        length = min(len(wall), len(steps))
+        wall = np.asarray(wall[:length], dtype=float)
+        steps = np.asarray(steps[:length], dtype=float)
+        ends = np.append(wall[1:] != wall[:-1], True)  # the last row of each dispatch
+        times, counts = wall[ends], steps[ends]
+        if len(times) >= 2:
+            first = max(0, len(times) - 1 - RATE_WINDOW)
+            seconds, done = times[-1] - times[first], counts[-1] - counts[first]
+        else:
+            seconds, done = times[-1], counts[-1]
+        if seconds > 0 and done > 0 and math.isfinite(seconds):
+            rate = float(done / seconds)
             eta = max(total - step, 0) / rate
-    elapsed = float(wall[-1]) if wall is not None and len(wall) else None
+        elapsed = float(wall[-1])
     return Progress(step, total, rate, eta, elapsed)
 
 
@@ -66,16 +80,6 @@ def duration(seconds: float | None) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def last_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[int, datetime.datetime] | None:
-    """Step and time of the run's last checkpoint, if it has one."""
-    meta = pathlib.Path(run_dir) / CHECKPOINT_META_FILE
-    try:
-        step = json.loads(meta.read_text())["step"]
-        return int(step), datetime.datetime.fromtimestamp(meta.stat().st_mtime)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def log_tail(
@@ -117,40 +121,45 @@ class Entry:
 
     path: pathlib.Path
     name: str
-    state: str  # queued | starting | running | completed | failed | stopped | cancelled
+    state: str  # queued | starting | running | completed | failed | stopped | killed | stale …
     live: bool  # queued, starting or running
     job: Job | None
+    record: RunRecord | None = None
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.path.name}) — {self.state}"
 
+    @property
+    def resumable(self) -> bool:
+        """Not live, and stopped, failed, killed or stale: `diffsde.jobs.resume` can go on."""
+        return not self.live and self.record is not None and self.state in RESUMABLE
+
 
 def entries(
-    runs_dir: str | os.PathLike[str],
-    recent: int = 10,
-    read: Callable[[pathlib.Path], RunRecord] = open_run,
+    runs_dir: str | os.PathLike[str], records: Iterable[RunRecord], recent: int = 10
 ) -> list[Entry]:
-    """Live runs and jobs first (oldest first), then the ``recent`` latest finished ones; runs
-    are read with ``read`` (the page passes one cached on the file's mtime)."""
+    """Live runs and jobs first (oldest first), then the ``recent`` latest finished ones.
+
+    ``records`` are the store's runs (`diffsde.runs.list_runs`); a run is live when the store
+    says ``running`` (it reports a dead writer as ``killed`` or ``stale``) or when its job is
+    queued or running. Jobs without a run yet are ``queued`` or ``starting``.
+    """
     runs_dir = pathlib.Path(runs_dir)
-    jobs = {job.path: job for job in list_jobs(runs_dir)}
+    jobs = {job.path.name: job for job in list_jobs(runs_dir)} if runs_dir.is_dir() else {}
     found: list[Entry] = []
-    for child in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
-        if not child.is_dir() or child.name.startswith("."):
+    seen = set()
+    for record in records:
+        job = jobs.get(record.id)
+        seen.add(record.id)
+        live = record.status == "running" or (job is not None and job.state == "queued")
+        found.append(Entry(record.path, record.name, record.status, live, job, record))
+    for run_id, job in jobs.items():
+        if run_id in seen:
             continue
-        job = jobs.get(child)
-        if (child / RUN_FILE).is_file():
-            try:
-                record = read(child)
-            except Exception:  # a half-written run: the Runs page explains it
-                continue
-            live = writer_alive(record) or (job is not None and job.state == "running")
-            state = record.status if record.status != "running" or live else "running (stale)"
-            found.append(Entry(child, record.name, state, live, job))
-        elif job is not None:
-            state = "starting" if job.state == "running" else job.state
-            found.append(Entry(child, job.name, state, job.state in ("queued", "running"), job))
+        state = "starting" if job.state == "running" else job.state
+        found.append(Entry(job.path, job.name, state, job.state in ("queued", "running"), job))
+    found.sort(key=lambda e: e.path.name)
     live = [e for e in found if e.live]
     done = [e for e in found if not e.live][-recent:][::-1]
     return live + done
@@ -158,6 +167,4 @@ def entries(
 
 def job_rows(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The queue as table rows: queued and running jobs, oldest first."""
-    from diffsde.jobs import job_summary
-
     return [job_summary(j) for j in list_jobs(runs_dir) if j.state in ("queued", "running")]

@@ -1,37 +1,53 @@
 """The dashboard (app/): table and filter over real runs, the comparison data functions, the
-Runs, Compare and Plugins pages rendered with Streamlit's AppTest, and `diffsde dashboard`
-launching Streamlit on app/main.py."""
+Runs, Compare and Plugins pages rendered with Streamlit's AppTest (state kept in the URL and
+across pages, the actions on a selection), and `diffsde dashboard` launching Streamlit on
+app/main.py, listening on 127.0.0.1 only."""
 
 import dataclasses
+import os
 import pathlib
+import signal
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.data import (
+    MAX_FILTER_DEPTH,
     FilterError,
     best_per_column,
     component_rows,
     curves,
+    default_columns,
     filter_table,
     final_metrics,
+    format_number,
     image_tile,
     load_table,
     marginal_frame,
+    mean_std_text,
+    metric_directions,
     parameter_rows,
+    run_label,
     sample_sets,
     sample_view,
     scatter_frame,
     seed_groups,
     seed_summary,
+    short_id,
     smooth,
     spec_diff,
+    square_domains,
+    upscale,
 )
 from diffsde import get_registry
 from diffsde._cli import main
-from diffsde.runs import list_runs
+from diffsde.runs import LazyArrays, list_runs
 from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
@@ -49,6 +65,11 @@ def runs_dir(tmp_path_factory):
 
 
 def test_load_table(runs_dir):
+    """Who the run is, how it ended and its results lead; the spec follows, and the spec's own
+    ``eval`` section cannot be mistaken for results.
+
+    Mutation: dropping the ``spec.`` prefix of spec keys in a result namespace, or putting the
+    spec columns before the results, makes this fail."""
     frame = load_table(runs_dir)
     assert list(frame["name"]) == ["tiny-vp", "tiny-ve"]
     for column in ("id", "sde.type", "objective.type", "sampler.type", "status", "steps"):
@@ -57,6 +78,16 @@ def test_load_table(runs_dir):
     assert list(frame["sde.type"]) == ["vp", "ve"]
     assert list(frame["steps"]) == [20, 20]
     assert (frame["wall_time"] > 0).all()
+    assert list(frame["seed"]) == [3, 3]
+    assert list(frame["short_id"]) == [short_id(i) for i in frame["id"]]
+    assert all(len(s) == 6 and s in i for s, i in zip(frame["short_id"], frame["id"]))
+    # eval.* are results only; the spec's eval section is spec.eval.*
+    assert "spec.eval.n_samples" in frame.columns and "eval.n_samples" not in frame.columns
+    assert "spec.eval.metrics" in frame.columns and "eval.metrics" not in frame.columns
+    shown = default_columns(frame)
+    assert shown[:7] == ["short_id", "name", "seed", "status", "steps", "loss", "wall_time"]
+    assert shown.index("eval.sliced_w2") < shown.index("sde.type") < shown.index("created")
+    assert not any(c.startswith("spec.") or c.startswith("training.") for c in shown)
 
 
 def test_filter_table(runs_dir):
@@ -77,28 +108,101 @@ def test_filter_table(runs_dir):
         ("sde.type ==", "syntax error"),
         ("eval.sliced_w2", "is not a condition"),
         ('eval.sliced_w2 < "a"', "cannot compare"),
+        ("-sde.type == 1", "cannot evaluate the filter: TypeError"),
+        ("not " * 400 + "True", "nested more than"),
+        ("not " * 5000 + "True", "characters long"),
+        ("-" * 1000 + "steps > 1", "nested more than"),
+        ("steps > 1 and " * 300 + "True", "characters long"),
+        ("(" * 250 + "steps > 1" + ")" * 250, "syntax error|parsed"),
+        ("sde.type in 'vp'", "needs a list of literals"),
     ],
 )
 def test_filter_rejects(runs_dir, expression, message):
+    """Every bad filter is a FilterError saying what is wrong: no TypeError, RecursionError or
+    MemoryError reaches the page. Mutation: removing the depth bound (or catching only
+    FilterError around the evaluation) makes the nesting (or the TypeError) cases fail."""
     with pytest.raises(FilterError, match=message):
         filter_table(load_table(runs_dir), expression)
 
 
+def test_filter_depth_bound_is_just_enough(runs_dir):
+    frame = load_table(runs_dir)
+    fine = "not " * (MAX_FILTER_DEPTH // 2) + "True"
+    assert len(filter_table(frame, fine)) in (0, 2)
+
+
 def test_runs_page(runs_dir, monkeypatch):
+    """The table (newest first), a good filter, a bad one (the error and no runs), the selection
+    kept in the session. Mutation: showing every run under a bad filter fails this."""
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
     at = AppTest.from_file(str(APP / "views" / "runs.py"), default_timeout=30).run()
     assert not at.exception
     shown = at.dataframe[0].value
     assert list(shown["name"]) == ["tiny-ve", "tiny-vp"]  # newest first
-    at.text_input(key="runs_filter").input('sde.type == "vp"').run()
+    assert list(shown.columns[:3]) == ["short_id", "name", "seed"]
+    at.text_input(key="filter").input('sde.type == "vp"').run()
     assert list(at.dataframe[0].value["name"]) == ["tiny-vp"]
-    at.text_input(key="runs_filter").input("__import__('os')").run()
-    assert not at.exception
-    assert "function calls are not allowed" in at.error[0].value
-    assert len(at.dataframe[0].value) == 2
-    ids = list(shown["id"])
-    at.multiselect(key="runs_compare_widget").select(ids[0]).run()
+    for bad, message in (
+        ("__import__('os')", "function calls are not allowed"),
+        ("-sde.type == 1", "TypeError"),
+        ("not " * 400 + "True", "nested more than"),
+    ):
+        at.text_input(key="filter").input(bad).run()
+        assert not at.exception
+        assert message in at.error[0].value and "no runs shown" in at.error[0].value
+        assert len(at.dataframe[0].value) == 0
+    at.text_input(key="filter").input("").run()
+    ids = list(load_table(runs_dir)["id"])
+    at.multiselect(key="runs").select(ids[0]).run()
     assert at.session_state["compare_runs"] == [ids[0]]
+    assert not at.button(key="runs_compare").disabled and not at.button(key="runs_clone").disabled
+    at.multiselect(key="runs").select(ids[1]).run()
+    assert at.button(key="runs_clone").disabled  # Clone and Monitor take exactly one run
+    assert at.button(key="runs_monitor").disabled
+
+
+def test_runs_state_from_the_url(runs_dir, monkeypatch):
+    """A refresh (a new session) restores the filter and the selection from the URL.
+    Mutation: dropping bind="query-params" from the filter makes this fail."""
+    monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
+    ids = list(load_table(runs_dir)["id"])
+    at = AppTest.from_file(str(APP / "views" / "runs.py"), default_timeout=30)
+    at.query_params["filter"] = 'sde.type == "ve"'
+    at.query_params["runs"] = ids
+    at.run()
+    assert not at.exception
+    assert at.text_input(key="filter").value == 'sde.type == "ve"'
+    assert list(at.dataframe[0].value["name"]) == ["tiny-ve"]
+    assert at.multiselect(key="runs").value == ids
+
+
+def test_runs_page_actions(runs_dir, monkeypatch):
+    """Compare selected, Clone and Monitor open their pages on the selection, through the app's
+    own navigation. Mutation: not passing the selection to Compare makes this fail."""
+    monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
+    ids = list(load_table(runs_dir)["id"])
+    at = AppTest.from_file(str(APP / "main.py"), default_timeout=60).run()
+    at.multiselect(key="runs").set_value(ids).run()
+    at.button(key="runs_compare").click().run()
+    assert not at.exception and at.title[0].value == "Compare"
+    assert at.multiselect(key="runs").value == ids
+    assert "Final metrics" in [h.value for h in at.header]
+    # to another page and back: the selection is still there
+    at.switch_page(str(APP / "views" / "plugins.py")).run()
+    at.switch_page(str(APP / "views" / "compare.py")).run()
+    assert at.multiselect(key="runs").value == ids
+    at.switch_page(str(APP / "views" / "runs.py")).run()
+    assert at.multiselect(key="runs").value == ids
+    at.multiselect(key="runs").set_value([ids[1]]).run()
+    at.button(key="runs_clone").click().run()
+    assert not at.exception and at.title[0].value == "New run"
+    record = list_runs(runs_dir)[1]
+    assert at.session_state["new_run_text"] == record.spec_yaml
+    assert at.session_state["new_run_source"] == f"run:{record.id}"
+    at.switch_page(str(APP / "views" / "runs.py")).run()
+    at.button(key="runs_monitor").click().run()
+    assert not at.exception and at.title[0].value == "Monitor"
+    assert at.selectbox(key="monitor_run").value == str(record.path)
 
 
 def test_runs_page_missing_dir(tmp_path, monkeypatch):
@@ -136,22 +240,105 @@ def test_dashboard_command(tmp_path, monkeypatch):
     assert main(["dashboard", "--runs-dir", str(tmp_path), "--port", "8600"]) == 0
     ((command, kwargs),) = calls
     assert command[1:5] == ["-m", "streamlit", "run", str(APP / "main.py")]
-    assert command[5:7] == ["--server.port", "8600"]
+    assert command[5:9] == ["--server.address", "127.0.0.1", "--server.port", "8600"]
     assert kwargs["env"]["DIFFSDE_RUNS_DIR"] == str(tmp_path.resolve())
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses with a socket listening on ``port`` (from /proc/net/tcp, tcp6)."""
+    found = set()
+    for table, size in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = pathlib.Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port or len(address) != size:
+                continue
+            if size == 8:
+                found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1]))
+            else:
+                words = [bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, 32, 8)]
+                found.add(socket.inet_ntop(socket.AF_INET6, b"".join(words)))
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc/net/tcp")
+def test_dashboard_listens_on_localhost_only(tmp_path):
+    """The real `diffsde dashboard` (Streamlit started by the CLI) answers on 127.0.0.1 and has
+    no socket on any other address: it can launch and delete runs, so it is not on the
+    network unless asked with --host. Mutation: --host 0.0.0.0 as the default fails this."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, STREAMLIT_SERVER_HEADLESS="true")
+    env.pop("STREAMLIT_SERVER_ADDRESS", None)
+    log = tmp_path / "dashboard.log"
+    command = [sys.executable, "-m", "diffsde._cli", "dashboard", "--runs-dir", str(tmp_path)]
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert _listening(port) == {"127.0.0.1"}, log.read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 # -- Compare ----------------------------------------------------------------------------------
 
 
+class _Arrays(LazyArrays):
+    """Sample arrays held in memory, as a run's lazily read ones (for made-up variants)."""
+
+    def __init__(self, arrays):
+        super().__init__(pathlib.Path("."), {})
+        self._arrays = dict(arrays)
+
+    def __getitem__(self, name):
+        return self._arrays[name]
+
+    def __iter__(self):
+        return iter(self._arrays)
+
+    def __len__(self):
+        return len(self._arrays)
+
+    def shape(self, name):
+        return np.shape(self._arrays[name])
+
+
 def _variant(record, id, seed=None, evaluation=None, name=None, **samples):
     spec = dict(record.spec, seed=record.spec["seed"] if seed is None else seed)
+    arrays = {k: record.samples[k] for k in record.samples}
     return dataclasses.replace(
         record,
         id=id,
         name=name or record.name,
         spec=spec,
         eval=record.eval if evaluation is None else evaluation,
-        samples={**record.samples, **samples},
+        samples=_Arrays({**arrays, **samples}),
     )
 
 
@@ -170,20 +357,59 @@ def test_spec_diff(runs_dir):
 
 
 def test_final_metrics_best(runs_dir):
+    """The best of each metric as the metric declares it: lowest sliced W2, MMD² nearest 0
+    (not the most negative), highest of a "max" metric; nothing marked where all are equal.
+    Mutation: ranking "zero" like "min" (or ignoring "max") makes this fail."""
     vp, ve = list_runs(runs_dir)
     frame = final_metrics([vp, ve])
     assert list(frame.index) == [vp.id, ve.id]
-    assert {"name", "steps", "wall_time", "loss", "eval.sliced_w2"} <= set(frame.columns)
+    assert {"run", "name", "seed", "steps", "wall_time", "loss", "eval.sliced_w2"} <= set(
+        frame.columns
+    )
+    assert list(frame["run"]) == [run_label(vp), run_label(ve)]
     assert list(frame["steps"]) == [20, 20]
-    a = _variant(vp, "a", evaluation={"sliced_w2": 0.5, "mmd": 0.1, "x.mmd": 2.0})
-    b = _variant(vp, "b", evaluation={"sliced_w2": 0.2, "mmd": 0.3})
-    c = _variant(vp, "c", evaluation={"sliced_w2": 0.2, "mmd": 0.4})
-    best = best_per_column(final_metrics([a, b, c]))
+    directions = metric_directions(get_registry())
+    assert directions["sliced_w2"] == "min" and directions["mmd"] == "zero"
+    assert directions["nll"] == "min" and directions["loss"] == "min"
+    directions = {**directions, "accuracy": "max"}
+    a = _variant(vp, "a", evaluation={"sliced_w2": 0.5, "mmd": -0.3, "x.mmd": 2.0, "accuracy": 1})
+    b = _variant(vp, "b", evaluation={"sliced_w2": 0.2, "mmd": 0.01, "accuracy": 3})
+    c = _variant(vp, "c", evaluation={"sliced_w2": 0.2, "mmd": 0.4, "accuracy": 2})
+    best = best_per_column(final_metrics([a, b, c]), directions)
     assert list(best["eval.sliced_w2"]) == [False, True, True]  # ties both marked
-    assert list(best["eval.mmd"]) == [True, False, False]
+    assert list(best["eval.mmd"]) == [False, True, False]  # nearest 0, not -0.3
+    assert list(best["eval.accuracy"]) == [False, True, False]
     assert list(best["eval.x.mmd"]) == [True, False, False]  # NaN elsewhere
     assert not best["steps"].any() and not best["name"].any() and not best["wall_time"].any()
-    assert best["loss"].all()  # same training history
+    assert not best["loss"].any()  # same training history: nothing to choose
+    undeclared = best_per_column(final_metrics([a, b]), {"loss": "min"})
+    assert not undeclared.to_numpy().any()  # a metric without a direction is never ranked
+
+
+def test_directions_name_what_metrics_report(runs_dir):
+    """Every metric a run reports has a direction (nll_se aside), so the Compare page can rank
+    it. Mutation: a typo in a metric's `directions` key makes this fail."""
+    from diffsde._builtin.metrics import METRIC_CONFIGS
+
+    directions = metric_directions(get_registry())
+    for record in list_runs(runs_dir):
+        assert set(record.eval) <= set(directions)
+    for config in METRIC_CONFIGS:
+        assert set(config.directions.values()) <= {"min", "max", "zero"}
+        assert config.directions, config
+
+
+def test_number_formats():
+    """Integers as integers and no "± 0": "steps 1500.0000 ± 0.0000" was the complaint.
+    Mutation: formatting every value with %.4f makes this fail."""
+    assert format_number(1500, integer=True) == "1500"
+    assert format_number(np.int64(10)) == "10"
+    assert format_number(0.012341) == "0.01234" and format_number(None) == "—"
+    assert format_number(float("nan")) == "—"
+    assert mean_std_text(1500.0, 0.0, 3, integer=True) == "1500 (all 3 equal)"
+    assert mean_std_text(0.5, 0.25, 3, integer=False) == "0.5 ± 0.25"
+    assert mean_std_text(1500.0, 50.0, 2, integer=True) == "1500 ± 50"
+    assert mean_std_text(0.5, float("nan"), 1, integer=False) == "0.5"
 
 
 def test_smooth_and_curves(runs_dir):
@@ -217,12 +443,20 @@ def test_seed_groups(runs_dir):
     assert summary.loc["eval.sliced_w2", "std"] == pytest.approx(np.std([1, 2, 6], ddof=1))
     assert summary.loc["eval.sliced_w2", "n"] == 3
     assert summary.loc["steps", "std"] == 0
+    assert summary.loc["steps", "mean ± std"] == "20 (all 3 equal)"
+    assert summary.loc["eval.sliced_w2", "mean ± std"] == "3 ± 2.646"
 
 
 def test_sample_views(runs_dir):
     vp, _ = list_runs(runs_dir)
-    labelled = _variant(vp, "l", **{"pf_ode-solver=heun-steps=20-n=1000": np.zeros((5, 2))})
-    labelled.samples["trajectory"] = np.zeros((3, 5, 2))
+    labelled = _variant(
+        vp,
+        "l",
+        **{
+            "pf_ode-solver=heun-steps=20-n=1000": np.zeros((5, 2)),
+            "trajectory": np.zeros((3, 5, 2)),
+        },
+    )
     assert sample_sets(labelled) == ["samples", "pf_ode-solver=heun-steps=20-n=1000"]
     assert [sample_view(d) for d in (2, 64, 4, 10, 1)] == ["scatter", "image"] + ["histogram"] * 3
     points = scatter_frame(vp.samples["samples"], vp.samples["reference"], max_points=30)
@@ -231,6 +465,26 @@ def test_sample_views(runs_dir):
     assert sorted(marginals["coordinate"].unique()) == ["x0", "x1", "x2", "x3"]
     tile = image_tile(np.arange(5 * 64).reshape(5, 64), count=4, columns=2)
     assert tile.shape == (17, 17) and tile.min() == 0 and tile.max() == 1
+    # a shared grey scale: values beyond the reference's bounds are clipped, not rescaled
+    shared = image_tile(np.full((1, 64), 2.0), count=1, columns=1, bounds=(0.0, 4.0))
+    assert np.all(shared == 0.5)
+    # nearest neighbour: every pixel becomes a 3x3 block of the same value, no blending
+    big = upscale(np.array([[0.0, 1.0], [0.25, 0.5]]), 3)
+    assert big.shape == (6, 6) and set(np.unique(big)) == {0.0, 0.25, 0.5, 1.0}
+    np.testing.assert_array_equal(big[:3, 3:], 1.0)
+    np.testing.assert_array_equal(big[3:, :3], 0.25)
+
+
+def test_square_domains():
+    """Both axes span the same length (equal aspect on a square chart), covering every point.
+    Mutation: taking each axis's own extent makes this fail."""
+    import pandas as pd
+
+    points = pd.DataFrame({"x": [0.0, 10.0, 5.0], "y": [1.0, 2.0, np.nan], "set": "samples"})
+    (x0, x1), (y0, y1) = square_domains(points)
+    assert x1 - x0 == pytest.approx(y1 - y0) and x1 - x0 > 10.0
+    assert x0 < 0.0 and x1 > 10.0 and y0 < 1.0 and y1 > 2.0
+    assert (y0 + y1) / 2 == pytest.approx(1.5)
 
 
 def test_compare_page(runs_dir, monkeypatch):
@@ -238,24 +492,51 @@ def test_compare_page(runs_dir, monkeypatch):
     at = AppTest.from_file(str(APP / "views" / "compare.py"), default_timeout=30).run()
     assert not at.exception
     assert any("pick runs" in i.value for i in at.info)
-    ids = list(load_table(runs_dir)["id"])
+    records = list_runs(runs_dir)
+    ids = [r.id for r in records]
     at = AppTest.from_file(str(APP / "views" / "compare.py"), default_timeout=30)
     at.session_state["compare_runs"] = ids  # as the Runs page leaves it
     at.run()
     assert not at.exception
     metrics, diff = at.dataframe[0].value, at.dataframe[1].value
     assert list(metrics.index) == ids and "eval.sliced_w2" in metrics.columns
+    assert list(metrics["run"]) == [run_label(r) for r in records]
     assert "sde.type" in diff.index and "training.batch_size" not in diff.index
+    assert list(diff.columns) == [run_label(r) for r in records]  # headers: name · seed · id
+    assert [s.value for s in at.subheader] == [run_label(r) for r in records]
+    assert any("`eval.sliced_w2`: lowest" in c.value for c in at.caption)
     assert len(at.get("download_button")) == 1
+    # the digits-free tiny runs are 2-D: one scatter each, no blurry image
+    assert not at.get("imgs")
     at.toggle(key="compare_all_keys").set_value(True).run()
     assert "training.batch_size" in at.dataframe[1].value.index
-    at.selectbox(key="compare_metric").set_value("grad_norm").run()
+    at.selectbox(key="metric").set_value("grad_norm").run()
     at.selectbox(key="compare_x").set_value("wall_time").run()
-    at.slider(key="compare_alpha").set_value(0.9).run()
+    at.slider(key="smoothing").set_value(0.9).run()
     assert not at.exception
-    at.multiselect(key="compare_widget").unselect(ids[1]).run()
+    at.multiselect(key="runs").unselect(ids[1]).run()
     assert at.session_state["compare_runs"] == [ids[0]]
     assert not at.exception
+
+
+def test_compare_state_from_the_url(runs_dir, monkeypatch):
+    """``/compare?runs=ID&runs=ID&metric=grad_norm&smoothing=0.5`` (and the older
+    ``?runs=ID,ID``) restores the comparison in a new session. Mutation: reading only the
+    session's selection makes this fail."""
+    monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
+    ids = [r.id for r in list_runs(runs_dir)]
+    for runs in (ids, ",".join(ids)):
+        at = AppTest.from_file(str(APP / "views" / "compare.py"), default_timeout=30)
+        at.query_params.update(runs=runs, metric="grad_norm", smoothing="0.5")
+        at.run()
+        assert not at.exception
+        assert at.multiselect(key="runs").value == ids
+        assert at.selectbox(key="metric").value == "grad_norm"
+        assert at.slider(key="smoothing").value == 0.5
+    at = AppTest.from_file(str(APP / "views" / "compare.py"), default_timeout=30)
+    at.query_params["runs"] = ["nope", ids[0]]  # an id that is not a run is dropped
+    at.run()
+    assert at.multiselect(key="runs").value == [ids[0]]
 
 
 def test_runs_page_rename_and_delete_ask_first(tmp_path, monkeypatch):
@@ -267,6 +548,7 @@ def test_runs_page_rename_and_delete_ask_first(tmp_path, monkeypatch):
     first, second = (r.id for r in list_runs(runs_dir))
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
     at = AppTest.from_file(str(APP / "views" / "runs.py"), default_timeout=30).run()
+    at.multiselect(key="runs").set_value([first, second]).run()
 
     at.selectbox(key="runs_manage_target").select(first).run()
     at.text_input(key="runs_new_name").input("renamed").run()
@@ -278,6 +560,10 @@ def test_runs_page_rename_and_delete_ask_first(tmp_path, monkeypatch):
     assert "renamed first" in at.success[0].value
     assert [r.name for r in list_runs(runs_dir)] == ["renamed", "second"]
     assert "renamed" in list(at.dataframe[0].value["name"])
+    # the id stays, and so does the selection (under the new name)
+    assert at.multiselect(key="runs").value == [first, second]
+    assert at.session_state["compare_runs"] == [first, second]
+    assert at.multiselect(key="runs").format_func(first).startswith("renamed · seed 3 · ")
 
     at.selectbox(key="runs_manage_target").select(second).run()
     at.button(key="runs_delete").click().run()
@@ -288,4 +574,5 @@ def test_runs_page_rename_and_delete_ask_first(tmp_path, monkeypatch):
     at.button(key="runs_confirm").click().run()
     assert "deleted second" in at.success[0].value
     assert [r.id for r in list_runs(runs_dir)] == [first]
-    assert list(at.dataframe[0].value["id"]) == [first]
+    assert list(at.dataframe[0].value["short_id"]) == [short_id(first)]
+    assert at.multiselect(key="runs").value == [first]  # a deleted run leaves the selection

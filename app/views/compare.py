@@ -1,6 +1,11 @@
-"""Compare: curves, final metrics, spec diff, samples and seed aggregates of selected runs."""
+"""Compare: curves, final metrics, spec diff, samples and seed aggregates of selected runs.
+
+The selection, the metric and the smoothing are in the URL (``/compare?runs=ID&runs=ID&
+metric=loss&smoothing=0.9``; the older ``?runs=ID,ID`` works too) and in the session.
+"""
 
 import altair as alt
+import numpy as np
 import streamlit as st
 
 from app.data import (
@@ -9,76 +14,69 @@ from app.data import (
     X_AXES,
     best_per_column,
     curves,
+    direction_note,
     final_metrics,
+    format_number,
+    image_bounds,
     image_tile,
+    is_integer_column,
     marginal_frame,
+    metric_direction,
+    metric_directions,
+    run_label,
     sample_sets,
     sample_view,
     scatter_frame,
     seed_groups,
     seed_summary,
     spec_diff,
+    square_domains,
+    upscale,
 )
-from app.ui import run_store
-from diffsde.runs import RunReadError, open_run
+from app.ui import SELECTION_KEY, run_store, seed_selection, show_selection
+from diffsde import get_registry
 
-COMPARE_KEY = "compare_runs"  # the selection the Runs page keeps (run ids)
-WIDGET_KEY = "compare_widget"
-QUERY_KEY = "runs"  # /compare?runs=ID,ID
+COLOURS = {"samples": "#1f77b4", REFERENCE: "#ff7f0e"}  # distinct, colour-blind safe pair
+SCATTER_SIZE = 360  # px: square, so that x and y share one scale
+IMAGE_SCALE = 6  # each pixel of a digit shown as 6×6 (nearest neighbour)
 
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _record(path: str, mtime: float):
-    """One run, cached on (path, mtime): a run being written is re-read when it changes."""
-    del mtime
-    return open_run(path)
-
-
-runs_dir, stamps = run_store("Compare")
-
-records = {}
-for path, mtime in stamps:
-    try:
-        record = _record(path, mtime)
-    except RunReadError as err:
-        st.warning(f"skipped {path}: {err}")
-        continue
-    records[record.id] = record
+runs_dir, found, problems = run_store("Compare")
+for problem in problems:
+    st.warning(f"skipped {problem.path}: {problem.reason}")
+records = {record.id: record for record in found}
 if not records:
     st.info(f"no runs in {runs_dir}: start one with `diffsde run SPEC --runs-dir {runs_dir}`")
     st.stop()
 
-if WIDGET_KEY not in st.session_state:
-    # `/compare?runs=ID,ID` opens a comparison directly (a link, a browser test); otherwise the
-    # Runs page's selection.
-    query = st.query_params.get(QUERY_KEY)
-    kept = query.split(",") if query else st.session_state.get(COMPARE_KEY, [])
-    st.session_state[WIDGET_KEY] = [i for i in kept if i in records]
-
-
-def _keep_selection() -> None:
-    st.session_state[COMPARE_KEY] = list(st.session_state[WIDGET_KEY])
-
-
+seed_selection(records)
 chosen = st.multiselect(
     "Runs",
     options=list(records),
-    format_func=lambda i: f"{records[i].name} ({i})",
-    key=WIDGET_KEY,
-    on_change=_keep_selection,
-    help="Also picked on the Runs page.",
+    format_func=lambda i: run_label(records[i]),
+    key=SELECTION_KEY,
+    help="Also picked on the Runs page. Each run is named `name · seed · short id`.",
 )
-selected = [records[i] for i in chosen]
+show_selection()
+selected = [records[i] for i in chosen if i in records]
 if not selected:
     st.info("pick runs here or on the Runs page to compare them")
     st.stop()
 
 st.header("Training curves")
 c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
-metric = c1.selectbox("Metric", METRICS, key="compare_metric")
+metric = c1.selectbox("Metric", METRICS, key="metric", bind="query-params", persist_state="session")
 x_axis = c2.selectbox("x axis", X_AXES, key="compare_x")
 log_y = c3.toggle("Log y", value=metric == "loss", key="compare_log_y")
-alpha = c4.slider("Smoothing (EMA)", 0.0, 0.99, 0.0, 0.01, key="compare_alpha")
+alpha = c4.slider(
+    "Smoothing (EMA)",
+    0.0,
+    0.99,
+    0.0,
+    0.01,
+    key="smoothing",
+    bind="query-params",
+    persist_state="session",
+)
 lines = curves(selected, metric, x_axis, alpha=alpha)
 if lines.empty:
     st.info(f"no {metric} logged yet")
@@ -90,24 +88,37 @@ else:
         .encode(
             x=alt.X(x_axis, title="wall time (s)" if x_axis == "wall_time" else x_axis),
             y=alt.Y(metric, scale=scale),
-            color=alt.Color("run", legend=alt.Legend(orient="bottom", columns=1)),
+            color=alt.Color(
+                "run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0, title=None)
+            ),
             tooltip=["run", x_axis, metric],
         )
         .interactive()
     )
-    st.altair_chart(chart, width="stretch")
+    st.altair_chart(chart, width="stretch", key="compare_curves")
 
 st.header("Final metrics")
+directions = metric_directions(get_registry())
 metrics = final_metrics(selected)
-best = best_per_column(metrics)
+best = best_per_column(metrics, directions)
+formats = {
+    column: (lambda v, i=is_integer_column(str(column)): format_number(v, integer=i))
+    for column in metrics.columns
+    if column not in ("run", "name")
+}
 st.dataframe(
     metrics.style.apply(
         lambda _: best.map(lambda b: "font-weight: bold; background-color: #d4f4dd" if b else ""),
         axis=None,
-    ).format(precision=4, na_rep="—"),
-    column_config={"wall_time": st.column_config.NumberColumn("wall time (s)", format="%.1f")},
+    ).format(formats, na_rep="—"),
+    column_config={
+        "run": st.column_config.TextColumn("run", pinned=True),
+        "wall_time": st.column_config.TextColumn("wall time (s)"),
+    },
+    key="compare_metrics",
 )
-st.caption("Best of each `loss` and `eval.*` column highlighted: lower is better for all of them.")
+ranked = [c for c in metrics.columns if metric_direction(str(c), directions) is not None]
+st.caption(direction_note(ranked, directions) + " (as each metric declares).")
 st.download_button(
     "Download CSV", metrics.to_csv().encode(), "compare_metrics.csv", "text/csv", key="compare_csv"
 )
@@ -118,9 +129,10 @@ if groups:
     for group in groups:
         st.caption(
             f"{group[0].name}: {len(group)} runs differing only in seed "
-            f"({', '.join(str(r.spec.get('seed')) for r in group)}) — mean ± std"
+            f"({', '.join(str(r.spec.get('seed')) for r in group)}) — mean ± std (ddof 1)"
         )
-        st.dataframe(seed_summary(group).style.format(precision=4, na_rep="—"))
+        summary = seed_summary(group)
+        st.dataframe(summary[["mean ± std", "n"]], key=f"compare_seeds_{group[0].id}")
 
 st.header("Spec diff")
 show_all = st.toggle("Show every key", value=False, key="compare_all_keys")
@@ -128,13 +140,33 @@ diff = spec_diff(selected, all_keys=show_all)
 if diff.empty:
     st.info("the resolved specs are identical")
 else:
-    st.dataframe(diff)
+    labelled = diff.rename(columns={r.id: run_label(r) for r in selected})
+    st.dataframe(labelled, key="compare_diff")
+
+
+def _scatter(samples, reference):
+    points = scatter_frame(samples, reference)
+    x_domain, y_domain = square_domains(points)
+    base = alt.Chart(points).encode(
+        x=alt.X("x", scale=alt.Scale(domain=x_domain, nice=False), title="x₀"),
+        y=alt.Y("y", scale=alt.Scale(domain=y_domain, nice=False), title="x₁"),
+        color=alt.Color(
+            "set",
+            scale=alt.Scale(domain=["samples", REFERENCE], range=list(COLOURS.values())),
+            legend=alt.Legend(orient="bottom", title=None),
+        ),
+    )
+    # Samples below, the reference on top, both see-through: neither hides the other.
+    drawn = base.transform_filter(alt.datum.set == "samples").mark_circle(size=10, opacity=0.45)
+    ref = base.transform_filter(alt.datum.set == REFERENCE).mark_circle(size=10, opacity=0.55)
+    return alt.layer(drawn, ref).properties(width=SCATTER_SIZE, height=SCATTER_SIZE)
+
 
 st.header("Samples")
 columns = st.columns(min(len(selected), 3))
 for i, record in enumerate(selected):
     column = columns[i % len(columns)]
-    column.subheader(f"{record.name}", help=record.id)
+    column.subheader(run_label(record), help=record.id)
     names = sample_sets(record)
     if not names:
         column.info("no samples stored")
@@ -143,36 +175,31 @@ for i, record in enumerate(selected):
     samples, reference = record.samples[name], record.samples.get(REFERENCE)
     view = sample_view(samples.shape[1])
     if view == "image":
-        column.image(image_tile(samples), clamp=True, width="stretch")
+        bounds = image_bounds(reference if reference is not None else samples)
+        left, right = column.columns(2)
+        for place, array, title in ((left, samples, name), (right, reference, REFERENCE)):
+            if array is None:
+                place.caption(f"no {title} stored")
+                continue
+            tile = upscale(image_tile(array, bounds=bounds), IMAGE_SCALE)
+            # width = the array's own: the browser shows the pixels as they are, no resampling
+            place.image(np.clip(tile, 0, 1), caption=title, clamp=True, width=tile.shape[1])
     elif view == "scatter":
-        points = scatter_frame(samples, reference)
-        column.altair_chart(
-            alt.Chart(points)
-            .mark_circle(size=8, opacity=0.6)
-            .encode(
-                x="x",
-                y="y",
-                color=alt.Color(
-                    "set",
-                    scale=alt.Scale(domain=[REFERENCE, "samples"], range=["lightgrey", "#1f77b4"]),
-                ),
-                order=alt.Order("set", sort="ascending"),
-            ),
-            width="stretch",
-        )
+        column.altair_chart(_scatter(samples, reference), width="content", key=f"scatter_{i}")
     else:
         column.altair_chart(
             alt.Chart(marginal_frame(samples, reference))
-            .mark_bar(opacity=0.6)
+            .mark_bar(opacity=0.55)
             .encode(
                 x=alt.X("value", bin=alt.Bin(maxbins=30)),
                 y=alt.Y("count()", stack=None),
                 color=alt.Color(
                     "set",
-                    scale=alt.Scale(domain=[REFERENCE, "samples"], range=["lightgrey", "#1f77b4"]),
+                    scale=alt.Scale(domain=["samples", REFERENCE], range=list(COLOURS.values())),
                 ),
             )
             .properties(height=120)
             .facet(row="coordinate"),
             width="stretch",
+            key=f"marginals_{i}",
         )

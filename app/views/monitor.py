@@ -1,4 +1,9 @@
-"""Monitor: the queue, and one run's progress, curves, checkpoint and log, refreshed live."""
+"""Monitor: the queue, and one run's progress, curves, checkpoint and log, refreshed live.
+
+Everything that changes while a run trains (the queue, the run list and its states, the run's
+view) is drawn inside one fragment that re-runs every `REFRESH_SECONDS`; the charts keep their
+keys and specs between refreshes, so only their data changes.
+"""
 
 import pathlib
 
@@ -6,89 +11,81 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.monitor import (
-    duration,
-    entries,
-    job_rows,
-    last_checkpoint,
-    live_curves,
-    log_tail,
-    progress,
-)
-from app.ui import run_store
+from app.data import runs_dir_from_env
+from app.monitor import duration, entries, job_rows, live_curves, log_tail, progress
+from app.ui import read_runs
 from diffsde import jobs
-from diffsde.runs import RUN_FILE, RunReadError, open_run
+from diffsde.runs import RunReadError
 
 REFRESH_SECONDS = 2.0
 SELECTED_KEY = "monitor_run"  # kept across pages: the run being watched
+CHART_HEIGHT = 220
 
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _record(path: str, mtime: float):
-    """One run, cached on (path, mtime): re-read only when its file changes."""
-    del mtime
-    return open_run(path)
-
-
-def _read(path: pathlib.Path):
-    return _record(str(path), (path / RUN_FILE).stat().st_mtime)
-
-
-runs_dir, _ = run_store("Monitor")
+runs_dir = runs_dir_from_env()
+st.title("Monitor")
+st.caption(f"run store: `{runs_dir}`")
+if not runs_dir.is_dir():
+    st.info(f"runs directory {runs_dir} does not exist yet: launch a run on the New run page")
+    st.stop()
 jobs.ensure_worker(runs_dir)  # restarts the queue if its worker is gone (e.g. after a reboot)
 
-queue = job_rows(runs_dir)
-if queue:
-    st.subheader("Queue")
-    st.dataframe(pd.DataFrame(queue), hide_index=True)
 
-shown = entries(runs_dir, read=_read)
-if not shown:
-    st.info("nothing to monitor yet: launch a run on the New run page")
-    st.stop()
-by_path = {str(e.path): e for e in shown}
-if st.session_state.get(SELECTED_KEY) not in by_path:
-    st.session_state[SELECTED_KEY] = str(shown[0].path)
-chosen = st.selectbox(
-    "Run",
-    options=list(by_path),
-    format_func=lambda p: by_path[p].label,
-    key=SELECTED_KEY,
-    help="Live runs and queued jobs first, then the latest finished runs.",
-)
-
-
-def _stop(path: str, kill: bool) -> None:
+def _act(path: str, action: str) -> None:
+    """Stop, Kill or Resume ``path``; what happened (or why not) is shown as a toast."""
+    name = pathlib.Path(path).name
     try:
-        st.toast(f"{pathlib.Path(path).name}: {jobs.stop(path, kill=kill)}")
-    except (RunReadError, OSError) as err:
-        st.error(f"could not stop {path}: {err}")
+        if action == "resume":
+            job = jobs.resume(path)
+            st.toast(f"{name}: resume queued as job {job.id}")
+        else:
+            st.toast(f"{name}: {jobs.stop(path, kill=action == 'kill')}")
+    except (RunReadError, ValueError, OSError) as err:
+        st.session_state["monitor_problem"] = f"could not {action} {name}: {err}"
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
-def live(path: str) -> None:
-    """Re-run every few seconds by itself; the rest of the page (the selection) is untouched."""
-    run_dir = pathlib.Path(path)
-    entry = next((e for e in entries(runs_dir, read=_read) if str(e.path) == path), None)
-    if entry is None:
-        st.warning(f"{path} is gone")
-        return
+def _chart(data: pd.DataFrame, series: str) -> alt.Chart:
+    """One live curve; the same spec every refresh (log y for loss and gradient norm when the
+    values allow it), so Vega only swaps the data."""
+    positive = bool(len(data)) and bool((data["value"] > 0).all())
+    scale = alt.Scale(type="log") if series != "lr" and positive else alt.Scale(zero=False)
+    return (
+        alt.Chart(data, title=series)
+        .mark_line()
+        .encode(x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=series, scale=scale))
+        .properties(height=CHART_HEIGHT)
+    )
+
+
+def _run_view(entry) -> None:
+    path = str(entry.path)
+    buttons = st.columns([1, 1, 1, 3])
     if entry.live:
-        left, right, _ = st.columns([1, 1, 4])
         stop_label = "Cancel" if entry.state == "queued" else "Stop"
-        left.button(stop_label, key="monitor_stop", on_click=_stop, args=(path, False))
+        buttons[0].button(stop_label, key="monitor_stop", on_click=_act, args=(path, "stop"))
         if entry.state != "queued":
-            right.button(
+            buttons[1].button(
                 "Kill",
                 key="monitor_kill",
-                on_click=_stop,
-                args=(path, True),
-                help="SIGKILL the process group; the run is still marked `stopped`, rows kept.",
+                on_click=_act,
+                args=(path, "kill"),
+                help="SIGKILL the process group; the rows written so far are kept.",
             )
-    if not (run_dir / RUN_FILE).is_file():
-        st.info(f"{entry.state}: no run.h5 yet")
+    elif entry.resumable:
+        buttons[0].button(
+            "Resume",
+            key="monitor_resume",
+            type="primary",
+            on_click=_act,
+            args=(path, "resume"),
+            help="Queue `diffsde run --resume` for this run: it goes on from its last "
+            "checkpoint (from step 0 if it has none).",
+        )
+    if (problem := st.session_state.pop("monitor_problem", None)) is not None:
+        st.error(problem)
+    record = entry.record
+    if record is None:
+        st.info(f"{entry.state}: the run has not written anything yet")
     else:
-        record = _read(run_dir)
         done = progress(record)
         st.progress(done.fraction, text=f"{record.status}: step {done.step} of {done.total}")
         if record.message:
@@ -96,34 +93,46 @@ def live(path: str) -> None:
         columns = st.columns(5)
         loss = record.metrics.get("loss")
         columns[0].metric("loss", f"{loss[-1]:.4g}" if loss is not None and len(loss) else "–")
-        rate = f"{done.rate:.1f}" if done.rate is not None else "?"
-        columns[1].metric("steps/s", rate)
+        columns[1].metric("steps/s", f"{done.rate:.1f}" if done.rate is not None else "?")
         columns[2].metric("elapsed", duration(done.elapsed))
-        eta = duration(done.eta) if record.status == "running" else "–"
-        columns[3].metric("ETA", eta)
-        checkpoint = last_checkpoint(run_dir)
-        columns[4].metric(
-            "last checkpoint",
-            f"step {checkpoint[0]}" if checkpoint else "none",
-            help=f"written {checkpoint[1]:%H:%M:%S}" if checkpoint else None,
-        )
+        columns[3].metric("ETA", duration(done.eta) if record.status == "running" else "–")
+        checkpoint = record.checkpoint_step
+        columns[4].metric("last checkpoint", f"step {checkpoint}" if checkpoint else "none")
         frame = live_curves(record)
-        if not frame.empty:
-            charts = st.columns(3)
-            for column, series in zip(charts, ("loss", "lr", "grad_norm"), strict=True):
-                data = frame[frame["series"] == series]
-                scale = alt.Scale(type="log") if series != "lr" else alt.Scale()
-                column.altair_chart(
-                    alt.Chart(data, title=series)
-                    .mark_line()
-                    .encode(x="step:Q", y=alt.Y("value:Q", title=series, scale=scale))
-                    .properties(height=220),
-                    width="stretch",
-                )
-    tail = log_tail(run_dir)
+        charts = st.columns(3)
+        for column, series in zip(charts, ("loss", "lr", "grad_norm"), strict=True):
+            data = frame[frame["series"] == series]
+            column.altair_chart(_chart(data, series), width="stretch", key=f"monitor_{series}")
+    tail = log_tail(entry.path)
     if tail is not None:
         st.caption(f"log tail ({jobs.LOG_FILE})")
         st.code(tail or "(empty)", language=None)
 
 
-live(chosen)
+@st.fragment(run_every=REFRESH_SECONDS)
+def live() -> None:
+    """Re-run every few seconds by itself: the queue, the run list and the chosen run."""
+    queue = job_rows(runs_dir)
+    if queue:
+        st.subheader("Queue")
+        st.dataframe(pd.DataFrame(queue), hide_index=True, key="monitor_queue")
+    records, _ = read_runs(runs_dir)
+    shown = entries(runs_dir, records)
+    if not shown:
+        st.info("nothing to monitor yet: launch a run on the New run page")
+        return
+    by_path = {str(e.path): e for e in shown}
+    if st.session_state.get(SELECTED_KEY) not in by_path:
+        st.session_state[SELECTED_KEY] = str(shown[0].path)
+    chosen = st.selectbox(
+        "Run",
+        options=list(by_path),
+        format_func=lambda p: by_path[p].label if p in by_path else p,
+        key=SELECTED_KEY,
+        persist_state="session",
+        help="Live runs and queued jobs first, then the latest finished runs.",
+    )
+    _run_view(by_path[chosen])
+
+
+live()

@@ -1,11 +1,13 @@
-"""New run: edit a spec (from a shipped example or an earlier run), validate it as the CLI does,
-set the common fields in a form, and launch it in the background."""
+"""New run: edit a spec (from a shipped example or an earlier run) in a monospace editor with line
+numbers, validated as the CLI does while it is typed; set the common fields in a form; launch it
+in the background (the Launch button and the verdict sit above the editor)."""
 
 import pathlib
 
 import streamlit as st
 
-from app.data import run_stamps, runs_dir_from_env
+from app.code_editor import code_editor
+from app.data import read_store, runs_dir_from_env
 from app.editor import (
     DEFAULT_SPEC,
     EDITOR_FILE,
@@ -20,9 +22,12 @@ from app.editor import (
 )
 from diffsde._spec._validate import SpecError
 from diffsde.jobs import list_jobs, read_job, submit
-from diffsde.runs import RUN_FILE, RunReadError, open_run
+from diffsde.runs import RunReadError, open_run
 
 TEXT_KEY = "new_run_text"  # the editor's text: survives reruns and visits to other pages
+VERSION_KEY = "new_run_text_version"  # bumped whenever the page (not the person) sets the text
+EDITOR_KEY = "new_run_editor"  # the editor component's state: what the person typed
+CLONE_KEY = "new_run_clone"  # a run id the Runs page's Clone left: load its spec once
 SOURCE_KEY = "new_run_source"
 LOADED_KEY = "new_run_loaded"  # where the editor's text was last loaded from
 NOTES_KEY = "new_run_notes"  # what the last form change did beyond setting values
@@ -54,6 +59,10 @@ def _reset_form() -> None:
 
 def _edited() -> None:
     """The person typed in the editor: the form follows the text, old notes no longer apply."""
+    typed = st.session_state[EDITOR_KEY]["text"]
+    if typed is None or typed == st.session_state.get(TEXT_KEY):
+        return
+    st.session_state[TEXT_KEY] = typed
     st.session_state[NOTES_KEY] = []
     _reset_form()
 
@@ -68,6 +77,7 @@ def _issues(lines: list[str]) -> None:
 
 def _set_text(text: str, loaded: str, notes: list[str] | None = None) -> None:
     st.session_state[TEXT_KEY] = text
+    st.session_state[VERSION_KEY] = st.session_state.get(VERSION_KEY, 0) + 1
     st.session_state[LOADED_KEY] = loaded
     st.session_state[NOTES_KEY] = notes or []
     st.session_state.pop(PROBLEM_KEY, None)
@@ -106,19 +116,52 @@ def _apply_form() -> None:
     _set_text(text, st.session_state.get(LOADED_KEY, ""), notes)
 
 
+def _launch(text: str) -> None:
+    try:
+        job = submit(text, runs_dir, source=EDITOR_FILE)
+    except SpecError as err:  # the spec changed under us, or the validators disagree
+        _issues([str(issue) for issue in err.issues])
+    except OSError as err:
+        st.error(f"could not create the run in {runs_dir}: {err}")
+    else:
+        st.session_state[JOB_KEY] = str(job.path)
+        st.session_state[MONITOR_KEY] = str(job.path)  # the Monitor page opens on it
+
+
+def _launched(path: str) -> None:
+    try:
+        job = read_job(path)
+    except RunReadError as err:
+        st.warning(f"the launched run is gone: {err}")
+        return
+    state = job.state
+    try:
+        state = f"{job.state} (run {open_run(job.path).status})"
+    except RunReadError:
+        pass  # not created yet, or being created: the job state alone says enough
+    st.success(
+        f"launched **{job.name}** as `{job.id}`: {state}.  \n"
+        f"run directory `{job.path}`, its output in `{job.log}`."
+    )
+    monitor, refresh = st.columns([3, 1])
+    monitor.page_link(st.Page(MONITOR_PAGE, title="Monitor"), label="Follow it on Monitor")
+    refresh.button("Refresh", key="new_run_refresh")
+
+
 runs_dir = runs_dir_from_env()
 st.title("New run")
 st.caption(f"run store: `{runs_dir}`")
 specs = shipped_specs()
 try:
-    runs = [pathlib.Path(path).name for path, _ in run_stamps(runs_dir)]
+    runs = [record.id for record in read_store(runs_dir)[0]]
 except FileNotFoundError:
     runs = []  # a first run creates the store
 fields = _fields()
 
 sources = [f"spec:{name}" for name in specs] + [f"run:{run}" for run in reversed(runs)]
-if TEXT_KEY not in st.session_state:
-    wanted = st.query_params.get(QUERY_KEY)
+clone = st.session_state.pop(CLONE_KEY, None)
+if TEXT_KEY not in st.session_state or clone is not None:
+    wanted = clone or st.query_params.get(QUERY_KEY)
     first = f"run:{wanted}" if wanted else f"spec:{DEFAULT_SPEC}"
     if first not in sources and not wanted:
         first = sources[0] if sources else ""
@@ -144,24 +187,52 @@ if PROBLEM_KEY in st.session_state:
 if st.session_state.get(LOADED_KEY):
     st.caption(f"editor loaded from {_label(st.session_state[LOADED_KEY])}")
 
+text = st.session_state[TEXT_KEY]
+try:
+    validation = _validate(text)
+    failure = None
+except Exception as err:  # a validator bug must not take the page down
+    validation, failure = None, f"the validator failed on this text ({type(err).__name__}: {err})"
+ok = validation is not None and validation.ok
+
+# The verdict and Launch first, above the editor: both visible without scrolling.
+verdict, launch = st.columns([5, 1], vertical_alignment="center")
+with verdict:
+    if failure is not None:
+        st.error(failure)
+    elif ok:
+        st.success(f"✓ valid: {validation.summary}")
+    else:
+        count = len(validation.issues)
+        st.error(
+            f"✗ {count} problem{'s' if count != 1 else ''}: fix {'them' if count != 1 else 'it'} "
+            "to launch (listed below the editor)"
+        )
+launch_clicked = launch.button(
+    "Launch", type="primary", disabled=not ok, key="new_run_launch", width="stretch"
+)
+active = [j for j in list_jobs(runs_dir) if j.state in ("queued", "running")]
+if active:
+    st.caption(
+        f"{len(active)} run(s) queued or running in this store; a new one waits in the queue "
+        "until the CPUs are free."
+    )
+if launch_clicked:
+    _launch(text)
+if JOB_KEY in st.session_state:
+    _launched(st.session_state[JOB_KEY])
+
 left, right = st.columns([3, 2])
 with left:
-    text = st.text_area("Spec (YAML)", key=TEXT_KEY, height=460, on_change=_edited)
+    st.markdown("**Spec (YAML)** — checked as you type, as `diffsde validate` would")
+    code_editor(text, version=st.session_state[VERSION_KEY], key=EDITOR_KEY, on_change=_edited)
     for note in st.session_state.get(NOTES_KEY, []):
         st.info(note)
-    try:
-        validation = _validate(text)
-    except Exception as err:  # a validator bug must not take the page down
-        validation = None
-        st.error(f"the validator failed on this text ({type(err).__name__}: {err})")
-    if validation is not None and validation.ok:
-        st.success(f"✓ valid: {validation.summary}")
-    elif validation is not None:
+    if validation is not None and not validation.ok:
         _issues(validation.lines())
         annotated = annotate(text, validation.issues, file=EDITOR_FILE)
         if annotated:
             st.code(annotated, language=None, wrap_lines=True)
-
 with right:
     try:
         shown = form_values(text, fields)
@@ -211,43 +282,3 @@ with right:
                 "Changing a section's type replaces that section with just `{type: …}`: the old "
                 "type's parameters may not apply to the new one."
             )
-
-st.divider()
-ok = validation is not None and validation.ok
-active = [j for j in list_jobs(runs_dir) if j.state in ("queued", "running")]
-if active:
-    st.caption(
-        f"{len(active)} run(s) queued or running in this store; a new one waits in the queue "
-        "until the CPUs are free."
-    )
-if st.button("Launch", type="primary", disabled=not ok, key="new_run_launch"):
-    try:
-        job = submit(text, runs_dir, source=EDITOR_FILE)
-    except SpecError as err:  # the spec changed under us, or the validators disagree
-        _issues([str(issue) for issue in err.issues])
-    except OSError as err:
-        st.error(f"could not create the run in {runs_dir}: {err}")
-    else:
-        st.session_state[JOB_KEY] = str(job.path)
-        st.session_state[MONITOR_KEY] = str(job.path)  # the Monitor page opens on it
-
-if JOB_KEY in st.session_state:
-    path = st.session_state[JOB_KEY]
-    try:
-        job = read_job(path)
-    except RunReadError as err:
-        st.warning(f"the launched run is gone: {err}")
-    else:
-        state = job.state
-        if (job.path / RUN_FILE).is_file():
-            try:
-                state = f"{job.state} (run {open_run(job.path).status})"
-            except RunReadError:
-                pass  # being created: the job state alone says enough
-        st.success(
-            f"launched **{job.name}** as `{job.id}`: {state}.  \n"
-            f"run directory `{job.path}`, its output in `{job.log}`."
-        )
-        monitor, refresh = st.columns([3, 1])
-        monitor.page_link(st.Page(MONITOR_PAGE, title="Monitor"), label="Follow it on Monitor")
-        refresh.button("Refresh", key="new_run_refresh")

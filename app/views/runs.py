@@ -1,95 +1,136 @@
-"""Runs: every run in the store as a table; filter, sort, and pick runs to compare."""
+"""Runs: every run in the store as a table (who, how it ended and its results first; the spec
+after); filter, sort, select runs, and act on the selection: Compare, Clone, Monitor.
+
+The selection and the filter live in the URL (``?runs=ID&runs=ID&filter=…``, widgets bound to
+the query parameters) and in the session, so they survive a refresh, a shared link and a visit
+to another page.
+"""
+
+import pathlib
 
 import streamlit as st
 
 from app.data import (
-    LEADING_COLUMNS,
     FilterError,
+    default_columns,
     filter_table,
-    load_row,
+    record_row,
     table,
 )
-from app.ui import run_store
+from app.ui import SELECTION_KEY, keep_selection, run_store, seed_selection, show_selection
 from diffsde import jobs
 from diffsde.runs import RunReadError, rename_run
 
-COMPARE_KEY = "compare_runs"
+VIEWS = pathlib.Path(__file__).resolve().parent
+FILTER_KEY = "filter"  # also the query parameter
+TABLE_KEY = "runs_table"  # the data frame's row selection
+SHOWN_KEY = "runs_table_ids"  # the ids of the table's rows, in the order shown
 PENDING_KEY = "runs_pending_action"  # a rename or delete waiting for confirmation
 DONE_KEY = "runs_action_result"  # what the last confirmed one did, shown once
+MONITOR_KEY = "monitor_run"  # the Monitor page's run (its SELECTED_KEY)
+CLONE_KEY = "new_run_clone"  # the New run page loads this run's spec (its CLONE_KEY)
 
-
-@st.cache_data(show_spinner=False)
-def _row(path: str, mtime: float) -> dict:
-    """One run's row, cached on (path, mtime): a run being written is re-read when it changes."""
-    del mtime
-    return load_row(path)
-
-
-runs_dir, stamps = run_store("Runs")
+runs_dir, records, problems = run_store("Runs")
 if (done := st.session_state.pop(DONE_KEY, None)) is not None:
     getattr(st, done[0])(done[1])
-
-rows, problems = [], []
-for path, mtime in stamps:
-    try:
-        rows.append(_row(path, mtime))
-    except RunReadError as err:
-        problems.append(f"skipped {path}: {err}")
 for problem in problems:
-    st.warning(problem)
-frame = table(rows)
+    st.warning(f"skipped {problem.path}: {problem.reason}")
+frame = table(record_row(r) for r in records)
 if frame.empty:
     st.info(f"no runs in {runs_dir}: start one with `diffsde run SPEC --runs-dir {runs_dir}`")
     st.stop()
+labels = dict(zip(frame["id"], frame["label"], strict=True))
+paths = dict(zip(frame["id"], frame["path"], strict=True))
 
 expression = st.text_input(
     "Filter",
-    key="runs_filter",
+    key=FILTER_KEY,
+    bind="query-params",
+    persist_state="session",
     placeholder='sde.type == "vp" and eval.sliced_w2 < 0.1',
-    help="Comparisons over columns (dotted spec keys, eval.<metric>) joined by and/or/not.",
+    help="Comparisons over columns (dotted spec keys, eval.<metric>, spec.eval.<key> for the "
+    "spec's own eval section) joined by and/or/not; in/not in a list of literals.",
 )
 try:
     shown = filter_table(frame, expression)
 except FilterError as err:
-    st.error(f"bad filter: {err}")
-    shown = frame
+    st.error(f"bad filter — no runs shown: {err}")
+    shown = frame.iloc[0:0]
 
-left, right = st.columns([3, 1])
-sort_by = left.selectbox("Sort by", list(shown.columns), index=list(shown.columns).index("created"))
-descending = right.toggle("Descending", value=True)
-shown = shown.sort_values(sort_by, ascending=not descending, na_position="last")
-
-metric_columns = [c for c in shown.columns if c.startswith("eval.")]
-visible = [c for c in ("id", *LEADING_COLUMNS) if c in shown.columns] + metric_columns
-visible.append("created")
-all_columns = st.toggle("Show every spec key", value=False)
-st.dataframe(
-    shown if all_columns else shown[visible],
-    hide_index=True,
-    column_config={"wall_time": st.column_config.NumberColumn("wall time (s)", format="%.1f")},
+left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+sort_by = left.selectbox(
+    "Sort by", list(frame.columns), index=list(frame.columns).index("created"), key="runs_sort"
 )
-st.caption(f"{len(shown)} of {len(frame)} runs")
-
-labels = {row.id: f"{row.name} ({row.id})" for row in frame.itertuples()}
-WIDGET_KEY = "runs_compare_widget"  # widget state is dropped off-page; COMPARE_KEY persists
-if WIDGET_KEY not in st.session_state:
-    st.session_state[WIDGET_KEY] = [i for i in st.session_state.get(COMPARE_KEY, []) if i in labels]
-
-
-def _keep_selection() -> None:
-    st.session_state[COMPARE_KEY] = list(st.session_state[WIDGET_KEY])
+descending = middle.toggle("Descending", value=True, key="runs_descending")
+all_columns = right.toggle("Every spec key", value=False, key="runs_all_columns")
+shown = shown.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable")
+visible = list(shown.columns) if all_columns else default_columns(shown)
+st.session_state[SHOWN_KEY] = list(shown["id"])
+seed_selection(labels)
+selected = list(st.session_state.get(SELECTION_KEY, []))
 
 
+def _table_selected() -> None:
+    """Rows ticked in the table become the selection (in the table's order)."""
+    rows = st.session_state[TABLE_KEY]["selection"]["rows"]
+    ids = st.session_state.get(SHOWN_KEY, [])
+    keep_selection([ids[r] for r in rows if r < len(ids)])
+
+
+number = st.column_config.NumberColumn
+st.dataframe(
+    shown[visible],
+    hide_index=True,
+    key=TABLE_KEY,
+    on_select=_table_selected,
+    selection_mode="multi-row",
+    selection_default={
+        "selection": {"rows": [i for i, id in enumerate(shown["id"]) if id in selected]}
+    },
+    column_config={
+        "short_id": st.column_config.TextColumn("id", pinned=True, help="the run id's tail"),
+        "name": st.column_config.TextColumn("name", pinned=True),
+        "seed": number("seed", format="%d"),
+        "steps": number("steps", format="%d"),
+        "loss": number("loss", format="%.4g"),
+        "wall_time": number("wall time (s)", format="%.1f"),
+        **{c: number(c, format="%.4g") for c in visible if c.startswith("eval.")},
+        **{c: number(c, format="%d") for c in visible if c.startswith("nfe.")},
+    },
+)
+st.caption(
+    f"{len(shown)} of {len(frame)} runs. Results (`eval.*`, `nfe.*`) come first, then the spec; "
+    "tick rows to select them."
+)
+
+# The selection: ticked in the table or picked here; kept in the URL as ?runs=…
 st.multiselect(
-    "Runs to compare",
+    "Selected runs",
     options=list(labels),
     format_func=labels.__getitem__,
-    key=WIDGET_KEY,
-    on_change=_keep_selection,
+    key=SELECTION_KEY,
 )
+show_selection()
+selected = list(st.session_state.get(SELECTION_KEY, []))
+compare, clone, monitor, _ = st.columns([1, 1, 1, 3])
+if compare.button("Compare selected", key="runs_compare", disabled=not selected):
+    st.switch_page(VIEWS / "compare.py", query_params={SELECTION_KEY: selected})
+one = selected[0] if len(selected) == 1 else None
+if clone.button(
+    "Clone",
+    key="runs_clone",
+    disabled=one is None,
+    help="Open New run with this run's resolved spec (select exactly one run).",
+):
+    st.session_state[CLONE_KEY] = one
+    st.switch_page(VIEWS / "new_run.py", query_params={"from": one})
+if monitor.button(
+    "Monitor", key="runs_monitor", disabled=one is None, help="Watch this run (select one)."
+):
+    st.session_state[MONITOR_KEY] = paths[one]
+    st.switch_page(VIEWS / "monitor.py")
 
 st.subheader("Rename or delete")
-paths = dict(zip(frame["id"], frame["path"], strict=True))
 target = st.selectbox(
     "Run", options=list(labels), format_func=labels.__getitem__, key="runs_manage_target"
 )
@@ -107,9 +148,10 @@ def _confirm() -> None:
     try:
         if action == "delete":
             jobs.discard(paths[run_id], runs_dir)
+            keep_selection([i for i in st.session_state.get(SELECTION_KEY, []) if i != run_id])
             st.session_state[DONE_KEY] = ("success", f"deleted {labels[run_id]}")
         else:
-            rename_run(paths[run_id], name)
+            rename_run(paths[run_id], name)  # the id stays: the selection keeps the run
             st.session_state[DONE_KEY] = ("success", f"renamed {labels[run_id]} to {name.strip()}")
     except (RunReadError, ValueError, OSError) as err:
         st.session_state[DONE_KEY] = ("error", f"could not {action} {labels[run_id]}: {err}")
@@ -123,7 +165,8 @@ pending = st.session_state.get(PENDING_KEY)
 if pending is not None and pending[1] in labels:
     action, run_id, name = pending
     st.warning(
-        f"Delete {labels[run_id]}? Its run.h5, checkpoint and log are removed for good."
+        f"Delete {labels[run_id]}? Its files (metrics, results, checkpoint, log) are removed for "
+        "good."
         if action == "delete"
         else f"Rename {labels[run_id]} to {name.strip()!r}?"
     )
