@@ -1,6 +1,7 @@
 """The Monitor page: progress, ETA, checkpoint and log tail computed from real runs, the page
-rendered with AppTest on a finished run, and its Stop button ending a live background run as
-`stopped`."""
+rendered with AppTest on a finished run, its Stop button ending a live background run as
+`stopped` (the run list following it: the list is drawn in the refreshing fragment), and its
+Resume button queueing that run again."""
 
 import dataclasses
 import json
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.monitor import duration, entries, last_checkpoint, live_curves, log_tail, progress
+from app.monitor import duration, entries, live_curves, log_tail, progress
 from diffsde import jobs
 from diffsde._cli import main
-from diffsde.runs import RUN_FILE, open_run
+from diffsde.runs import list_runs, open_run
 from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
@@ -34,20 +35,42 @@ def finished(tmp_path_factory):
 
 
 def test_progress_checkpoint_and_curves(finished):
-    (run_dir,) = [p for p in finished.iterdir() if (p / RUN_FILE).is_file()]
-    record = open_run(run_dir)
+    (record,) = list_runs(finished)
     done = progress(record)
     assert (done.step, done.total, done.fraction, done.eta) == (40, 40, 1.0, 0.0)
     assert done.rate > 0 and done.elapsed == pytest.approx(record.metrics["wall_time"][-1])
-    step, written = last_checkpoint(run_dir)
-    assert step == 40 and written.year >= 2024
-    assert last_checkpoint(run_dir.parent) is None
+    assert record.checkpoint_step == 40
     frame = live_curves(record)
     assert set(frame["series"]) == {"loss", "lr", "grad_norm"} and len(frame) == 3 * 40
     # Half way, at a constant 10 steps/s: 20 steps left take 2 s.
     series = {"step": [10.0, 20.0], "wall_time": [1.0, 2.0], "loss": [1.0, 0.5]}
     half = dataclasses.replace(record, metrics={k: np.array(v) for k, v in series.items()})
     assert (progress(half).rate, progress(half).eta, progress(half).fraction) == (10.0, 2.0, 0.5)
+
+
+def _rows(record, steps, wall):
+    metrics = {"step": np.asarray(steps, float), "wall_time": np.asarray(wall, float)}
+    return dataclasses.replace(record, metrics=metrics)
+
+
+def test_rate_over_dispatches(finished):
+    """The rows of one dispatch share a wall time: the rate is measured between dispatches, so
+    it is known from the second one on (it was "?" for a whole run whose dispatches are longer
+    than the window). Mutation: measuring over the last rows again makes this fail."""
+    (record,) = list_runs(finished)
+    # three dispatches of 50 steps, one per second
+    three = _rows(record, range(1, 151), [1.0] * 50 + [2.0] * 50 + [3.0] * 50)
+    assert progress(three).rate == pytest.approx(50.0)
+    # 40 steps in total (the run's budget) and 150 done: nothing left
+    assert progress(three).eta == 0.0
+    # one dispatch so far: the time since training started
+    one = _rows(record, range(1, 51), [2.0] * 50)
+    assert progress(one).rate == pytest.approx(25.0)
+    # many dispatches: the window covers the latest ones only (a slow start is forgotten)
+    wall = [10.0] + [10.0 + 0.1 * i for i in range(1, 60)]
+    many = _rows(record, range(1, 61), wall)
+    assert progress(many).rate == pytest.approx(10.0)
+    assert progress(_rows(record, [5], [0.0])).rate is None  # no time yet: unknown, not inf
 
 
 def test_duration():
@@ -76,12 +99,23 @@ def test_entries_live_first(finished, tmp_path):
         job_dir.mkdir(parents=True)
         job = {"name": state, "state": state, "created": time.time()}
         (job_dir / "job.json").write_text(json.dumps(job))
-    shown = entries(runs_dir)
+    shown = entries(runs_dir, [])
     assert [(e.name, e.state, e.live) for e in shown] == [
         ("queued", "queued", True),
         ("cancelled", "cancelled", False),
     ]
-    assert [(e.name, e.state, e.live) for e in entries(finished)] == [("done", "completed", False)]
+    assert not any(e.resumable for e in shown)
+    (done,) = entries(finished, list_runs(finished))
+    assert (done.name, done.state, done.live, done.resumable) == ("done", "completed", False, False)
+    for state, resumable in (
+        ("stopped", True),
+        ("killed", True),
+        ("stale", True),
+        ("running", False),
+    ):
+        record = dataclasses.replace(done.record, status=state)
+        (entry,) = entries(finished, [record])
+        assert (entry.live, entry.resumable) == (state == "running", resumable), state
 
 
 def test_monitor_page_finished_run(finished, monkeypatch):
@@ -92,26 +126,50 @@ def test_monitor_page_finished_run(finished, monkeypatch):
     assert "completed" in at.selectbox(key="monitor_run").format_func(at.selectbox[0].value)
     labels = {m.label: m.value for m in at.metric}
     assert labels["ETA"] == "–" and labels["last checkpoint"] == "step 40"
-    assert not at.button  # nothing to stop
+    assert labels["steps/s"] != "?"
+    assert not at.button  # nothing to stop, nothing to resume
 
 
-def test_monitor_page_stops_a_live_run(tmp_path, monkeypatch):
+def _wait(condition, what, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.25)
+
+
+def _trained(path, rows=2):
+    try:
+        return len(open_run(path).metrics["step"]) >= rows
+    except Exception:  # not written yet
+        return False
+
+
+def test_monitor_page_stops_and_resumes_a_live_run(tmp_path, monkeypatch):
+    """Stop ends the live run as `stopped`; the same page (the run list is in the fragment)
+    then says `stopped` and offers Resume, which queues the run again. Mutation: drawing the
+    run list outside the refreshed part, or dropping the Resume button, makes this fail."""
     runs_dir = tmp_path / "runs"
     job = jobs.submit(spec("live", 1_000_000), runs_dir)
-    deadline = time.monotonic() + 120
-    while not (job.path / RUN_FILE).is_file() or len(open_run(job.path).metrics["step"]) < 2:
-        assert time.monotonic() < deadline, "the background run did not start training"
-        time.sleep(0.25)
+    _wait(lambda: _trained(job.path), "the background run did not start training")
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
     at = AppTest.from_file(str(APP / "views" / "monitor.py"), default_timeout=30).run()
     assert not at.exception
     assert "running" in at.selectbox(key="monitor_run").format_func(at.selectbox[0].value)
     assert "of 1000000" in at.get("progress")[0].proto.text
     assert any("run " in c.value for c in at.code)  # the log tail shows the run's first line
+    assert not [b for b in at.button if b.key == "monitor_resume"]
     at.button(key="monitor_stop").click().run()
     assert not at.exception
-    while jobs.read_job(job.path).state != "finished":
-        assert time.monotonic() < deadline, "the run did not stop"
-        time.sleep(0.25)
+    _wait(lambda: jobs.read_job(job.path).state == "finished", "the run did not stop")
     record = open_run(job.path)
     assert record.status == "stopped" and len(record.metrics["step"]) >= 2
+    at.run()
+    assert "stopped" in at.selectbox(key="monitor_run").format_func(at.selectbox[0].value)
+    at.button(key="monitor_resume").click().run()
+    assert not at.exception and not at.error
+    assert jobs.read_job(job.path).state in ("queued", "running")
+    at.run()
+    assert at.button(key="monitor_stop")  # queued or running again: it can be stopped
+    _wait(lambda: jobs.read_job(job.path).state == "running", "the resumed run did not start")
+    jobs.stop(job.path)
+    _wait(lambda: jobs.read_job(job.path).state == "finished", "the resumed run did not stop")
