@@ -5,6 +5,8 @@ A plugin registers a pydantic model subclassing one of the ``…Config`` bases b
 """
 
 import abc
+import functools
+import os
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
@@ -45,6 +47,46 @@ class SpecFieldErrors(ValueError):
     def __init__(self, errors: list[SpecFieldError]):
         super().__init__("; ".join(str(e) for e in errors))
         self.errors = errors
+
+
+def host_memory() -> int:
+    """Bytes of memory this process can expect to get: MemAvailable of /proc/meminfo, else the
+    physical memory (``os.sysconf``)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 1 << 34  # 16 GiB, when the system says nothing
+
+
+@functools.cache
+def device_memory() -> tuple[int, str]:
+    """(bytes, description) of the memory JAX computes in: the accelerator's, if JAX has one,
+    else the host's."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        try:
+            stats = device.memory_stats() or {}
+        except Exception:  # a backend without memory statistics
+            stats = {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"]), f"the {device.device_kind} has"
+    return host_memory(), "this machine has"
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in binary units with one decimal (``16.0 TiB``)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError
 
 
 def compile_fields(

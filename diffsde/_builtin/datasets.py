@@ -1,8 +1,10 @@
 """Spec sections of the built-in datasets."""
 
+import math
 import os
 import pathlib
 import zipfile
+import zlib
 from typing import Annotated, Literal
 
 import h5py
@@ -11,7 +13,7 @@ import jax.random as jr
 import numpy as np
 import pydantic
 
-from .._config import DatasetConfig, Seed, SpecFieldError
+from .._config import DatasetConfig, Seed, SpecFieldError, format_bytes, host_memory
 from .._data import (
     DIGIT_SCALES,
     TOYS,
@@ -101,6 +103,62 @@ class DigitsConfig(DatasetConfig):
 
 
 FILE_SUFFIXES = (".npy", ".npz", ".h5", ".hdf5")
+MAX_DATA_BYTES = 4 << 30
+"""The largest array a data file may hold (4 GiB), and never more than a quarter of the memory
+available (the rows are copied to float32 and split)."""
+MAX_ARCHIVE_MEMBERS = 1000
+"""The most arrays a .npz file may hold."""
+
+
+def _numeric(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+
+
+def _check_array(field: str, where: str, shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Check what a header declares before anything is read; return the bytes of the data."""
+    if dtype.hasobject or not _numeric(dtype):
+        raise SpecFieldError(
+            field, f"{where} has dtype {dtype}; expected integer or floating numbers"
+        )
+    if len(shape) not in (2, 3) or 0 in shape[1:]:
+        raise SpecFieldError(
+            field,
+            f"{where} has shape {shape}; expected rows (n, dim) or images (n, height, width)",
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    limit = min(MAX_DATA_BYTES, host_memory() // 4)
+    if nbytes > limit:
+        raise SpecFieldError(
+            field,
+            f"{where} has shape {shape} of {dtype}, {format_bytes(nbytes)}; the limit is "
+            f"{format_bytes(limit)} (4 GiB, and a quarter of the {format_bytes(host_memory())} "
+            "of memory available): use fewer rows",
+        )
+    return nbytes
+
+
+def _npy_header(f, field: str, where: str, size: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Read and check the header of the .npy stream ``f`` holding ``size`` bytes in all."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+            version, np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(f)
+    except (ValueError, OSError, EOFError, SyntaxError) as err:
+        raise SpecFieldError(
+            field, f"{where} is not a valid .npy array ({str(err).splitlines()[0]})"
+        ) from None
+    nbytes = _check_array(field, where, tuple(shape), dtype)
+    held = size - f.tell()
+    if held < nbytes:
+        raise SpecFieldError(
+            field,
+            f"{where} is truncated: its header declares shape {tuple(shape)} of {dtype}, "
+            f"{format_bytes(nbytes)}, but it holds {format_bytes(held)} of data: write the "
+            "file again",
+        )
+    return tuple(shape), dtype
 
 
 class FileConfig(DatasetConfig):
@@ -146,16 +204,7 @@ class FileConfig(DatasetConfig):
             )
         array, where = self._read(path, suffix)
         field = "key" if self.key is not None else "path"
-        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            raise SpecFieldError(
-                field, f"{where} has dtype {array.dtype}; expected integer or floating numbers"
-            )
-        if array.ndim not in (2, 3) or 0 in array.shape[1:]:
-            raise SpecFieldError(
-                field,
-                f"{where} has shape {array.shape}; expected rows (n, dim) or images "
-                "(n, height, width)",
-            )
+        _check_array(field, where, array.shape, array.dtype)
         if np.issubdtype(array.dtype, np.floating):
             bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
             if bad.any():
@@ -184,16 +233,19 @@ class FileConfig(DatasetConfig):
                         f"{path} is a .npy file, which holds a single array; "
                         f"remove key ({self.key!r})",
                     )
+                with open(path, "rb") as f:
+                    _npy_header(f, "path", str(path), os.fstat(f.fileno()).st_size)
                 return np.load(path, allow_pickle=False), str(path)
             if suffix == ".npz":
-                with np.load(path, allow_pickle=False) as archive:
-                    name = self._pick(path, list(archive.files))
-                    return archive[name], f"array '{name}' of {path}"
+                return self._read_npz(path)
             with h5py.File(path, "r") as f:
                 names: list[str] = []
                 f.visititems(lambda n, obj: _collect_dataset(names, n, obj))
                 name = self._pick(path, names)
-                return np.asarray(f[name][()]), f"dataset '{name}' of {path}"
+                where = f"dataset '{name}' of {path}"
+                field = "key" if self.key is not None else "path"
+                _check_array(field, where, f[name].shape, f[name].dtype)
+                return np.asarray(f[name][()]), where
         except SpecFieldError:
             raise
         except ValueError as err:  # numpy refuses object (pickled) arrays
@@ -201,8 +253,35 @@ class FileConfig(DatasetConfig):
                 "key" if self.key is not None else "path",
                 f"cannot read {path}: {err} (only numeric arrays are supported)",
             ) from None
-        except (OSError, EOFError, zipfile.BadZipFile) as err:
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise SpecFieldError("path", f"cannot read {path} as {suffix}: {err}") from None
+
+    def _read_npz(self, path: pathlib.Path) -> tuple[np.ndarray, str]:
+        """One array of a .npz archive, its header and declared sizes checked before it is
+        decompressed (a member decompresses to at most its ZipInfo.file_size bytes, which is
+        bounded first)."""
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_ARCHIVE_MEMBERS:
+                raise SpecFieldError(
+                    "path", f"{path} holds {len(members):,} files; at most {MAX_ARCHIVE_MEMBERS}"
+                )
+            by_name = {m.filename.removesuffix(".npy"): m for m in members}
+            name = self._pick(path, list(by_name))
+            member, where = by_name[name], f"array '{name}' of {path}"
+            field = "key" if self.key is not None else "path"
+            limit = min(MAX_DATA_BYTES, host_memory() // 4)
+            if member.file_size > limit:
+                raise SpecFieldError(
+                    field,
+                    f"{where} decompresses to {format_bytes(member.file_size)} (from "
+                    f"{format_bytes(member.compress_size)}); the limit is {format_bytes(limit)}: "
+                    "use fewer rows",
+                )
+            with archive.open(member) as f:
+                _npy_header(f, field, where, member.file_size)
+            with archive.open(member) as f:
+                return np.lib.format.read_array(f, allow_pickle=False), where
 
     def _pick(self, path: pathlib.Path, names: list[str]) -> str:
         if self.key is not None:

@@ -2,9 +2,11 @@
 
 from typing import Literal
 
+import jax
+import numpy as np
 import pydantic
 
-from .._config import Expr, ParamValue, SDEConfig, compile_field, compile_fields
+from .._config import Expr, ParamValue, SDEConfig, SpecFieldError, compile_field, compile_fields
 from .._sde._closed_form import OU, VE, VP, SubVP
 from .._sde._expression_sdes import Affine, General, Langevin
 
@@ -102,7 +104,29 @@ class AffineConfig(SDEConfig):
         e = compile_fields(
             self, {"f": (("t",), "scalar"), "g": (("t",), "scalar")}, dim=dim, params=self.params
         )
-        return Affine(dim, e["f"], e["g"], self.T)
+        times = np.linspace(0.0, self.T, 9, dtype=np.float32)
+        # before the kernel solve, which a NaN would run to max_steps
+        on_grid = jax.jit(
+            lambda f, g: (jax.vmap(lambda t: f(t=t))(times), jax.vmap(lambda t: g(t=t))(times))
+        )
+        for name, values in zip(("f", "g"), on_grid(e["f"], e["g"]), strict=True):
+            values = np.asarray(values)
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                raise SpecFieldError(
+                    name,
+                    f"gives {values[bad[0]]} at t={times[bad[0]]:g} (of [0, T={self.T:g}]): fix "
+                    "the expression or its params so it is finite on the whole interval",
+                )
+        try:
+            return Affine(dim, e["f"], e["g"], self.T)
+        except Exception as err:  # diffrax's max_steps on a stiff or exploding f
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise SpecFieldError(
+                "f",
+                f"the kernel ODE d log λ/dt = f, dσ²/dt = 2fσ² + g² cannot be solved on "
+                f"[0, {self.T:g}] ({first}): make f and g smaller or smoother",
+            ) from None
 
 
 class GeneralConfig(SDEConfig):

@@ -5,7 +5,15 @@ from typing import Annotated, Literal, Optional, Union
 import pydantic
 from pydantic_core import PydanticCustomError
 
-from .._config import STRICT, Expr, ParamValue, Seed, SpecFieldError, compile_field
+from .._config import (
+    STRICT,
+    Expr,
+    ParamValue,
+    Seed,
+    SpecFieldError,
+    compile_field,
+    format_bytes,
+)
 from .._plugins import Registry
 from .._prior import GaussianPrior, GibbsPrior
 
@@ -29,19 +37,11 @@ METRIC_ROW_BYTES = 5 * 8
 def _bounded_steps(steps: int) -> int:
     if steps > MAX_STEPS:
         raise ValueError(
-            f"{steps:,} steps would store ~{_bytes(steps * METRIC_ROW_BYTES)} of metric rows "
+            f"{steps:,} steps would store ~{format_bytes(steps * METRIC_ROW_BYTES)} of metric rows "
             f"(5 float64 per step) and take ~{steps * 1e-3 / 86400:,.0f} days even at 1 ms per "
             f"step; the limit is {MAX_STEPS:,}: lower training.steps"
         )
     return steps
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError
 
 
 def _check_name(value: str) -> str:

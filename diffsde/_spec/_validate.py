@@ -2,7 +2,9 @@
 
 import dataclasses
 import difflib
+import os
 import pathlib
+import stat
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import pydantic
 import yaml
 
@@ -18,8 +21,9 @@ from .._data import AbstractDataset
 from .._plugins import Registry, get_registry
 from .._prior import AbstractPrior
 from .._sde._base import AbstractSDE
+from ._memory import memory_problems
 from ._model import SECTIONS, GaussianPriorConfig, GibbsPriorConfig, SpecBase, spec_model
-from ._source import Location, Path, SourceError, SourceMap, load_yaml
+from ._source import MAX_SPEC_BYTES, Location, Path, SourceError, SourceMap, load_yaml
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,15 +355,120 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
         ),
         "sampler": lambda: spec.sampler.build(sde=sde),
     }
-    issues = []
+    issues, built = [], {}
     for section, build in checks.items():
         if getattr(spec, section) is None:
             continue
         try:
-            build()
+            built[section] = build()
         except ValueError as err:
             issues.append(_issue(source, (section,), str(err)))
-    return issues
+        except Exception as err:  # a plugin's or JAX's own error: reported, never a traceback
+            first = (str(err).strip().splitlines() or [""])[0]
+            issues.append(
+                _issue(source, (section,), f"cannot be built: {type(err).__name__}: {first}")
+            )
+    if issues:
+        return issues
+    for path, message in memory_problems(spec, sde, data, built.get("model")):
+        issues.append(_issue(source, path, message))
+    if issues:
+        return issues
+    return _probe(spec, sde, prior, data, source)
+
+
+PROBE_POINTS = 3
+"""Rows of the data at which drift, prior and model are probed (with the origin)."""
+
+
+def _probe(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecIssue]:
+    """Evaluate drift, diffusion, kernel, prior score and the untrained model's score at a few
+    (t, x) — t at the sampler's ε, T/2 and T, x at the origin and rows of the data — and name the
+    first that is not finite, so a NaN from the SDE is not reported as a diverging loss later."""
+    eps = getattr(spec.sampler, "eps", None) or 1e-3 * sde.T
+    ts = np.asarray([eps, sde.T / 2, sde.T], np.float32)
+    fields = type(spec.sde).model_fields
+    drift_key = next((k for k in ("drift", "f", "potential") if k in fields), None)
+    diffusion_key = next((k for k in ("diffusion", "g") if k in fields), None)
+    probes = [
+        (
+            ("sde", drift_key) if drift_key else ("sde",),
+            "the drift",
+            lambda t, x: sde.drift(t, x),
+        ),
+        (
+            ("sde", diffusion_key) if diffusion_key else ("sde",),
+            "the diffusion",
+            lambda t, x: sde.diffusion(t),
+        ),
+    ]
+    if sde.has_gaussian_kernel:
+        probes.append((("sde",), "the transition kernel (λ_t, σ_t)", lambda t, x: sde.kernel(t)))
+    prior_key = ("prior",) if spec.prior is not None else ("sde", drift_key or "type")
+    if isinstance(spec.prior, GibbsPriorConfig):
+        prior_key = ("prior", "potential")
+    probes.append((prior_key, "the prior's score", lambda t, x: prior.score(x)))
+    parameterisation = getattr(spec.model, "parameterisation", None)
+    if sde.has_gaussian_kernel and parameterisation is not None:
+        resolved = spec.model.resolved_parameterisation(sde)
+        if resolved in ("noise", "shortcut"):
+            probes.append(
+                (
+                    ("model", "parameterisation"),
+                    f"1/σ_t, by which parameterisation '{resolved}' divides,",
+                    lambda t, x: 1 / sde.kernel(t)[1],
+                )
+            )
+
+    def points():
+        rows = data.sample(key=jr.key(0), n=PROBE_POINTS).astype(jnp.float32)
+        return jnp.concatenate([jnp.zeros((1, sde.dim), jnp.float32), rows])
+
+    def on_grid(fn, xs):
+        return jax.vmap(lambda t: jax.vmap(lambda x: fn(t, x))(xs))(jnp.asarray(ts))
+
+    @jax.jit
+    def evaluate():  # one compiled function for every probe (eager evaluation compiles per op)
+        xs = points()
+        return xs, [on_grid(fn, xs) for _, _, fn in probes]
+
+    try:
+        xs, results = evaluate()
+    except Exception:
+        xs, results = points(), [None] * len(probes)  # the failing probe is found below
+    for (key, what, fn), values in zip(probes, results, strict=True):
+        try:
+            if values is None:
+                values = on_grid(fn, xs)
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            return [_issue(source, key, f"{what} cannot be evaluated: {first}")]
+        for value in jax.tree_util.tree_leaves(values):
+            value = np.asarray(value).reshape(len(ts), len(xs), -1)
+            bad = np.argwhere(~np.isfinite(value))
+            if bad.size:
+                i, j, k = bad[0]
+                x = np.array2string(np.asarray(xs[j]), precision=3, threshold=6)
+                return [
+                    _issue(
+                        source,
+                        key,
+                        f"{what} is {value[i, j, k]} at t={float(ts[i]):.4g}, x={x}: "
+                        f"{_probe_fix(key)}",
+                    )
+                ]
+    return []
+
+
+def _probe_fix(key: Path) -> str:
+    if key[0] == "model":
+        return (
+            "the parameterisation divides by σ_t or uses the prior's score there; choose "
+            "parameterisation: score, or an SDE whose σ_t > 0 for t ≥ sampler.eps"
+        )
+    if len(key) > 1 and key[-1] != "type":
+        return f"fix {'.'.join(str(p) for p in key)} or its params so it is finite there"
+    return f"check the {key[0]} parameters (are they too large?)"
 
 
 def compatible_objectives(sde: AbstractSDE, registry: Registry) -> list[str]:
@@ -462,10 +571,37 @@ def load_spec(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> Setup:
     Relative file paths inside the spec are resolved against the spec file's directory.
     """
     path = pathlib.Path(path)
+    origin = Location(str(path), 1, 1)
     try:
-        text = path.read_text()
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+            raise SpecError([SpecIssue(origin, "", "not a regular file: give a .yaml file")])
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
+        raise SpecError([SpecIssue(origin, "", f"cannot read: {err.strerror}")]) from None
+    if len(raw) > MAX_SPEC_BYTES:
         raise SpecError(
-            [SpecIssue(Location(str(path), 1, 1), "", f"cannot read: {err.strerror}")]
+            [
+                SpecIssue(
+                    origin,
+                    "",
+                    f"the spec is over {MAX_SPEC_BYTES:,} bytes (1 MiB): a spec "
+                    "needs a few kilobytes, put data in a file (data: {type: file, path: …})",
+                )
+            ]
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = raw[: err.start]
+        where = Location(str(path), before.count(b"\n") + 1, len(before.rsplit(b"\n", 1)[-1]) + 1)
+        raise SpecError(
+            [
+                SpecIssue(
+                    where,
+                    "",
+                    f"not UTF-8 text (byte {raw[err.start]:#04x}): save the spec as UTF-8",
+                )
+            ]
         ) from None
     return validate_text(text, str(path), overrides, base_dir=path.parent)
