@@ -320,8 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _is_disk_full(e):
             raise
         print(
-            f"diffsde {args.command}: disk full ({e}); nothing already stored was changed. "
-            "Free space and run the command again.",
+            f"diffsde {args.command}: disk full ({e.strerror}); everything stored before it is "
+            "kept unchanged (a run ends `failed`: free space, then `diffsde run --resume RUN`).",
             file=sys.stderr,
         )
         return 1

@@ -48,6 +48,7 @@ its process starts, the directory has no ``run.json`` and `list_runs` passes ove
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -188,12 +189,17 @@ def _fsync_dir(directory: pathlib.Path) -> None:
         os.close(fd)
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _atomic_write(
     target: pathlib.Path, write: Callable[[IO[bytes]], object] | bytes, *, fault: str | None = None
 ) -> None:
     """Write ``target`` whole or not at all: a temporary file beside it, fsync, rename."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as out:
             if isinstance(write, bytes):
                 out.write(write)
@@ -533,16 +539,57 @@ def add_results(
 
     directory = run_dir / RESULTS_DIR
     directory.mkdir(exist_ok=True)
-    data_path = directory / f"{label}.h5"
+    summary_path = directory / f"{label}.json"
+    # A new data file per write: the previous summary and its file stay valid until the new
+    # summary replaces it, and only then is the previous file removed.
+    data_path = directory / f"{label}.{secrets.token_hex(4)}.h5"
+    previous = _result_file(summary_path)
 
     def write(out: IO[bytes]) -> None:
         with h5py.File(out, "w") as f:
             for key, array in arrays.items():
                 f.create_dataset(key, data=array)
 
-    _atomic_write(data_path, write)
-    _faults.point("results")
-    summary = {
+    try:
+        _atomic_write(data_path, write)
+        _faults.point("results")
+        summary = _summary(label, kind, step, values, counts, arrays, prefixed, data_path)
+        _write_json(summary_path, summary)
+    except BaseException:
+        data_path.unlink(missing_ok=True)
+        raise
+    if previous is not None and previous != data_path.name:
+        (directory / previous).unlink(missing_ok=True)
+    return _result(summary)
+
+
+def _result_file(summary_path: pathlib.Path) -> str | None:
+    """The data file a result summary names, if it is a plain file name in its directory."""
+    try:
+        name = _read_json(summary_path, "", limit=1 << 20).get("file")
+    except RunReadError:
+        return None
+    return name if isinstance(name, str) and name and pathlib.Path(name).name == name else None
+
+
+def _drop_orphans(run_dir: pathlib.Path, *, age: float = 60.0) -> None:
+    """Remove what a dead writer left mid-write: its temporary files, and result files (data no
+    summary names, temporaries) older than ``age`` seconds — younger ones may belong to a
+    `diffsde sample` that is writing right now."""
+    for stray in [*run_dir.glob(".*.tmp"), *(run_dir / METRICS_DIR).glob(".*.tmp")]:
+        stray.unlink(missing_ok=True)
+    directory = run_dir / RESULTS_DIR
+    if not directory.is_dir():
+        return
+    named = {_result_file(path) for path in directory.glob("*.json")}
+    for path in [*directory.glob("*.h5"), *directory.glob(".*.tmp")]:
+        with contextlib.suppress(OSError):
+            if path.name not in named and time.time() - path.stat().st_mtime > age:
+                path.unlink()
+
+
+def _summary(label, kind, step, values, counts, arrays, prefixed, data_path) -> dict[str, Any]:
+    return {
         "label": label,
         "kind": kind,
         "step": step,
@@ -555,8 +602,6 @@ def add_results(
         "size": data_path.stat().st_size,
         "sha256": _sha256(data_path),
     }
-    _write_json(directory / f"{label}.json", summary)
-    return _result(summary)
 
 
 def _result(summary: Mapping[str, Any]) -> Result:
@@ -751,8 +796,7 @@ class RunWriter:
                 "stop it before you resume it."
             )
         run_dir = record.path
-        for stray in run_dir.glob(".*.tmp"):  # a writer killed inside `_atomic_write`
-            stray.unlink(missing_ok=True)
+        _drop_orphans(run_dir)
         columns = tuple(record.metrics) or ("step",)
         index = _next_segment(run_dir)
         if not (run_dir / RESERVE_FILE).is_file():
@@ -857,7 +901,13 @@ class RunWriter:
             if self._segment is not None:
                 if exc is None:
                     if self._status == "running":
-                        self.set_status("completed")
+                        try:
+                            self.set_status("completed")
+                        except OSError as e:
+                            if not _is_disk_full(e):
+                                raise
+                            self._disk_full(e)
+                            raise
                 elif _is_disk_full(exc):
                     self._disk_full(exc)
                 elif self._status not in ("failed", "stopped"):
