@@ -1,4 +1,4 @@
-"""Forward marginals of the Gaussian-kernel SDEs against their closed-form kernels (MATH.md §2).
+"""Forward marginals of the Gaussian-kernel SDEs against their kernels (docs/math.md §2).
 
 Euler–Maruyama (``diffrax.Euler`` on ``sde.forward_terms``) from a fixed x₀; the mean and
 variance of X_t over N_PATHS paths at several t are compared with the kernel's
