@@ -3,6 +3,7 @@ annotated view, the form read off the JSON Schema, writing values back into the 
 page under AppTest, up to a launch that runs `diffsde run` in the background to completion."""
 
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -61,7 +62,7 @@ def launched(tmp_path_factory):
         at = AppTest.from_file(str(APP / "main.py"), default_timeout=60).run()
         at.switch_page("views/new_run.py").run()
         assert not at.exception and at.title[0].value == "New run"
-        at.text_area(key="new_run_text").input(SPEC.replace("NAME", "launched")).run()
+        _type(at, SPEC.replace("NAME", "launched"))
         at.button(key="new_run_launch").click().run()
         assert not at.exception
         message = at.success[-1].value
@@ -264,6 +265,13 @@ def test_run_spec(runs_dir):
 # -- the page --------------------------------------------------------------------------------
 
 
+def _type(at, text):
+    """What the editor sends after a pause in typing: the page's text, validated on the rerun
+    (the browser test types into the real editor)."""
+    at.session_state["new_run_text"] = text
+    return at.run()
+
+
 def _page(runs_dir, monkeypatch, **query):
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
     at = AppTest.from_file(str(PAGE), default_timeout=60)
@@ -275,18 +283,19 @@ def test_page_validates_inline(runs_dir, monkeypatch):
     at = _page(runs_dir, monkeypatch)
     assert not at.exception
     assert at.title[0].value == "New run"
-    assert at.text_area(key="new_run_text").value.startswith("# VP (DDPM)")
+    assert at.session_state["new_run_text"].startswith("# VP (DDPM)")
     assert at.success[0].value.startswith("✓ valid: vp-8gaussians")
     assert not at.button(key="new_run_launch").disabled
-    at.text_area(key="new_run_text").input(TYPO).run()
+    _type(at, TYPO)
     assert not at.exception
-    assert at.error[0].value.startswith("1 problem in the spec")
+    assert at.error[0].value.startswith("✗ 1 problem: fix it to launch")  # above the editor
+    assert at.error[1].value.startswith("1 problem in the spec")
     assert at.code[0].value == validate(TYPO).lines()[0]  # the CLI's line, verbatim
     assert at.code[0].value.startswith(f"{EDITOR_FILE}:5:20 model.widht: unknown key 'widht'")
     assert "5 | model: {type: mlp, widht: 16" in at.code[1].value
     assert "^ model.widht: unknown key 'widht'" in at.code[1].value
     assert at.button(key="new_run_launch").disabled
-    at.text_area(key="new_run_text").input("name: a\nsde: {type: vp\n").run()
+    _type(at, "name: a\nsde: {type: vp\n")
     assert not at.exception
     assert at.code[0].value.startswith(f"{EDITOR_FILE}:3:1 YAML syntax error")
     assert any("needs a YAML mapping" in i.value for i in at.info)  # no form, no traceback
@@ -299,7 +308,7 @@ def test_page_form_rewrites_yaml(runs_dir, monkeypatch):
     at.selectbox(key="new_run_form.sde.type").set_value("ve")
     at.button(key="FormSubmitter:new_run_form-Apply to the YAML").click().run()
     assert not at.exception
-    text = at.text_area(key="new_run_text").value
+    text = at.session_state["new_run_text"]
     assert text.startswith("# VP (DDPM)")  # the comment survives
     data = yaml.safe_load(text)
     assert data["training"]["steps"] == 123 and data["sde"] == {"type": "ve"}
@@ -312,16 +321,16 @@ def test_page_sources(runs_dir, monkeypatch):
     (run,) = [p.name for p in runs_dir.iterdir() if p.is_dir()]
     at = _page(runs_dir, monkeypatch, **{"from": run})
     assert not at.exception
-    assert at.text_area(key="new_run_text").value == open_run(runs_dir / run).spec_yaml
+    assert at.session_state["new_run_text"] == open_run(runs_dir / run).spec_yaml
     assert at.selectbox(key="new_run_source").value == f"run:{run}"
     at.selectbox(key="new_run_source").set_value("spec:ou_gmm").run()
     at.button[0].click().run()  # Load into editor
-    assert at.text_area(key="new_run_text").value == shipped_specs()["ou_gmm"].read_text()
+    assert at.session_state["new_run_text"] == shipped_specs()["ou_gmm"].read_text()
     bad = _page(runs_dir, monkeypatch, **{"from": "../../etc"})
     assert not bad.exception
     assert "outside the runs directory" in bad.error[0].value
-    assert bad.text_area(key="new_run_text").value == ""
-    bad.text_area(key="new_run_text").input(SPEC.replace("NAME", "x")).run()
+    assert bad.session_state["new_run_text"] == ""
+    _type(bad, SPEC.replace("NAME", "x"))
     assert not bad.exception and bad.success[0].value.startswith("✓ valid: x")
 
 
@@ -342,3 +351,39 @@ def test_launch_runs_to_completion(launched, monkeypatch):
         time.sleep(0.2)
     assert "finished (run completed)" in at.success[-1].value
     assert list(load_table(launched.runs_dir)["status"]) == ["completed"]
+
+
+def _walk(node, out):
+    for child in getattr(node, "children", {}).values():
+        out.append(child)
+        _walk(child, out)
+    return out
+
+
+def _editor_data(at):
+    """What the page handed the editor component (its ``data``)."""
+    (editor,) = [e for e in _walk(at._tree, []) if getattr(e, "key", None) == "new_run_editor"]
+    assert editor.proto.component_name == "diffsde.spec_editor"
+    return json.loads(editor.proto.json)
+
+
+def test_page_editor_and_layout(runs_dir, monkeypatch):
+    """The verdict and Launch come before the editor (above the fold); the editor gets the text
+    the page validated, a new version only when the page replaces the text (a form change), and
+    the same version after typing (so what is being typed is not overwritten). Mutation: bumping
+    the version in the typing callback path, or drawing Launch after the editor, fails this."""
+    at = _page(runs_dir, monkeypatch)
+    order = [getattr(e, "key", None) or type(e).__name__ for e in _walk(at._tree, [])]
+    assert order.index("new_run_launch") < order.index("new_run_editor")
+    assert order.index("Success") < order.index("new_run_editor")
+    first = _editor_data(at)
+    assert first["text"] == at.session_state["new_run_text"] and first["height"] >= 300
+    _type(at, TYPO)
+    typed = _editor_data(at)
+    assert typed == {**first, "text": TYPO}  # validated text follows, version stays
+    _type(at, SPEC.replace("NAME", "ok"))
+    at.number_input(key="new_run_form.training.steps").set_value(77)
+    at.button(key="FormSubmitter:new_run_form-Apply to the YAML").click().run()
+    applied = _editor_data(at)
+    assert applied["version"] == first["version"] + 1
+    assert "steps: 77" in applied["text"] and applied["text"] == at.session_state["new_run_text"]
