@@ -88,3 +88,31 @@ def test_queue_cancel_stop_and_complete(tmp_path):
     for job in (cancelled, long):
         jobs.discard(job.path, runs_dir)
     assert [j.name for j in jobs.list_jobs(runs_dir)] == ["short"]
+
+
+def test_resume_queues_a_killed_run_to_completion(tmp_path, monkeypatch):
+    """`jobs.resume` (the dashboard's Resume) continues a run whose process was SIGKILLed (here
+    by a fault point, after its checkpoint at step 10) in a queued ``diffsde run --resume``
+    process; it refuses a queued, live or completed run. Mutation: `_start` ignoring
+    ``job.resume`` starts `run spec.yaml --run-dir` on a directory that already holds a run,
+    which fails, and the run never completes."""
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("DIFFSDE_FAULT", "kill@train#2")  # inherited by the worker and its run
+    job = jobs.submit(tiny_spec("resumable", steps=40, checkpoint_every=10), runs_dir)
+    with pytest.raises(RunReadError, match="already (queued|running)"):
+        jobs.resume(job.path)
+    wait_for(lambda: jobs.read_job(job.path).state == "finished", "the killed job to end")
+    wait_for(lambda: not jobs.worker_running(runs_dir), "the queue worker to exit", 10)
+    killed = open_run(job.path)
+    assert killed.status == "failed" and "code -9" in killed.message
+    assert killed.checkpoint_step == 10 and killed.metrics["step"][-1] == 20
+    monkeypatch.delenv("DIFFSDE_FAULT")
+    again = jobs.resume(job.path)
+    assert again.state == "queued" and again.resume
+    wait_for(lambda: jobs.read_job(job.path).state == "finished", "the resumed job to finish")
+    record = open_run(job.path)
+    assert record.status == "completed", record.message
+    assert record.metrics["step"].tolist() == list(range(1, 41)) and "samples" in record.samples
+    assert "from step 10" in (job.path / jobs.LOG_FILE).read_text()
+    with pytest.raises(RunReadError, match="nothing to resume"):
+        jobs.resume(job.path)
