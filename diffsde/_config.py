@@ -80,7 +80,7 @@ def device_memory() -> tuple[int, str]:
     return host_memory(), "this machine has"
 
 
-def format_bytes(n: float) -> str:
+def format_bytes(n: int | float) -> str:
     """``n`` bytes in binary units with one decimal (``16.0 TiB``)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":

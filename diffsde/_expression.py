@@ -362,6 +362,12 @@ def _parse(source: str) -> ast.Expression:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as err:
         offset = max((err.offset or 1) - 1, 0)
+        if "integer string conversion" in err.msg:  # CPython's int-str limit: not a Python hint
+            raise ExpressionError(
+                "an integer literal has more than 4300 digits: write it as a float (1e300) "
+                "or use a smaller number",
+                offset,
+            ) from None
         raise ExpressionError(f"syntax error: {err.msg}", offset) from None
     except (RecursionError, MemoryError):  # CPython's parser on very deep nesting
         raise ExpressionError(

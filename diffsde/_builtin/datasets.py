@@ -24,6 +24,12 @@ from .._data import (
     split_sizes,
 )
 
+MAX_GMM_DIM = 100_000
+"""The largest dimension of a Gaussian mixture."""
+MAX_GMM_COMPONENTS = 10_000
+"""The most components of a Gaussian mixture (its exact score sums over all of them)."""
+MAX_GMM_NUMBERS = 10_000_000
+"""The most numbers components × dim the means of a mixture may hold (40 MB of float32)."""
 TestFraction = Annotated[float, pydantic.Field(gt=0.0, lt=1.0)]
 
 
@@ -31,8 +37,8 @@ class GMMConfig(DatasetConfig):
     """Gaussian mixture in R^dim with exact scores at every t (given or random means)."""
 
     type: Literal["gmm"] = "gmm"
-    dim: pydantic.PositiveInt = 2
-    components: pydantic.PositiveInt = 5
+    dim: int = pydantic.Field(2, gt=0, le=MAX_GMM_DIM)
+    components: int = pydantic.Field(5, gt=0, le=MAX_GMM_COMPONENTS)
     means: list[list[float]] | None = None
     std: pydantic.PositiveFloat | list[pydantic.PositiveFloat] = 0.2
     weights: list[pydantic.PositiveFloat] | None = None
@@ -41,6 +47,11 @@ class GMMConfig(DatasetConfig):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
+        if self.components * self.dim > MAX_GMM_NUMBERS:
+            raise ValueError(
+                f"components × dim = {self.components:,} × {self.dim:,} means is over "
+                f"{MAX_GMM_NUMBERS:,} numbers: lower components or dim"
+            )
         if self.means is not None:
             if len(self.means) != self.components:
                 raise ValueError(
@@ -145,7 +156,7 @@ def _npy_header(f, field: str, where: str, size: int) -> tuple[tuple[int, ...], 
             version, np.lib.format.read_array_header_2_0
         )
         shape, _, dtype = read(f)
-    except (ValueError, OSError, EOFError, SyntaxError) as err:
+    except Exception as err:  # numpy's header parser raises ValueError, SyntaxError, TokenError…
         raise SpecFieldError(
             field, f"{where} is not a valid .npy array ({str(err).splitlines()[0]})"
         ) from None

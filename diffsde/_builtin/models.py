@@ -10,14 +10,19 @@ from .._model import MLPScore
 from .._prior import AbstractPrior
 from .._sde._base import AbstractSDE
 
+MAX_DEPTH = 64
+"""The most hidden layers of an MLP (each is a Python object built and traced one by one)."""
+MAX_FREQUENCIES = 1024
+"""The most time-embedding frequencies."""
+
 
 class MLPConfig(ModelConfig):
     """An MLP on x and a sinusoidal time embedding; output read as score, noise or shortcut."""
 
     type: Literal["mlp"] = "mlp"
     width: pydantic.PositiveInt = 128
-    depth: pydantic.PositiveInt = 3
-    n_frequencies: pydantic.PositiveInt = 16
+    depth: int = pydantic.Field(3, gt=0, le=MAX_DEPTH, description="hidden layers")
+    n_frequencies: int = pydantic.Field(16, gt=0, le=MAX_FREQUENCIES)
     parameterisation: Literal["auto", "score", "noise", "shortcut", "prior_residual"] = (
         pydantic.Field(
             "auto",

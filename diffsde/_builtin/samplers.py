@@ -1,7 +1,7 @@
 """Spec sections of the built-in samplers: euler_maruyama, reverse_sde_adaptive, pf_ode, pc,
 exponential. ``build(sde=…)`` returns a :class:`diffsde.AbstractSampler`."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 
@@ -19,7 +19,10 @@ from .._sampler import (
 from .._sde._base import AbstractSDE
 
 Positive = pydantic.PositiveFloat
-PositiveInt = pydantic.PositiveInt
+MAX_SOLVER_STEPS = 1_000_000
+"""The most steps a sampler may take: each is a sequential pass of the model over every sample."""
+PositiveInt = Annotated[int, pydantic.Field(gt=0, le=MAX_SOLVER_STEPS)]
+"""A step count, 1 to MAX_SOLVER_STEPS."""
 
 
 def _check_eps(eps: float, sde: AbstractSDE) -> None:
@@ -127,7 +130,7 @@ class PCConfig(SamplerConfig):
 
     type: Literal["pc"] = "pc"
     steps: PositiveInt = 1000
-    corrector_steps: pydantic.NonNegativeInt = 1
+    corrector_steps: int = pydantic.Field(1, ge=0, le=100)
     snr: Positive = 0.16
     eps: Positive = 1e-3
 

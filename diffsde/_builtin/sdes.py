@@ -121,11 +121,15 @@ class AffineConfig(SDEConfig):
         try:
             return Affine(dim, e["f"], e["g"], self.T)
         except Exception as err:  # diffrax's max_steps on a stiff or exploding f
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            why = (
+                "the solver ran out of steps"
+                if "max_steps" in str(err)
+                else (str(err).strip().splitlines() or [type(err).__name__])[0]
+            )
             raise SpecFieldError(
                 "f",
                 f"the kernel ODE d log λ/dt = f, dσ²/dt = 2fσ² + g² cannot be solved on "
-                f"[0, {self.T:g}] ({first}): make f and g smaller or smoother",
+                f"[0, {self.T:g}] ({why}): make f and g smaller or smoother",
             ) from None
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import difflib
+import math
 import os
 import pathlib
 import stat
@@ -184,6 +185,8 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
             f"({int(given)})",
             False,
         )
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return path, f"expected a mapping of keys (such as {{type: …}}), got {given!r}", False
     if kind == "finite_number":
         return path, f"expected a finite number, got {given!r}: write a finite value", False
     message = error["msg"]
@@ -361,6 +364,8 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
             continue
         try:
             built[section] = build()
+        except (SpecFieldError, SpecFieldErrors) as err:
+            issues += _field_issues(source, (section,), err)
         except ValueError as err:
             issues.append(_issue(source, (section,), str(err)))
         except Exception as err:  # a plugin's or JAX's own error: reported, never a traceback
@@ -407,6 +412,7 @@ def _probe(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecI
     prior_key = ("prior",) if spec.prior is not None else ("sde", drift_key or "type")
     if isinstance(spec.prior, GibbsPriorConfig):
         prior_key = ("prior", "potential")
+    probes.append((prior_key, "the prior's log-density", lambda t, x: prior.log_prob(x)))
     probes.append((prior_key, "the prior's score", lambda t, x: prior.score(x)))
     parameterisation = getattr(spec.model, "parameterisation", None)
     if sde.has_gaussian_kernel and parameterisation is not None:
@@ -449,12 +455,12 @@ def _probe(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecI
             if bad.size:
                 i, j, k = bad[0]
                 x = np.array2string(np.asarray(xs[j]), precision=3, threshold=6)
+                at = f"x={x}" if "prior" in what else f"t={float(ts[i]):.4g}, x={x}"
                 return [
                     _issue(
                         source,
                         key,
-                        f"{what} is {value[i, j, k]} at t={float(ts[i]):.4g}, x={x}: "
-                        f"{_probe_fix(key)}",
+                        f"{what} is {value[i, j, k]} at {at}: {_probe_fix(key)}",
                     )
                 ]
     return []
@@ -536,6 +542,7 @@ def validate_text(
             ]
         )
     issues = apply_overrides(data, overrides, source)
+    issues += [_issue(source, path, message) for path, message in _out_of_float32(data, ())]
     if issues:
         raise SpecError(issues)
     try:
@@ -544,8 +551,7 @@ def validate_text(
         )
     except pydantic.ValidationError as err:
         found = []
-        for error in err.errors():
-            path = _data_path(data, error["loc"])
+        for error, path in _one_error_per_union(data, err.errors()):
             path, message, at_key = _describe(error, path, data, registry)
             column = error.get("ctx", {}).get("column") if error["type"] == "expression" else None
             found.append(_issue(source, path, message, at_key=at_key, column=column))
@@ -554,6 +560,48 @@ def validate_text(
     if issues:
         raise SpecError(issues)
     return setup
+
+
+_CONTAINER_TYPES = ("list_type", "dict_type", "model_type", "tuple_type", "model_attributes_type")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _out_of_float32(node: Any, path: Path) -> list[tuple[Path, str]]:
+    """Finite numbers beyond float32's range, in which every array of a run is computed."""
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _out_of_float32(v, (*path, k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _out_of_float32(v, (*path, i))]
+    if isinstance(node, float) and math.isfinite(node) and abs(node) > FLOAT32_MAX:
+        return [
+            (
+                path,
+                f"{node:g} is beyond float32's range (±{FLOAT32_MAX:.3g}), in which diffsde "
+                "computes: write a smaller number",
+            )
+        ]
+    return []
+
+
+def _one_error_per_union(data: Any, errors: list[dict]) -> list[tuple[dict, Path]]:
+    """pydantic reports a bad value of ``float | list[float]`` once per member of the union;
+    keep the member that matches the value's shape: drop "should be a list" where another member
+    also failed, and "should be a number" for a list whose items were checked."""
+    located = [(e, _data_path(data, e["loc"])) for e in errors]
+    paths = [p for _, p in located]
+    kept = []
+    for error, path in located:
+        others = sum(1 for p in paths if p[: len(path)] == path) - 1
+        container_input = isinstance(error.get("input"), list | dict)
+        if others and (
+            error["type"] in _CONTAINER_TYPES
+            or (container_input and error["type"] in (*_NUMBER_TYPES, "string_type"))
+        ):
+            continue
+        kept.append((error, path))
+    return kept
 
 
 def _unique(issues: list[SpecIssue]) -> list[SpecIssue]:
