@@ -62,3 +62,29 @@ def test_validate_reports_which_objectives_fit(capsys):
     assert main(["validate", str(ROOT / "specs" / "general_nonlinear.yaml")]) == 0
     out = capsys.readouterr().out
     assert "sde 'general' with no Gaussian kernel" in out and "objectives that can train it" in out
+
+
+def test_run_commands_fail_with_one_line(tmp_path, capsys):
+    """Every command that reads a run answers a missing, queued, damaged or format-1 run with
+    one line naming it and exit code 1, never a traceback. Mutation: removing the RunReadError
+    clause of `main` lets the exception escape and fails this."""
+    queued = tmp_path / "queued"
+    queued.mkdir()
+    (queued / "job.json").write_text('{"state": "queued"}')
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "run.json").write_text('{"format": "diffsde-run", "format_ver')
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    for run in (tmp_path / "missing", queued, damaged, old):
+        for command in (["sample", str(run)], ["eval", str(run)], ["run", "--resume", str(run)]):
+            assert main(command) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and str(run) in err, (command, err)
+            assert err.startswith(f"diffsde {command[0]}: ")
+    assert main(["runs", "--runs-dir", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("skipped ") for line in err)  # queued: no problem
