@@ -250,3 +250,16 @@ def test_real_full_disk_during_training(tmpfs, tmp_path):
     diffsde("run", "--resume", str(run))
     record = runs.open_run(run)
     assert record.status == "completed" and record.metrics["step"][-1] == 400
+
+
+def test_resume_of_a_completed_run_keeps_its_likelihood(reference, tmp_path):
+    """`--resume` of a completed run once deleted its likelihood results; now it has nothing to
+    do and says so, and every result stays."""
+    run = pathlib.Path(shutil.copytree(reference, tmp_path / reference.name))
+    diffsde("eval", str(run), "--likelihood", "--n", "16")
+    before = runs.open_run(run)
+    assert "nll" in before.eval and "log_likelihood" in before.samples
+    resumed = diffsde("run", "--resume", str(run))
+    assert "nothing to resume" in resumed.stderr
+    after = runs.open_run(run)
+    assert after.eval == before.eval and set(after.samples) == set(before.samples)
