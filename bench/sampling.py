@@ -1,24 +1,36 @@
-"""How many score evaluations does each sampler need to be indistinguishable from exact samples?
+"""How few score evaluations does each sampler need to be indistinguishable from exact samples?
 
 With the EXACT score of a 5-component Gaussian mixture (VP SDE, ε = 1e-3) and EXACT samples of
-p_T as starting points, every sampler's only error is its discretisation. For each sampler this
-prints the NFE, the wall time of one timed call (after a warm-up call on one chunk, which
-compiles; the compile estimate is reported separately and excluded from the wall time), and the
+p_T as starting points, every sampler's only error is its discretisation. Quality is the
 squared sliced W2 (``diffsde._metrics.sliced_w2``, fixed projections; computed in numpy for
-speed and checked against the library function) to independent exact sample sets of p_ε, next
-to the floor: the same distance from further independent exact sets.
+speed and checked against the library function) to independent exact sample sets of p_ε,
+averaged over ``--references`` sets. The floor is the same distance from further independent
+exact sets: mean and standard deviation over ``--floor-sets``. A sampler "reaches the floor"
+when its sliced W2² ≤ floor mean + 3 sd: a perfect sampler's distance is one more draw from the
+floor's distribution, so it misses with probability ~0.1 % (normal approximation).
 
-"Reaches the floor" means: sliced W2² ≤ floor mean + 2 × floor standard deviation, both
-estimated from ``--floor-sets`` independent exact sets compared with the same reference set (the
-distribution a perfect sampler would give). The headline ratio is the NFE of the cheapest
-adaptive PF-ODE (tsit5/dopri5) that reaches the floor, divided by 1000 (1000-step
-Euler–Maruyama). The issue's target is ≤ 1/10.
+1. Sweep. Every fixed-step sampler (euler_maruyama, pc with one corrector step, the exponential
+   integrator with each ``frozen`` choice, pf_ode euler/heun/rk4) runs on the step ladder
+   2, 4, 8, … up to ``--max-steps``, upwards until two consecutive rungs reach the floor; the
+   first of the two is its fewest steps (the second guards against one lucky draw). The
+   adaptive PF-ODE solvers (tsit5, dopri5) run at rtol = atol = 1e-1, 1e-2, … down to
+   ``--min-tol`` the same way: the loosest tolerance that reaches the floor, confirmed by the
+   next. ``--adaptive-sde`` adds the adaptive reverse SDE at rtol = atol = 1e-2 (and
+   ``--sde-tols``): ~30 s per call at the default size, so it is off by default.
+2. Timing. The selected configuration of each sampler (its fewest steps or loosest tolerance;
+   the last rung tried if none reached the floor) and the 1000-step Euler–Maruyama reference
+   are timed ``--repeats`` times, interleaved (every repeat calls every sampler once, in turn),
+   after a warm-up call that compiles; the table gives medians. Ratios are to the BEST sampler:
+   the one reaching the floor with the smallest median wall time, measured in the same run.
 
-    .venv/bin/python bench/sampling.py [--n 40000] [--dims 2 32] [--quick]
+    .venv/bin/python bench/sampling.py              # d = 16, n = 20 000: ~4 min on 2 cores
+    .venv/bin/python bench/sampling.py --dims 2 32 --n 40000 --repeats 5 --adaptive-sde  # bigger
+    .venv/bin/python bench/sampling.py --quick      # smoke run: tiny sizes, a few samplers
 """
 
 import argparse
 import os
+import statistics
 import time
 
 import jax
@@ -37,29 +49,24 @@ from diffsde._builtin.samplers import (
 from diffsde._metrics import sliced_w2
 
 EM_REFERENCE_STEPS = 1000
-ADAPTIVE_PF_ODE = ("tsit5", "dopri5")
 
-
-def samplers(quick: bool):
-    """(label, config) of every sampler measured; ``quick`` keeps one of each kind."""
-    configs = [
-        (f"euler_maruyama {EM_REFERENCE_STEPS}", EulerMaruyamaConfig(steps=EM_REFERENCE_STEPS)),
-        ("euler_maruyama 100", EulerMaruyamaConfig(steps=100)),
-        ("pc 500 (1 corrector)", PCConfig(steps=500, corrector_steps=1)),
-        ("exponential 100", ExponentialConfig(steps=100)),
-        ("reverse_sde_adaptive (defaults)", AdaptiveReverseSDEConfig()),
-        ("pf_ode euler 100", PFODEConfig(solver="euler", steps=100)),
-        ("pf_ode heun 50", PFODEConfig(solver="heun", steps=50)),
-        ("pf_ode rk4 25", PFODEConfig(solver="rk4", steps=25)),
-    ]
-    for solver in ADAPTIVE_PF_ODE:
-        for tol in (1e-3, 1e-5):
-            config = PFODEConfig(solver=solver, rtol=tol, atol=tol)
-            configs.append((f"pf_ode {solver} tol {tol:g}", config))
-    if quick:
-        keep = {"euler_maruyama 1000", "pf_ode heun 50", "pf_ode tsit5 tol 0.001"}
-        configs = [c for c in configs if c[0] in keep]
-    return configs
+# fixed-step samplers: name -> configuration with `steps` steps
+FIXED_STEP = {
+    "euler_maruyama": lambda steps: EulerMaruyamaConfig(steps=steps),
+    "pc (1 corrector)": lambda steps: PCConfig(steps=steps, corrector_steps=1),
+    "exponential (frozen noise)": lambda steps: ExponentialConfig(steps=steps, frozen="noise"),
+    "exponential (frozen score)": lambda steps: ExponentialConfig(steps=steps, frozen="score"),
+    "exponential (frozen data)": lambda steps: ExponentialConfig(steps=steps, frozen="data"),
+    "pf_ode euler": lambda steps: PFODEConfig(solver="euler", steps=steps),
+    "pf_ode heun": lambda steps: PFODEConfig(solver="heun", steps=steps),
+    "pf_ode rk4": lambda steps: PFODEConfig(solver="rk4", steps=steps),
+}
+# adaptive samplers: name -> configuration at rtol = atol = tol
+ADAPTIVE_PF_ODE = {
+    f"pf_ode {solver}": (lambda tol, solver=solver: PFODEConfig(solver=solver, rtol=tol, atol=tol))
+    for solver in ("tsit5", "dopri5")
+}
+QUICK = ("euler_maruyama", "pf_ode heun", "pf_ode tsit5")
 
 
 def mixture(dim: int, key) -> diffsde.GaussianMixture:
@@ -81,116 +88,231 @@ def exact_marginal(mix, sde, t, n, key):
     return mean + sde.marginal_std(t) * jr.normal(zkey, x0.shape)
 
 
-def run_dim(dim, args, key):
-    sde = diffsde.VP(dim)
-    eps = 1e-3
-    mkey, tkey, rkey, fkey, pkey, skey = jr.split(key, 6)
-    mix = mixture(dim, mkey)
+class Problem:
+    """The mixture, its exact score, exact x_T, the reference sets and the floor, in one d."""
 
-    def score(x, t):
-        return mix.score(x, t, sde)
-
-    x_T = exact_marginal(mix, sde, sde.T, args.n, tkey)
-    references = [exact_marginal(mix, sde, eps, args.n, k) for k in jr.split(rkey, args.references)]
-    z = jr.normal(pkey, (args.projections, dim))
-    directions = z / jnp.linalg.norm(z, axis=-1, keepdims=True)
-
-    # For n = m, sliced_w2 matches sorted projections; XLA's CPU sort of a (40000, 128) array
-    # takes ~1.4 s (numpy: ~0.14 s), so the distances are computed in numpy with the references
-    # sorted once, and checked against diffsde._metrics.sliced_w2 on the first pair below.
-    directions_np = np.asarray(directions, np.float64)
-    sorted_refs = [np.sort(np.asarray(r, np.float64) @ directions_np.T, axis=0) for r in references]
-
-    def distance(x):
-        projected = np.sort(np.asarray(x, np.float64) @ directions_np.T, axis=0)
-        return float(np.mean([np.mean((projected - r) ** 2) for r in sorted_refs]))
-
-    floors = np.array(
-        [
-            distance(exact_marginal(mix, sde, eps, args.n, k))
-            for k in jr.split(fkey, args.floor_sets)
+    def __init__(self, dim, args, key):
+        self.dim, self.n, self.eps = dim, args.n, 1e-3
+        self.sde = diffsde.VP(dim)
+        mkey, tkey, rkey, fkey, pkey, self.key = jr.split(key, 6)
+        mix = mixture(dim, mkey)
+        sde = self.sde
+        self.score = lambda x, t: mix.score(x, t, sde)
+        self.x_T = exact_marginal(mix, sde, sde.T, args.n, tkey)
+        references = [
+            exact_marginal(mix, sde, self.eps, args.n, k) for k in jr.split(rkey, args.references)
         ]
-    )
-    floor, floor_sd = floors.mean(), floors.std(ddof=1)
-    check = exact_marginal(mix, sde, eps, args.n, jr.split(fkey, args.floor_sets)[0])
-    library = float(sliced_w2(check, references[0], directions))
-    ours = float(
-        np.mean(
-            (np.sort(np.asarray(check, np.float64) @ directions_np.T, axis=0) - sorted_refs[0]) ** 2
+        z = jr.normal(pkey, (args.projections, dim))
+        directions = z / jnp.linalg.norm(z, axis=-1, keepdims=True)
+        # For n = m, sliced_w2 matches sorted projections; XLA's CPU sort of a (40000, 128)
+        # array takes ~1.4 s (numpy: ~0.14 s), so distances are computed in numpy with the
+        # references sorted once, and checked against diffsde._metrics.sliced_w2 below.
+        self.directions = np.asarray(directions, np.float64)
+        self.sorted_refs = [self._project(r) for r in references]
+        floor_keys = jr.split(fkey, args.floor_sets)
+        floors = np.array(
+            [self.distance(exact_marginal(mix, sde, self.eps, args.n, k)) for k in floor_keys]
         )
-    )
-    assert abs(library - ours) <= 1e-3 * ours, (library, ours)
-    threshold = floor + 2 * floor_sd
+        self.floor, self.floor_sd = floors.mean(), floors.std(ddof=1)
+        self.threshold = self.floor + 3 * self.floor_sd
+        check = exact_marginal(mix, sde, self.eps, args.n, floor_keys[0])
+        library = float(sliced_w2(check, references[0], directions))
+        ours = float(np.mean((self._project(check) - self.sorted_refs[0]) ** 2))
+        assert abs(library - ours) <= 1e-3 * ours, (library, ours)
+        self.chunk = min(args.chunk_size, args.n)
 
-    chunk = min(args.chunk_size, args.n)
-    chunks = -(-args.n // chunk)
-    rows = []
-    for label, config in samplers(args.quick):
-        sampler = config.build(sde=sde)
+    def _project(self, x):
+        return np.sort(np.asarray(x, np.float64) @ self.directions.T, axis=0)
+
+    def distance(self, x) -> float:
+        projected = self._project(x)
+        return float(np.mean([np.mean((projected - r) ** 2) for r in self.sorted_refs]))
+
+    def run(self, sampler):
+        """One timed call on all n points (compiled already or not) -> (samples, seconds)."""
         start = time.perf_counter()
-        warm = diffsde.sample(sampler, sde, score, x_T[:chunk], key=skey, chunk_size=chunk)
-        jax.block_until_ready(warm.x)
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        out = diffsde.sample(sampler, sde, score, x_T, key=skey, chunk_size=chunk)
+        out = diffsde.sample(
+            sampler, self.sde, self.score, self.x_T, key=self.key, chunk_size=self.chunk
+        )
         jax.block_until_ready(out.x)
-        wall = time.perf_counter() - start
-        compile_s = max(first - wall / chunks, 0.0)
-        sw2 = distance(out.x)
-        rows.append((label, int(out.nfe), wall, compile_s, sw2, sw2 <= threshold))
-        print(f"  [d={dim}] {label}: nfe {int(out.nfe)}, {wall:.2f} s", flush=True)
+        return out, time.perf_counter() - start
 
+
+class Trial:
+    """One configuration of a sampler: its quality (from the sweep) and its timings."""
+
+    def __init__(self, problem, name, setting, config):
+        self.name, self.setting = name, setting
+        self.sampler = config.build(sde=problem.sde)
+        out, self.first_s = problem.run(self.sampler)  # compiles
+        self.nfe = int(out.nfe)
+        self.sw2 = problem.distance(out.x)
+        self.reaches = self.sw2 <= problem.threshold
+        self.ratio = self.sw2 / problem.floor
+        self.walls: list[float] = []
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.setting}"
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls)
+
+
+def sweep(problem, args, log):
+    """Each sampler's sweep (its trials, cheapest first), up to two consecutive rungs that
+    reach the floor."""
+    ladder = [2**k for k in range(1, 31) if 2**k <= args.max_steps]
+    tols = [10.0**-k for k in range(1, 31) if 10.0**-k >= args.min_tol * (1 - 1e-9)]
+    plans = {
+        name: [(f"{steps} steps", FIXED_STEP[name](steps)) for steps in ladder]
+        for name in FIXED_STEP
+    }
+    plans.update(
+        {
+            name: [(f"tol {tol:g}", make(tol)) for tol in tols]
+            for name, make in ADAPTIVE_PF_ODE.items()
+        }
+    )
+    if args.adaptive_sde:
+        plans["reverse_sde_adaptive"] = [
+            (f"tol {tol:g}", AdaptiveReverseSDEConfig(rtol=tol, atol=tol))
+            for tol in sorted({1e-2, *args.sde_tols}, reverse=True)
+        ]
+    sweeps = {}
+    for name, plan in plans.items():
+        if args.quick and name not in QUICK:
+            continue
+        sweeps[name] = []
+        for setting, config in plan:
+            trial = Trial(problem, name, setting, config)
+            sweeps[name].append(trial)
+            log(trial)
+            if len(sweeps[name]) >= 2 and all(t.reaches for t in sweeps[name][-2:]):
+                break
+    return sweeps
+
+
+def fewest(trials):
+    """The first of two consecutive trials that reach the floor, else the last one tried."""
+    for first, second in zip(trials, trials[1:], strict=False):
+        if first.reaches and second.reaches:
+            return first
+    return trials[-1]
+
+
+def run_dim(dim, args, key):
+    problem = Problem(dim, args, key)
     print(
-        f"\n### d = {dim}, n = {args.n} (chunk_size {chunk}), VP, eps = {eps}, "
+        f"\n[d={dim}] floor {problem.floor:.3e} ± {problem.floor_sd:.1e}; "
+        f"reaches: sliced W2² ≤ {problem.threshold:.3e}",
+        flush=True,
+    )
+
+    def log(trial):
+        mark = "reaches" if trial.reaches else "misses"
+        print(
+            f"  [d={dim}] {trial.label}: NFE {trial.nfe}, W2²/floor {trial.ratio:.2f} ({mark}), "
+            f"first call {trial.first_s:.1f} s",
+            flush=True,
+        )
+
+    sweeps = sweep(problem, args, log)
+    selected = [fewest(trials) for trials in sweeps.values()]
+    em_steps = EM_REFERENCE_STEPS if not args.quick else 100
+    em = Trial(problem, "euler_maruyama", f"{em_steps} steps", EulerMaruyamaConfig(steps=em_steps))
+    log(em)
+    selected.append(em)  # (the ladder's powers of two never contain the reference)
+
+    # interleaved timing: every repeat calls every selected sampler once, in turn
+    for _ in range(args.repeats):
+        for trial in selected:
+            trial.walls.append(problem.run(trial.sampler)[1])
+
+    reaching = [t for t in selected if t.reaches]
+    best = min(reaching, key=lambda t: t.wall) if reaching else None
+    print(
+        f"\n### d = {dim}, n = {args.n} (chunk_size {problem.chunk}), VP, ε = {problem.eps}, "
         f"{args.projections} projections, {args.references} reference sets, "
-        f"load average {os.getloadavg()[0]:.2f}\n"
+        f"medians of {args.repeats} interleaved repeats, load average {os.getloadavg()[0]:.2f}\n"
     )
     print(
-        f"floor (exact vs exact, {args.floor_sets} sets): {floor:.3e} ± {floor_sd:.1e} (sd); "
-        f"reaches floor: sliced W2² ≤ floor + 2 sd = {threshold:.3e}\n"
+        f"floor (exact vs exact, {args.floor_sets} sets): {problem.floor:.3e} ± "
+        f"{problem.floor_sd:.1e} (sd); reaches floor: sliced W2² ≤ floor + 3 sd = "
+        f"{problem.threshold:.3e}\n"
     )
-    print("| sampler | NFE | wall s | compile s (est.) | sliced W2² | / floor | reaches |")
-    print("|---|---:|---:|---:|---:|---:|:---:|")
-    for label, nfe, wall, compile_s, sw2, ok in rows:
-        print(
-            f"| {label} | {nfe} | {wall:.2f} | {compile_s:.1f} | {sw2:.3e} | {sw2 / floor:.2f} "
-            f"| {'yes' if ok else 'no'} |"
+    print("sweeps (W2²/floor per rung, ✓ = reaches the floor, * = selected):\n")
+    for name, trials in sweeps.items():
+        rungs = ", ".join(
+            f"{t.setting.replace(' steps', '')}: {t.ratio:.2f}{' ✓' if t.reaches else ''}"
+            f"{' *' if t is fewest(trials) else ''}"
+            for t in trials
         )
-    adaptive = [r for r in rows if r[0].split()[1] in ADAPTIVE_PF_ODE and r[5]]
-    em = next(r for r in rows if r[0] == f"euler_maruyama {EM_REFERENCE_STEPS}")
+        print(f"- {name}: {rungs}")
     print()
-    print(f"1000-step Euler–Maruyama reaches the floor: {'yes' if em[5] else 'no'}")
-    if adaptive:
-        best = min(adaptive, key=lambda r: r[1])
+    print(
+        "| sampler | setting | NFE | wall s (median) | min–max s | W2²/floor | reaches "
+        "| NFE / best | wall / best |"
+    )
+    print("|---|---|---:|---:|---:|---:|:---:|---:|---:|")
+    for trial in sorted(selected, key=lambda t: t.wall):
+        nfe_ratio = f"{trial.nfe / best.nfe:.2f}" if best else "–"
+        wall_ratio = f"{trial.wall / best.wall:.2f}" if best else "–"
         print(
-            f"headline d={dim}: cheapest adaptive PF-ODE reaching the floor is '{best[0]}' with "
-            f"NFE {best[1]}; NFE ratio to 1000-step EM = {best[1] / EM_REFERENCE_STEPS:.3f} "
-            f"(target ≤ 0.1); wall-time ratio {best[2] / em[2]:.3f}"
+            f"| {trial.name} | {trial.setting} | {trial.nfe} | {trial.wall:.3f} | "
+            f"{min(trial.walls):.3f}–{max(trial.walls):.3f} | {trial.ratio:.2f} | "
+            f"{'yes' if trial.reaches else 'no'} | {nfe_ratio} | {wall_ratio} |"
         )
-    else:
-        print(f"headline d={dim}: no adaptive PF-ODE reached the floor")
-    loose = [r for r in rows if r[0].split()[1] in ADAPTIVE_PF_ODE and r[4] <= 1.5 * floor]
-    if loose:
-        best = min(loose, key=lambda r: r[1])
+    print()
+    if best is None:
+        print(f"headline d={dim}: no sampler reached the floor")
+        return
+    print(
+        f"headline d={dim}: best sampler reaching the floor is '{best.label}' (NFE {best.nfe}, "
+        f"{best.wall:.3f} s); {em.label} Euler–Maruyama takes {em.nfe / best.nfe:.1f}x its NFE "
+        f"and {em.wall / best.wall:.1f}x its wall time"
+        + ("" if em.reaches else " and misses the floor")
+    )
+    cheapest = min(reaching, key=lambda t: t.nfe)
+    if cheapest is not best:
         print(
-            f"  (with 'within 1.5x the floor mean' instead: '{best[0]}', NFE {best[1]}, "
-            f"ratio {best[1] / EM_REFERENCE_STEPS:.3f})"
+            f"  fewest NFE reaching the floor: '{cheapest.label}' (NFE {cheapest.nfe}, "
+            f"{cheapest.wall / best.wall:.2f}x the best wall time)"
         )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=40_000)
-    parser.add_argument("--dims", type=int, nargs="+", default=[2, 32])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--dims", type=int, nargs="+", default=[16])
     parser.add_argument("--chunk-size", type=int, default=5_000)
     parser.add_argument("--projections", type=int, default=128)
     parser.add_argument("--floor-sets", type=int, default=12)
     parser.add_argument("--references", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
+    parser.add_argument("--max-steps", type=int, default=1024, help="top of the step ladder")
+    parser.add_argument("--min-tol", type=float, default=1e-6, help="tightest PF-ODE tolerance")
+    parser.add_argument(
+        "--adaptive-sde", action="store_true", help="add reverse_sde_adaptive (slow)"
+    )
+    parser.add_argument(
+        "--sde-tols",
+        type=float,
+        nargs="*",
+        default=[],
+        help="with --adaptive-sde: tolerances tried after 1e-2",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke run: n = 2000, 3 samplers")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: n = 1000, d = 2, three samplers"
+    )
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.quick:
-        args.n, args.floor_sets, args.references = 2000, 4, 2
+        args.n, args.dims, args.floor_sets, args.references = 1000, [2], 4, 2
+        args.max_steps, args.min_tol, args.projections = 64, 1e-3, 32
     print(
         f"device: {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at start"

@@ -16,6 +16,7 @@ BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
         ("sampling.py", "headline d=2"),
         ("training_throughput.py", "overhead of framework"),
         ("convergence.py", "headline: fitted slopes in h"),
+        ("reverse_offset.py", "headline: cou, reverse SDE"),
     ],
 )
 def test_bench_quick(script, expected):
