@@ -200,6 +200,7 @@ def _train(
             _faults.point("train")
             step = int(state.step)
             if step // config.checkpoint_every > last_checkpoint // config.checkpoint_every:
+                writer.sync()  # the rows up to a checkpoint are as durable as the checkpoint
                 save_checkpoint(writer.path, step, state)
                 last_checkpoint = step
             bar.update(step, float(rows["loss"][-1]))

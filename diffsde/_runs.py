@@ -386,6 +386,9 @@ class _Segment:
             raise
         self.size += len(data)
 
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -858,9 +861,13 @@ class RunWriter:
         if "step" in self.metric_names:
             self._last_step = int(columns[self.metric_names.index("step")][-1])
 
+    def sync(self) -> None:
+        """Make the rows appended so far durable (fsync), e.g. before a checkpoint."""
+        self._open_segment().sync()
+
     def set_status(self, status: Status, message: str = "", step: int = -1) -> None:
-        """Replace the status (and failure message/step) atomically."""
-        self._open_segment()
+        """Replace the status (and failure message/step) atomically, rows synced first."""
+        self._open_segment().sync()
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {list(STATUSES)}.")
         _write_status(self.path, status, message, step)
@@ -934,7 +941,8 @@ class RunWriter:
             f"{self.path.anchor or '/'}, then `diffsde run --resume {self.path}`."
         )
         try:
-            self.set_status("failed", message, self._last_step)
+            _write_status(self.path, "failed", message, self._last_step)  # no sync: it may fail
+            self._status = "failed"
         except OSError:
             pass
 
