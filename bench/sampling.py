@@ -23,7 +23,7 @@ floor's distribution, so it misses with probability ~0.1 % (normal approximation
    after a warm-up call that compiles; the table gives medians. Ratios are to the BEST sampler:
    the one reaching the floor with the smallest median wall time, measured in the same run.
 
-    .venv/bin/python bench/sampling.py              # d = 16, n = 20 000: ~4 min on 2 cores
+    .venv/bin/python bench/sampling.py              # d = 16, n = 20 000: ~3 min on 2 cores
     .venv/bin/python bench/sampling.py --dims 2 32 --n 40000 --repeats 5 --adaptive-sde  # bigger
     .venv/bin/python bench/sampling.py --quick      # smoke run: tiny sizes, a few samplers
 """
