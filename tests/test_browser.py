@@ -1,23 +1,28 @@
 """The dashboard in a real browser: `diffsde dashboard` on localhost, headless Chromium driven by
-Selenium, the Compare page opened on two real runs through ``/compare?runs=ID,ID``.
+Selenium, over three real runs (two seeds of one spec and another SDE).
 
-AppTest (tests/test_dashboard.py) runs the page scripts but never the frontend; this catches what
-only a browser shows: the server starting, the page routing, the elements rendering.
+AppTest (tests/test_dashboard*.py) runs the page scripts but never the frontend; this catches what
+only a browser shows: the server starting, page routing, the URL carrying the state (and being
+rewritten as it changes), elements rendering, the editor validating while one types (no blur,
+no Ctrl+Enter), table rows ticked with the mouse, charts kept (not re-created) by the Monitor's
+refresh.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). Without them the
-test is skipped locally and fails under CI (``$CI`` set), so CI cannot pass without running it.
-``DIFFSDE_SCREENSHOT=bench/figures/dashboard_compare.png`` also saves the screenshot there (the
-README's figure).
+tests are skipped locally and fail under CI (``$CI`` set), so CI cannot pass without running them.
+``DIFFSDE_SCREENSHOT=bench/figures/dashboard_compare.png`` also saves the Compare page's
+screenshot there (the README's figure).
 """
 
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -44,8 +49,8 @@ SPEC = tiny_spec("NAME", sde="SDE")
 TIMEOUT = 60  # seconds for the server to answer and for the page to render
 
 
-@pytest.fixture
-def chromium(tmp_path):
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
     """Headless Chromium under Selenium, or a skip; under CI (``$CI`` set) a missing piece fails.
     Checked before the runs are made, so a skip costs nothing."""
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
@@ -61,7 +66,8 @@ def chromium(tmp_path):
         pytest.skip(message)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"):
+    profile = tmp_path_factory.mktemp("chromium")
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     yield driver
@@ -88,27 +94,25 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: pathlib.Path) -> None
     pytest.fail(f"dashboard did not answer {url} within {TIMEOUT} s:\n{log.read_text()}")
 
 
-@pytest.fixture
-def dashboard(tmp_path):
-    """Two finished runs (vp, ve) and `diffsde dashboard` serving them; yields (url, run ids)."""
-    runs = tmp_path / "runs"
-    for name, sde in (("tiny-vp", "vp"), ("tiny-ve", "ve")):
-        spec = tmp_path / f"{name}.yaml"
-        spec.write_text(SPEC.replace("NAME", name).replace("SDE", sde))
-        assert main(["run", str(spec), "--runs-dir", str(runs), "-q"]) == 0
-    ids = [record.id for record in list_runs(runs)]
+@pytest.fixture(scope="module")
+def dashboard(chromium, tmp_path_factory):
+    """Three finished runs (vp seeds 3 and 4, ve seed 3) and `diffsde dashboard` serving them
+    (on 127.0.0.1, its default); yields (url, records oldest first)."""
+    root = tmp_path_factory.mktemp("browser")
+    runs = root / "runs"
+    runs.mkdir()
     port = _free_port()
     env = dict(
         os.environ,
         STREAMLIT_SERVER_HEADLESS="true",  # no browser opened, no e-mail prompt
-        STREAMLIT_SERVER_ADDRESS="127.0.0.1",
         STREAMLIT_SERVER_FILE_WATCHER_TYPE="none",
         STREAMLIT_CLIENT_TOOLBAR_MODE="viewer",  # no Deploy button in the screenshot
     )
     command = [sys.executable, "-m", "diffsde._cli", "dashboard", "--runs-dir", str(runs)]
-    log = tmp_path / "dashboard.log"
+    log = root / "dashboard.log"
     with log.open("w") as out:
         # Its own process group: `diffsde dashboard` starts Streamlit as a child, and both go.
+        # Started first: it comes up while the runs train (the pages read the store afresh).
         server = subprocess.Popen(
             [*command, "--port", str(port)],
             env=env,
@@ -116,10 +120,16 @@ def dashboard(tmp_path):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    for name, sde, seed in (("tiny-vp", "vp", 3), ("tiny-vp", "vp", 4), ("tiny-ve", "ve", 3)):
+        spec = root / f"{name}-{seed}.yaml"
+        text = SPEC.replace("NAME", name).replace("SDE", sde).replace("seed: 3", f"seed: {seed}")
+        spec.write_text(text)
+        assert main(["run", str(spec), "--runs-dir", str(runs), "-q"]) == 0
+    records = list_runs(runs)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(f"{url}/_stcore/health", server, log)
-        yield url, ids
+        yield url, records
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -129,42 +139,199 @@ def dashboard(tmp_path):
             server.wait()
 
 
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+CHARTS = '[data-testid="stVegaLiteChart"] svg'
+
+
+class Page:
+    """The browser on one dashboard: open a path, wait for a condition, read the page."""
+
+    def __init__(self, driver, url):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver, self.url, self.by = driver, url, By
+        self.wait = WebDriverWait(driver, TIMEOUT, ignored_exceptions=(Exception,))
+
+    def open(self, path: str, ready: str) -> None:
+        """Load ``path`` (a fresh session, as a refresh or a link) and wait until the script is
+        idle and ``ready`` is on the page."""
+        self.driver.get(self.url + path)
+        self.until(lambda: self.idle() and ready in self.text())
+
+    def until(self, condition) -> None:
+        self.wait.until(lambda _: condition())
+
+    def idle(self) -> bool:
+        return bool(self.driver.find_elements(self.by.CSS_SELECTOR, IDLE))
+
+    def text(self) -> str:
+        return self.driver.find_element(self.by.TAG_NAME, "body").text
+
+    def find(self, css: str):
+        return self.driver.find_element(self.by.CSS_SELECTOR, css)
+
+    def all(self, css: str):
+        return self.driver.find_elements(self.by.CSS_SELECTOR, css)
+
+    def button(self, label: str):
+        return self.driver.find_element(self.by.XPATH, f"//button[.//p[text()={label!r}]]")
+
+    def nav(self, title: str) -> None:
+        """Go to another page through the sidebar (the same session)."""
+        link = self.driver.find_element(
+            self.by.XPATH, f"//a[@data-testid='stSidebarNavLink'][.//span[@label={title!r}]]"
+        )
+        link.click()
+        self.until(lambda: self.idle() and self.find("h1").text == title)
+
+    def query(self) -> dict[str, list[str]]:
+        return urllib.parse.parse_qs(urllib.parse.urlparse(self.driver.current_url).query)
+
+
+def _label(record) -> str:
+    return f"{record.name} · seed {record.spec['seed']} · {record.id.rsplit('-', 1)[-1]}"
+
+
 def test_compare_page_in_chromium(chromium, dashboard, tmp_path):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    url, ids = dashboard
-    wait = WebDriverWait(chromium, TIMEOUT)
-    idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-
-    def text():
-        return chromium.find_element(By.TAG_NAME, "body").text
-
-    # Straight to the comparison, as a bookmark would (the views live in app/views/, not in
-    # a pages/ folder that would switch Streamlit to its legacy multipage mode).
-    chromium.get(f"{url}/compare?runs={','.join(ids)}")
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, idle) and "Samples" in text())
+    """The older ``?runs=ID,ID`` link opens the comparison, and the URL is rewritten to the
+    selection; runs are told apart by name · seed · short id; the reference is drawn over the
+    samples on a square chart; the selection survives a visit to another page, and metric and
+    smoothing come from the URL."""
+    url, records = dashboard
+    page = Page(chromium, url)
+    ids = [r.id for r in records]
+    page.open(f"/compare?runs={','.join(ids)}", "Samples")
     # Charts draw after the script finishes: the curves and one sample plot per run.
-    charts = '[data-testid="stVegaLiteChart"] svg'
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, charts)) == 3)
+    page.until(lambda: len(page.all(CHARTS)) == 1 + len(records))
+    assert page.query()["runs"] == ids  # ?runs=ID&runs=ID: the state is in the URL
     screenshot = tmp_path / "compare.png"
     assert chromium.save_screenshot(str(screenshot))
-    shown = text()
+    shown = page.text()
     # Data frames draw on a canvas; their accessible table mirror carries the cells.
-    frames = [
-        frame.get_attribute("textContent")
-        for frame in chromium.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
-    ]
+    frames = [f.get_attribute("textContent") for f in page.all('[data-testid="stDataFrame"]')]
     png = screenshot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     if target := os.environ.get("DIFFSDE_SCREENSHOT"):
         shutil.copyfile(screenshot, target)
     for label in ("Runs", "Compare", "Plugins"):  # st.navigation's sidebar, not the legacy one
         assert label in shown.splitlines()
-    for name, id in zip(("tiny-vp", "tiny-ve"), ids, strict=True):
-        assert f"{name} ({id})" in shown  # both picked through ?runs=
-    for heading in ("Training curves", "Final metrics", "Spec diff", "Samples"):
+    labels = [_label(r) for r in records]
+    assert len(set(labels)) == 3  # the two seeds of tiny-vp are told apart
+    for label in labels:
+        assert shown.count(label) >= 3  # picked, legend, sample header (and the tables)
+    for heading in ("Training curves", "Final metrics", "Over seeds", "Spec diff", "Samples"):
         assert heading in shown
-    metrics, diff = frames
-    assert "eval.sliced_w2" in metrics and all(id in metrics for id in ids)
+    metrics, seeds, diff = frames
+    assert "eval.sliced_w2" in metrics and all(label in metrics for label in labels)
+    assert "20 (all 2 equal)" in seeds and "20.0" not in seeds
+    assert not re.search(r"± 0(\.0*)?(?![.\d])", seeds)  # no "± 0" for identical values
     assert "sde.type" in diff and "training.batch_size" not in diff
+    assert "`sliced_w2`" not in shown and "eval.sliced_w2: lowest" in shown
+    scatter = page.all(CHARTS)[1]
+    assert scatter.get_attribute("width") == scatter.get_attribute("height")  # equal aspect
+    svg = scatter.get_attribute("outerHTML")
+    samples, reference = svg.find('fill="#1f77b4"'), svg.find('fill="#ff7f0e"')
+    assert 0 < samples < reference  # the reference is drawn after (over) the samples
+
+    page.nav("Plugins")
+    page.nav("Compare")  # back: the selection is kept (session), and in the URL again
+    page.until(lambda: page.query().get("runs") == ids and labels[0] in page.text())
+    page.open(f"/compare?runs={ids[0]}&runs={ids[1]}&metric=grad_norm&smoothing=0.5", "Samples")
+    assert page.query()["runs"] == ids[:2] and labels[2] not in page.text()
+    picked = page.find('[data-testid="stSelectbox"] input').get_attribute("value")
+    assert picked == "grad_norm"
+    page.until(lambda: "grad_norm" in page.all(CHARTS)[0].get_attribute("outerHTML"))  # y axis
+    assert "0.50" in page.find('[data-testid="stSlider"]').get_attribute("textContent")
+
+
+def test_runs_page_in_chromium(chromium, dashboard):
+    """A filter from the URL; a bad one shows the error and no runs; a row ticked in the table
+    becomes the selection (and the URL's); Compare selected and Clone open their pages."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, records = dashboard
+    page = Page(chromium, url)
+    page.open("/?filter=" + urllib.parse.quote('sde.type == "ve"'), "of 3 runs")
+    assert "1 of 3 runs" in page.text()
+    page.open("/?filter=" + urllib.parse.quote("-sde.type == 1"), "of 3 runs")
+    assert "bad filter — no runs shown" in page.text() and "0 of 3 runs" in page.text()
+    page.open("/", "of 3 runs")
+    assert "3 of 3 runs" in page.text()
+    table = page.find('[data-testid="stDataFrame"]')
+    page.until(lambda: "sde.type" in table.get_attribute("textContent"))
+    header = table.get_attribute("textContent")
+    assert header.index("eval.sliced_w2") < header.index("sde.type")  # results first
+    # tick the first row (the newest run): the row-marker column at the grid's left edge
+    grid = page.find('[data-testid="stDataFrame"] canvas')
+    box = grid.rect
+    ActionChains(chromium).move_to_element_with_offset(
+        grid, -box["width"] / 2 + 15, -box["height"] / 2 + 35 + 17
+    ).click().perform()
+    newest = records[-1]
+    page.until(lambda: page.query().get("runs") == [newest.id])
+    assert _label(newest) in page.find('[data-testid="stMultiSelect"]').text
+    page.button("Clone").click()  # New run, from that run's resolved spec
+    page.until(lambda: page.idle() and page.all("textarea.dsde-text"))
+    text = page.find("textarea.dsde-text").get_attribute("value")
+    assert text == newest.spec_yaml
+    page.open("/?runs=" + "&runs=".join(r.id for r in records[:2]), "of 3 runs")
+    page.button("Compare selected").click()
+    page.until(lambda: page.idle() and "Final metrics" in page.text())
+    assert page.query()["runs"] == [r.id for r in records[:2]]
+
+
+def test_new_run_page_in_chromium(chromium, dashboard):
+    """The editor is monospace with line numbers, Launch is above the fold, and the text is
+    validated while typing: the editor marks its text as not validated yet until the verdict
+    arrives, with no blur and no Ctrl+Enter."""
+    from selenium.webdriver.common.keys import Keys
+
+    url, _ = dashboard
+    page = Page(chromium, url)
+    page.open("/new_run", "valid")
+    page.until(lambda: page.all("textarea.dsde-text"))
+    editor = page.find("textarea.dsde-text")
+    assert "monospace" in editor.value_of_css_property("font-family")
+    assert page.find(".dsde-gutter").text.split()[:3] == ["1", "2", "3"]
+    launch = page.button("Launch")
+    assert launch.rect["y"] + launch.rect["height"] < chromium.execute_script(
+        "return window.innerHeight"
+    )
+    assert launch.rect["y"] < editor.rect["y"]
+    assert "✓ valid" in page.text()
+    status = page.find('[data-testid="dsde-editor-status"]')
+    editor.send_keys(Keys.CONTROL, Keys.END)
+    editor.send_keys("\nbogus_key: 1")
+    assert status.text == "edited — validating…"  # the verdict shown is not for this text
+    page.until(lambda: "✗ 1 problem" in page.text() and status.text == "validated")
+    page.until(lambda: "bogus_key: unknown key" in page.text())  # the CLI's line, verbatim
+    assert not launch.is_enabled()
+    assert page.find(".dsde-gutter").text.split()[-1] == str(
+        editor.get_attribute("value").count("\n") + 1
+    )
+    editor.send_keys(Keys.BACKSPACE * len("\nbogus_key: 1"))
+    page.until(lambda: "✓ valid" in page.text() and launch.is_enabled())
+
+
+def test_monitor_page_in_chromium(chromium, dashboard):
+    """The Monitor shows a rate (not "?"), and its refresh every 2 s updates the charts in
+    place: the same chart element is still on the page after a refresh (no flicker)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    url, records = dashboard
+    page = Page(chromium, url)
+    page.open("/monitor", "steps/s")
+    page.until(lambda: len(page.all(CHARTS)) == 3)
+    assert "completed" in page.find('[data-testid="stSelectbox"] input').get_attribute("value")
+    metrics = {
+        m.text.splitlines()[0]: m.text.splitlines()[-1]
+        for m in page.all('[data-testid="stMetric"]')
+    }
+    assert metrics["steps/s"] != "?" and float(metrics["steps/s"]) > 0
+    chart = page.all(CHARTS)[0]
+    time.sleep(3.0)  # the fragment refreshes every 2 s
+    try:
+        assert chart.is_displayed()
+    except StaleElementReferenceException:
+        pytest.fail("the Monitor's refresh re-created its charts (they flicker)")
