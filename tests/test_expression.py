@@ -134,3 +134,43 @@ def test_the_package_never_calls_eval_or_exec():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id not in {"eval", "exec", "compile"}, f"{path}: {node.func.id}"
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("2**10 + x", 1024.0),
+        ("2**-1 + x", 0.5),
+        ("7 // 2 + -(3) + x", 0.0),
+        ("9.0**2 + x", 81.0),
+        ("sum(x + 1, axis=-1, keepdims=False)", 1.0),
+    ],
+)
+def test_constants_are_folded_at_compile_time(source, expected):
+    """Constant sub-expressions are computed once, when compiled (the compiled tree is a
+    constant plus x), with Python's exact small integers."""
+    np.testing.assert_allclose(compile_expression(source, ("x",))(x=jnp.zeros(1)), expected)
+
+
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("9**9**9 * x", "overflows"),
+        ("x * (1 / (2 - 2))", "division by zero"),
+        ("x + " * 3000 + "x", "the limit is 10,000"),
+        ("-" * 250 + "x", "nested more than 200 levels"),
+        ("+".join(["x"] * 2500), "nested"),
+        ("sum(x, keepdims=1)", "keepdims must be True or False"),
+    ],
+)
+def test_unbounded_work_is_refused_at_once(source, fragment):
+    """Sources whose evaluation or compilation would not be bounded are refused in well under a
+    second (``9**9**9`` would otherwise compute an integer of 370 million digits).
+
+    Mutation: removing the bit-length check in _fold hangs the first case."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ExpressionError, match=fragment.replace("(", r"\(")):
+        compile_expression(source, ("x",))
+    assert time.perf_counter() - start < 1.0

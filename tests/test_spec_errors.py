@@ -265,3 +265,49 @@ def test_override_errors_name_the_override(tmp_path, capsys):
 def test_missing_file(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_aliases_within_budget_and_yaml_1_2_floats_are_accepted(tmp_path):
+    """A reused anchor (within the alias budget) validates, and `1e-3` is the number 0.001 (YAML
+    1.1 would read it as a string, which strict numbers refuse).
+
+    Mutation: dropping the YAML 1.2 float resolver of BoundedLoader makes this fail."""
+    from diffsde._spec._validate import validate_text
+
+    text = (
+        "sde: {type: affine, f: '-0.5 * b', g: 'sqrt(b)', params: &p {b: 2.0}}\n"
+        "prior: {type: gibbs, potential: '0.5 * sum(x**2) / b', params: *p}\n"
+        + GOOD_DATA
+        + "training: {learning_rate: 1e-3, weight_decay: 2E-5}\n"
+    )
+    setup = validate_text(text)
+    assert setup.spec.training.learning_rate == 0.001
+    assert setup.spec.training.weight_decay == 2e-5
+    assert setup.spec.prior.params == {"b": 2.0}
+
+
+def test_memory_estimate_counts_the_mlp_exactly():
+    """The parameter count and activations per point read from the model's shapes are those of
+    an MLP on [x, sin, cos] (dim 2 + 2·4 frequencies = 10 inputs, one hidden layer of 16):
+    10·16 + 16 + 16·2 + 2 = 210 parameters, 16 + 2 = 18 activations; and the memory of the tiny
+    spec's phases is far below any machine.
+
+    Mutation: counting only 2-D leaves as parameters (dropping biases) gives 192 and fails."""
+    import equinox as eqx
+    import jax.random as jr
+
+    from diffsde._config import device_memory
+    from diffsde._spec._memory import model_sizes, phases
+    from diffsde._spec._validate import validate_text
+    from tests.tiny import tiny_spec
+
+    setup = validate_text(tiny_spec())
+    shape = eqx.filter_eval_shape(
+        setup.spec.model.build, sde=setup.sde, key=jr.key(0), prior=setup.prior
+    )
+    assert model_sizes(shape.mlp) == (210, 18)
+    assert 210 <= model_sizes(shape)[0] <= 220  # with the few scalars of the SDE and prior
+    needs = {p.name: p.bytes for p in phases(setup.spec, setup.sde, setup.data, shape)}
+    assert set(needs) == {"training", "sampling", "metric 'sliced_w2'"}
+    assert max(needs.values()) < 50 << 20
+    assert device_memory()[0] > 1 << 28
