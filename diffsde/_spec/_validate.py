@@ -24,7 +24,15 @@ from .._prior import AbstractPrior
 from .._sde._base import AbstractSDE
 from ._memory import memory_problems
 from ._model import SECTIONS, GaussianPriorConfig, GibbsPriorConfig, SpecBase, spec_model
-from ._source import MAX_SPEC_BYTES, Location, Path, SourceError, SourceMap, load_yaml
+from ._source import (
+    MAX_SPEC_BYTES,
+    BoundedLoader,
+    Location,
+    Path,
+    SourceError,
+    SourceMap,
+    load_yaml,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +254,7 @@ def apply_overrides(data: dict, overrides: Sequence[str], source: SourceMap) -> 
             continue
         path: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=BoundedLoader) if raw.strip() else ""  # noqa: S506
         except yaml.YAMLError as err:
             issues.append(SpecIssue(origin, key, f"the value is not valid YAML: {err}"))
             continue
