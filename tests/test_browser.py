@@ -96,8 +96,9 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: pathlib.Path) -> None
 
 @pytest.fixture(scope="module")
 def dashboard(chromium, tmp_path_factory):
-    """Three finished runs (vp seeds 3 and 4, ve seed 3) and `diffsde dashboard` serving them
-    (on 127.0.0.1, its default); yields (url, records oldest first)."""
+    """Four finished runs (8x8 "images", then 2-D vp seeds 3 and 4 and ve seed 3) and
+    `diffsde dashboard` serving them (on 127.0.0.1, its default); yields (url, the three 2-D
+    records oldest first, the image run)."""
     root = tmp_path_factory.mktemp("browser")
     runs = root / "runs"
     runs.mkdir()
@@ -120,16 +121,22 @@ def dashboard(chromium, tmp_path_factory):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    # the oldest: 64-dimensional points, shown as 8x8 images
+    (root / "image.yaml").write_text(
+        SPEC.replace("NAME", "tiny-img").replace("SDE", "vp").replace("dim: 2", "dim: 64")
+    )
+    assert main(["run", str(root / "image.yaml"), "--runs-dir", str(runs), "-q"]) == 0
     for name, sde, seed in (("tiny-vp", "vp", 3), ("tiny-vp", "vp", 4), ("tiny-ve", "ve", 3)):
         spec = root / f"{name}-{seed}.yaml"
         text = SPEC.replace("NAME", name).replace("SDE", sde).replace("seed: 3", f"seed: {seed}")
         spec.write_text(text)
         assert main(["run", str(spec), "--runs-dir", str(runs), "-q"]) == 0
-    records = list_runs(runs)
+    image, *records = list_runs(runs)
+    assert image.name == "tiny-img"
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(f"{url}/_stcore/health", server, log)
-        yield url, records
+        yield url, records, image
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -198,7 +205,7 @@ def test_compare_page_in_chromium(chromium, dashboard, tmp_path):
     selection; runs are told apart by name · seed · short id; the reference is drawn over the
     samples on a square chart; the selection survives a visit to another page, and metric and
     smoothing come from the URL."""
-    url, records = dashboard
+    url, records, _ = dashboard
     page = Page(chromium, url)
     ids = [r.id for r in records]
     page.open(f"/compare?runs={','.join(ids)}", "Samples")
@@ -250,14 +257,14 @@ def test_runs_page_in_chromium(chromium, dashboard):
     becomes the selection (and the URL's); Compare selected and Clone open their pages."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    url, records = dashboard
+    url, records, _ = dashboard
     page = Page(chromium, url)
-    page.open("/?filter=" + urllib.parse.quote('sde.type == "ve"'), "of 3 runs")
-    assert "1 of 3 runs" in page.text()
-    page.open("/?filter=" + urllib.parse.quote("-sde.type == 1"), "of 3 runs")
-    assert "bad filter — no runs shown" in page.text() and "0 of 3 runs" in page.text()
-    page.open("/", "of 3 runs")
-    assert "3 of 3 runs" in page.text()
+    page.open("/?filter=" + urllib.parse.quote('sde.type == "ve"'), "of 4 runs")
+    assert "1 of 4 runs" in page.text()
+    page.open("/?filter=" + urllib.parse.quote("-sde.type == 1"), "of 4 runs")
+    assert "bad filter — no runs shown" in page.text() and "0 of 4 runs" in page.text()
+    page.open("/", "of 4 runs")
+    assert "4 of 4 runs" in page.text()
     table = page.find('[data-testid="stDataFrame"]')
     page.until(lambda: "sde.type" in table.get_attribute("textContent"))
     header = table.get_attribute("textContent")
@@ -275,7 +282,7 @@ def test_runs_page_in_chromium(chromium, dashboard):
     page.until(lambda: page.idle() and page.all("textarea.dsde-text"))
     text = page.find("textarea.dsde-text").get_attribute("value")
     assert text == newest.spec_yaml
-    page.open("/?runs=" + "&runs=".join(r.id for r in records[:2]), "of 3 runs")
+    page.open("/?runs=" + "&runs=".join(r.id for r in records[:2]), "of 4 runs")
     page.button("Compare selected").click()
     page.until(lambda: page.idle() and "Final metrics" in page.text())
     assert page.query()["runs"] == [r.id for r in records[:2]]
@@ -287,7 +294,7 @@ def test_new_run_page_in_chromium(chromium, dashboard):
     arrives, with no blur and no Ctrl+Enter."""
     from selenium.webdriver.common.keys import Keys
 
-    url, _ = dashboard
+    url, _, _ = dashboard
     page = Page(chromium, url)
     page.open("/new_run", "valid")
     page.until(lambda: page.all("textarea.dsde-text"))
@@ -319,7 +326,7 @@ def test_monitor_page_in_chromium(chromium, dashboard):
     place: the same chart element is still on the page after a refresh (no flicker)."""
     from selenium.common.exceptions import StaleElementReferenceException
 
-    url, records = dashboard
+    url, records, _ = dashboard
     page = Page(chromium, url)
     page.open("/monitor", "steps/s")
     page.until(lambda: len(page.all(CHARTS)) == 3)
@@ -335,3 +342,24 @@ def test_monitor_page_in_chromium(chromium, dashboard):
         assert chart.is_displayed()
     except StaleElementReferenceException:
         pytest.fail("the Monitor's refresh re-created its charts (they flicker)")
+
+
+def test_digits_grid_in_chromium(chromium, dashboard):
+    """8x8 images: the samples' grid and the reference's side by side, each shown at its own
+    pixel size (upscaled 6x by repetition, PNG), so the browser does not resample (blur) them.
+    Mutation: showing the raw 35x35 tile stretched to the column width fails this."""
+    url, _, image = dashboard
+    page = Page(chromium, url)
+    page.open(f"/compare?runs={image.id}", "Samples")
+    page.until(lambda: len(page.all('[data-testid="stImage"] img')) == 2)
+    shown = page.all('[data-testid="stImage"] img')
+    page.until(
+        lambda: all(chromium.execute_script("return arguments[0].complete", i) for i in shown)
+    )
+    side = 6 * (4 * 8 + 3)  # 4 images of 8 pixels and 3 gaps a row, each pixel 6x6
+    for img in shown:
+        natural, drawn = chromium.execute_script(
+            "return [arguments[0].naturalWidth, arguments[0].getBoundingClientRect().width]", img
+        )
+        assert natural == side and drawn == pytest.approx(side, abs=1)
+    assert "samples" in page.text() and "reference" in page.text()

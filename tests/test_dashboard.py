@@ -519,6 +519,23 @@ def test_compare_page(runs_dir, monkeypatch):
     assert not at.exception
 
 
+def test_compare_page_images(tmp_path, monkeypatch):
+    """64-dimensional samples are drawn as 8x8 images: the samples' grid and the reference's
+    side by side, lossless (PNG). Mutation: dropping the reference grid fails this."""
+    spec = tmp_path / "image.yaml"
+    spec.write_text(SPEC.replace("NAME", "img").replace("SDE", "vp").replace("dim: 2", "dim: 64"))
+    assert main(["run", str(spec), "--runs-dir", str(tmp_path / "runs"), "-q"]) == 0
+    monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(tmp_path / "runs"))
+    (record,) = list_runs(tmp_path / "runs")
+    at = AppTest.from_file(str(APP / "views" / "compare.py"), default_timeout=30)
+    at.query_params["runs"] = [record.id]
+    at.run()
+    assert not at.exception
+    images = [i.proto.imgs[0] for i in at.get("image")]
+    assert [i.caption for i in images] == ["samples", "reference"]
+    assert all(i.url.endswith(".png") for i in images)
+
+
 def test_compare_state_from_the_url(runs_dir, monkeypatch):
     """``/compare?runs=ID&runs=ID&metric=grad_norm&smoothing=0.5`` (and the older
     ``?runs=ID,ID``) restores the comparison in a new session. Mutation: reading only the

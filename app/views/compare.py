@@ -183,7 +183,13 @@ for i, record in enumerate(selected):
                 continue
             tile = upscale(image_tile(array, bounds=bounds), IMAGE_SCALE)
             # width = the array's own: the browser shows the pixels as they are, no resampling
-            place.image(np.clip(tile, 0, 1), caption=title, clamp=True, width=tile.shape[1])
+            place.image(
+                np.clip(tile, 0, 1),
+                caption=title,
+                clamp=True,
+                width=tile.shape[1],
+                output_format="PNG",  # lossless: JPEG would smear the pixel edges
+            )
     elif view == "scatter":
         column.altair_chart(_scatter(samples, reference), width="content", key=f"scatter_{i}")
     else:
