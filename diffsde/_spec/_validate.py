@@ -449,7 +449,11 @@ def _probe(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecI
     try:
         xs, results = evaluate()
     except Exception:
-        xs, results = points(), [None] * len(probes)  # the failing probe is found below
+        try:
+            xs, results = points(), [None] * len(probes)  # the failing probe is found below
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            return [_issue(source, ("data",), f"cannot be sampled: {first}")]
     for (key, what, fn), values in zip(probes, results, strict=True):
         try:
             if values is None:
