@@ -178,7 +178,8 @@ def test_runs_state_from_the_url(runs_dir, monkeypatch):
 
 def test_runs_page_actions(runs_dir, monkeypatch):
     """Compare selected, Clone and Monitor open their pages on the selection, through the app's
-    own navigation. Mutation: not passing the selection to Compare makes this fail."""
+    own navigation; a second Clone replaces the editor's text. Mutation: Clone or Monitor not
+    handing its run to the next page (CLONE_KEY, MONITOR_KEY) makes this fail."""
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(runs_dir))
     ids = list(load_table(runs_dir)["id"])
     at = AppTest.from_file(str(APP / "main.py"), default_timeout=60).run()
@@ -200,9 +201,15 @@ def test_runs_page_actions(runs_dir, monkeypatch):
     assert at.session_state["new_run_text"] == record.spec_yaml
     assert at.session_state["new_run_source"] == f"run:{record.id}"
     at.switch_page(str(APP / "views" / "runs.py")).run()
+    at.multiselect(key="runs").set_value([ids[0]]).run()
+    at.button(key="runs_clone").click().run()  # the editor has a text now: it is replaced
+    oldest = list_runs(runs_dir)[0]
+    assert at.session_state["new_run_text"] == oldest.spec_yaml != record.spec_yaml
+    at.switch_page(str(APP / "views" / "runs.py")).run()
     at.button(key="runs_monitor").click().run()
     assert not at.exception and at.title[0].value == "Monitor"
-    assert at.selectbox(key="monitor_run").value == str(record.path)
+    # not the page's default (the newest run): the one selected
+    assert at.selectbox(key="monitor_run").value == str(oldest.path)
 
 
 def test_runs_page_missing_dir(tmp_path, monkeypatch):
