@@ -207,6 +207,10 @@ class FileConfig(DatasetConfig):
                 f"unsupported file type '{path.suffix or path.name}'; use one of "
                 f"{', '.join(FILE_SUFFIXES)}",
             )
+        if path.exists() and not path.is_file():  # never opened: a FIFO would block
+            raise SpecFieldError(
+                "path", f"{path} is not a regular file (a directory, FIFO or device): give a file"
+            )
         if not path.is_file():
             raise SpecFieldError(
                 "path",
