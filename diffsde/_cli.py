@@ -16,6 +16,13 @@ def _validate(args) -> int:
         setup = load_spec(args.spec, args.set or ())
     except SpecError as err:
         return _report_spec_error(err, args.spec)
+    except Exception as e:  # a bug (in diffsde or a plugin) is still one line, not a traceback
+        print(
+            f"{args.spec}:1:1 internal error: {type(e).__name__}: {e}; please report it with "
+            "the spec",
+            file=sys.stderr,
+        )
+        return EXIT_SPEC_ERROR
     if args.resolved:
         sys.stdout.write(setup.resolved_yaml())
         return 0

@@ -192,7 +192,9 @@ def _train(
                 writer.set_status(
                     "failed",
                     f"loss became {rows['loss'][bad[0]]} at step {step}; lower "
-                    "training.learning_rate or set training.grad_clip",
+                    "training.learning_rate or set training.grad_clip (validation found the "
+                    "SDE, prior and score finite where it probed them; if the SDE's parameters "
+                    "make it blow up elsewhere, check them too)",
                     step,
                 )
                 return None

@@ -143,10 +143,11 @@ def check_name(name: object) -> str:
     if not isinstance(name, str):
         raise ValueError(f"a run name must be text, got {type(name).__name__}.")
     stripped = name.strip()
-    bad = sorted({repr(c) for c in stripped if ord(c) < 32 or ord(c) == 127})
+    bad = sorted({repr(c) for c in stripped if not (c.isprintable() or c == " ")})
     if bad:
         raise ValueError(
-            f"run name {name[:40]!r} contains control characters ({', '.join(bad)}); "
+            f"run name {name[:40]!r} contains control or unprintable characters "
+            f"({', '.join(bad)}); "
             "use letters, digits, spaces and punctuation only."
         )
     if not re.search(r"[^\W_]", stripped):

@@ -386,7 +386,9 @@ def test_bad_pf_ode_combination_is_a_located_error(sampler, message):
 def test_exponential_rejects_sdes_without_gaussian_kernel():
     text = "sde: {type: langevin}\ndata: {type: toy, name: moons}\n"
     sde = diffsde.validate_text(text).sde
-    with pytest.raises(diffsde.SpecError, match=r"s\.yaml:3:10 sampler: .*no Gaussian transition"):
+    with pytest.raises(
+        diffsde.SpecError, match=r"s\.yaml:3:17 sampler\.type: .*no Gaussian transition"
+    ):
         diffsde.validate_text(text + "sampler: {type: exponential}\n", "s.yaml")
     config = diffsde.get_registry().get("sampler", "exponential").config()
     with pytest.raises(diffsde.SpecFieldError, match="no Gaussian transition kernel"):
