@@ -146,8 +146,8 @@ def check_name(name: object) -> str:
     bad = sorted({repr(c) for c in stripped if not (c.isprintable() or c == " ")})
     if bad:
         raise ValueError(
-            f"run name {name[:40]!r} contains control or unprintable characters "
-            f"({', '.join(bad)}); "
+            f"run name {name[:40]!r} contains control characters or others that do not "
+            f"print ({', '.join(bad)}); "
             "use letters, digits, spaces and punctuation only."
         )
     if not re.search(r"[^\W_]", stripped):

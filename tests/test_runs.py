@@ -128,6 +128,7 @@ def test_writer_validates(tmp_path):
         ("!!!", "no letter or digit"),
         ("a\0b", "control characters"),
         ("two\nlines", "control characters"),
+        ("line\u2028separator", "do not print"),
         ("x" * 101, "at most 100"),
     ]:
         with pytest.raises(ValueError, match=message):
