@@ -1,4 +1,4 @@
-"""PF-ODE convergence with fixed-step solvers: error ≈ C₁δ + C₂hᵖ (seeds slides, MATH.md §7).
+"""PF-ODE convergence with fixed-step solvers: error ≈ C₁δ + C₂hᵖ (seeds slides, docs/math.md §7).
 
 With the EXACT score of a Gaussian mixture, the probability-flow ODE is solved from T down to ε
 from EXACT samples of p_T (x₀ ~ p_data, x_T = m_T(x₀) + σ_T z), so the only errors are the

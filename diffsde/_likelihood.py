@@ -1,4 +1,4 @@
-"""Log-likelihood of data through the probability-flow ODE (MATH.md §5).
+"""Log-likelihood of data through the probability-flow ODE (docs/math.md §5).
 
 Along a solution of the PF-ODE dx/dt = h(x, t) = b(t, x) − ½ g(t)² s(x, t) the density of the
 flow's law changes by the instantaneous change of variables d log p_t(x_t)/dt = −∇·h(x_t, t), so

@@ -1,4 +1,4 @@
-"""Score-matching objectives (MATH.md §3): E_t λ(t) E |s_θ(x_t, t) − target|², t on [ε, T].
+"""Score-matching objectives (docs/math.md §3): E_t λ(t) E |s_θ(x_t, t) − target|², t on [ε, T].
 
 Every objective here is the same time-weighted integral, normalised as an average over
 t ~ U[ε, T]; importance sampling t ~ π only changes the estimator (weights λ(t)/(π(t)(T − ε))),

@@ -1,4 +1,4 @@
-"""Samplers of the reverse process (MATH.md §4), each reporting its NFE.
+"""Samplers of the reverse process (docs/math.md §4), each reporting its NFE.
 
 A sampler turns samples x_T of p_T (or of p_noise ≈ p_T) into samples of p_ε, given a score
 ``score(x, t)`` of ONE point. The whole batch (n, dim) is one state: one solve, shared step sizes
@@ -420,7 +420,7 @@ class ExponentialIntegrator(AbstractSampler):
     """Exponential integrator of the reverse SDE of a Gaussian-kernel (affine) SDE. NFE = steps.
 
     The forward drift is affine, so m_t(x₀) = c_t + λ_t x₀ (c_t = m_t(0)), and with ρ = σ/λ,
-    σ_r² = λ_r² ∫₀ʳ g²/λ² (MATH.md §2), g²/λ² = 2ρρ'. On a step from t down to s < t the score
+    σ_r² = λ_r² ∫₀ʳ g²/λ² (docs/math.md §2), g²/λ² = 2ρρ'. On a step from t down to s < t the score
     is evaluated once, at (x_t, t); one quantity built from it is held fixed over the step, and
     the reverse SDE, linear given that quantity, is integrated exactly. Every variant reads
 

@@ -1,6 +1,6 @@
 """Affine SDE kernels, priors, the Langevin drift and the mixture score against theory.
 
-MATH.md §2: an Affine SDE given only f(t), g(t) must reproduce the closed-form kernels; the
+docs/math.md §2: an Affine SDE given only f(t), g(t) must reproduce the closed-form kernels; the
 priors' densities and samples must match their definitions (by formula, by quadrature and by
 Monte Carlo); the exact mixture score must be the gradient of the exact marginal log-density.
 """

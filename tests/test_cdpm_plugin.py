@@ -1,5 +1,6 @@
 """The contractive-diffusion plugin ``diffsde-cdpm`` (plugins/cdpm): discovery, public-API-only
-imports, closed forms against MATH.md §2, and kernel/drift consistency of every Gaussian SDE."""
+imports, closed forms against docs/math.md §2, and kernel/drift consistency of every Gaussian
+SDE."""
 
 import ast
 import importlib.metadata
@@ -119,11 +120,11 @@ def test_plugin_imports_only_public_diffsde():
         assert _private_uses(path.read_text()) == [], f"{path} uses private diffsde API"
 
 
-# --- closed forms (MATH.md §2 table, independently in float64) -------------------------------
+# --- closed forms (docs/math.md §2 table, independently in float64) -------------------------------
 
 
 def _reference(name: str, p: dict, t: float) -> dict:
-    """λ_t, σ_t², the prior, b's slope f(t), offset μ and g(t) from the MATH.md table."""
+    """λ_t, σ_t², the prior, b's slope f(t), offset μ and g(t) from the docs/math.md table."""
     if name == "cou":
         theta, sigma, mu, T = p["theta"], p["sigma"], p["mu"], p["T"]
         var = lambda s: sigma**2 / (2 * theta) * (math.exp(2 * theta * s) - 1)  # noqa: E731
@@ -246,7 +247,7 @@ def _sde_cases():
 
 @pytest.mark.parametrize(("name", "kwargs"), _sde_cases())
 def test_kernel_agrees_with_drift_and_diffusion(name, kwargs):
-    """MATH.md §2: f = d log λ_t/dt, g² = dσ_t²/dt − 2fσ_t², and the kernel mean m_t solves
+    """docs/math.md §2: f = d log λ_t/dt, g² = dσ_t²/dt − 2fσ_t², and the kernel mean m_t solves
     dm/dt = b(t, m), checked with jax derivatives of the kernel at several t."""
     config_cls = diffsde.get_registry().get("sde", name).config
     required = {n for n, f in config_cls.model_fields.items() if f.is_required()}

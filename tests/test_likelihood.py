@@ -1,6 +1,7 @@
-"""Log-likelihood through the probability-flow ODE (MATH.md §5) against closed forms: Gaussian data
-and a Gaussian mixture with their exact scores under VP, OU and VE; Hutchinson against the exact
-divergence; the bits/dim change of variables; `diffsde eval RUN --likelihood` on a real run."""
+"""Log-likelihood through the probability-flow ODE (docs/math.md §5) against closed forms:
+Gaussian data and a Gaussian mixture with their exact scores under VP, OU and VE; Hutchinson
+against the exact divergence; the bits/dim change of variables; `diffsde eval RUN --likelihood`
+on a real run."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Score models and score-matching objectives, checked against theory (MATH.md §3)."""
+"""Score models and score-matching objectives, checked against theory (docs/math.md §3)."""
 
 import equinox as eqx
 import jax

@@ -1,4 +1,4 @@
-"""The reverse SDE and the probability-flow ODE return the data law (MATH.md §1, §4, §7).
+"""The reverse SDE and the probability-flow ODE return the data law (docs/math.md §1, §4, §7).
 
 Both are driven by the EXACT score of a Gaussian mixture (``GaussianMixture.score``) and started
 from EXACT samples of p_T (x₀ ~ p_data, x_T = m_T(x₀) + σ_T z), so what is left is Monte Carlo
@@ -211,7 +211,7 @@ def test_probability_flow_convergence_order(name):
 
 def test_probability_flow_carries_the_prior_error():
     """A 1-component Gaussian target: from exact p_T the PF-ODE returns it; from the noise
-    prior it keeps the prior's error (MATH.md §7).
+    prior it keeps the prior's error (docs/math.md §7).
 
     OU with T = 0.5 forgets little: p_T = N(e^{−1/2} μ, (e^{−1} s² + 1 − e^{−1}) I) while the
     prior is N(0, I) (the noise-approximation bias, here e^{−1/2}|μ| ≈ 0.68 in the mean).

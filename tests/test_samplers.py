@@ -1,4 +1,4 @@
-"""The samplers (MATH.md §4, §7), checked against theory with the EXACT score of a 2-D Gaussian
+"""The samplers (docs/math.md §4, §7), checked against theory with the EXACT score of a 2-D Gaussian
 mixture under VP, started from EXACT samples of p_T (x₀ ~ p_data, x_T = m_T(x₀) + σ_T z), so
 what is left is Monte Carlo error and each solver's discretisation error.
 

@@ -16,7 +16,7 @@ from .._sde._base import AbstractSDE
 
 
 class _WeightedConfig(ObjectiveConfig):
-    """The time weighting and time sampling every objective shares (MATH.md §3), and how
+    """The time weighting and time sampling every objective shares (docs/math.md §3), and how
     samples of p_t are made for an SDE without a Gaussian kernel."""
 
     weighting: Literal["sigma2", "g2", "uniform"] = "sigma2"

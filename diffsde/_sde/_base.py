@@ -1,4 +1,4 @@
-"""The abstract forward SDE dX = b(t, X) dt + g(t) dB and its time reversal (MATH.md §1–2)."""
+"""The abstract forward SDE dX = b(t, X) dt + g(t) dB and its time reversal (docs/math.md §1–2)."""
 
 import abc
 from typing import ClassVar

@@ -1,4 +1,4 @@
-"""SDEs with closed-form Gaussian kernels: OU, VE, VP, sub-VP (MATH.md §2 table)."""
+"""SDEs with closed-form Gaussian kernels: OU, VE, VP, sub-VP (docs/math.md §2 table)."""
 
 import equinox as eqx
 import jax.numpy as jnp

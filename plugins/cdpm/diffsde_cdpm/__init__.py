@@ -2,7 +2,7 @@
 
 CDPM flips the sign of the forward drift: the forward SDE expands (b(t, x) = f(t)(x − μ) with
 f > 0), so the *backward* drift is contractive and the score and discretisation errors made along
-the reverse path shrink instead of growing. Three SDEs (MATH.md §2): the contractive
+the reverse path shrink instead of growing. Three SDEs (docs/math.md §2): the contractive
 Ornstein–Uhlenbeck ``cou``, the contractive VP ``cvp`` and the contractive sub-VP ``csubvp``.
 
 Their noise prior N(μ, σ_T² I) ignores the data-dependent mean λ_T x₀ of p_T (λ_T > 1 here):

@@ -1,4 +1,4 @@
-"""The contractive SDEs COU, CVP and CsubVP (MATH.md §2 table), on diffsde's public API only.
+"""The contractive SDEs COU, CVP and CsubVP (docs/math.md §2 table), on diffsde's public API only.
 
 Each is affine, dX = f(t)(X − μ) dt + g(t) dB with f(t) > 0, so its transition kernel is
 Gaussian, X_t | X_0 ~ N(μ + λ_t (X_0 − μ), σ_t² I) with λ_t = exp(∫₀ᵗ f) growing in t. The
