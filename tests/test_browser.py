@@ -322,8 +322,10 @@ def test_new_run_page_in_chromium(chromium, dashboard):
 
 
 def test_monitor_page_in_chromium(chromium, dashboard):
-    """The Monitor shows a rate (not "?"), and its refresh every 2 s updates the charts in
-    place: the same chart element is still on the page after a refresh (no flicker)."""
+    """The Monitor shows a rate (not "?"), and its refresh every 2 s leaves a chart whose spec
+    and data did not change alone: the same chart is still on the page after a refresh (the
+    specs are fixed dicts with the data passed beside them, under stable keys). Mutation: a
+    spec that changes every refresh (a timestamp in the title) makes this fail."""
     from selenium.common.exceptions import StaleElementReferenceException
 
     url, records, _ = dashboard

@@ -7,7 +7,6 @@ keys and specs between refreshes, so only their data changes.
 
 import pathlib
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -43,17 +42,20 @@ def _act(path: str, action: str) -> None:
         st.session_state["monitor_problem"] = f"could not {action} {name}: {err}"
 
 
-def _chart(data: pd.DataFrame, series: str) -> alt.Chart:
-    """One live curve; the same spec every refresh (log y for loss and gradient norm when the
-    values allow it), so Vega only swaps the data."""
-    positive = bool(len(data)) and bool((data["value"] > 0).all())
-    scale = alt.Scale(type="log") if series != "lr" and positive else alt.Scale(zero=False)
-    return (
-        alt.Chart(data, title=series)
-        .mark_line()
-        .encode(x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=series, scale=scale))
-        .properties(height=CHART_HEIGHT)
-    )
+def _chart_spec(series: str, log: bool) -> dict:
+    """One live curve's Vega-Lite spec, without its data: the same dict every refresh, so the
+    chart keeps its view and only swaps the rows (no blank frame, no flicker). Altair would
+    name the data after its hash, making every refresh a new spec."""
+    scale = {"type": "log"} if log else {"zero": False}
+    return {
+        "title": series,
+        "height": CHART_HEIGHT,
+        "mark": {"type": "line"},
+        "encoding": {
+            "x": {"field": "step", "type": "quantitative", "title": "step"},
+            "y": {"field": "value", "type": "quantitative", "title": series, "scale": scale},
+        },
+    }
 
 
 def _run_view(entry) -> None:
@@ -101,8 +103,12 @@ def _run_view(entry) -> None:
         frame = live_curves(record)
         charts = st.columns(3)
         for column, series in zip(charts, ("loss", "lr", "grad_norm"), strict=True):
-            data = frame[frame["series"] == series]
-            column.altair_chart(_chart(data, series), width="stretch", key=f"monitor_{series}")
+            data = frame.loc[frame["series"] == series, ["step", "value"]]
+            # log y for loss and gradient norm (when every value allows it), linear for lr
+            log = series != "lr" and bool(len(data)) and bool((data["value"] > 0).all())
+            column.vega_lite_chart(
+                data, _chart_spec(series, log), width="stretch", key=f"monitor_{series}"
+            )
     tail = log_tail(entry.path)
     if tail is not None:
         st.caption(f"log tail ({jobs.LOG_FILE})")
