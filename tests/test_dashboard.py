@@ -514,7 +514,7 @@ def test_compare_page(runs_dir, monkeypatch):
     assert any("`eval.sliced_w2`: lowest" in c.value for c in at.caption)
     assert len(at.get("download_button")) == 1
     # the digits-free tiny runs are 2-D: one scatter each, no blurry image
-    assert not at.get("imgs")
+    assert not at.get("image")
     at.toggle(key="compare_all_keys").set_value(True).run()
     assert "training.batch_size" in at.dataframe[1].value.index
     at.selectbox(key="metric").set_value("grad_norm").run()

@@ -370,8 +370,8 @@ def _editor_data(at):
 def test_page_editor_and_layout(runs_dir, monkeypatch):
     """The verdict and Launch come before the editor (above the fold); the editor gets the text
     the page validated, a new version only when the page replaces the text (a form change), and
-    the same version after typing (so what is being typed is not overwritten). Mutation: bumping
-    the version in the typing callback path, or drawing Launch after the editor, fails this."""
+    the same version after typing (so what is being typed is not overwritten). Mutation:
+    drawing Launch below the editor, or a new version on every rerun, makes this fail."""
     at = _page(runs_dir, monkeypatch)
     order = [getattr(e, "key", None) or type(e).__name__ for e in _walk(at._tree, [])]
     assert order.index("new_run_launch") < order.index("new_run_editor")
