@@ -17,7 +17,14 @@ from app.data import (
     record_row,
     table,
 )
-from app.ui import SELECTION_KEY, keep_selection, run_store, seed_selection, show_selection
+from app.ui import (
+    KEPT_KEY,
+    SELECTION_KEY,
+    keep_selection,
+    run_store,
+    seed_selection,
+    show_selection,
+)
 from diffsde import jobs
 from diffsde.runs import RunReadError, rename_run
 
@@ -71,10 +78,12 @@ selected = list(st.session_state.get(SELECTION_KEY, []))
 
 
 def _table_selected() -> None:
-    """Rows ticked in the table become the selection (in the table's order)."""
+    """Rows ticked in the table become the selection (in the table's order); selected runs the
+    filter hides stay selected."""
     rows = st.session_state[TABLE_KEY]["selection"]["rows"]
     ids = st.session_state.get(SHOWN_KEY, [])
-    keep_selection([ids[r] for r in rows if r < len(ids)])
+    hidden = [i for i in st.session_state.get(KEPT_KEY, []) if i not in ids]
+    keep_selection([ids[r] for r in rows if r < len(ids)] + hidden)
 
 
 number = st.column_config.NumberColumn
