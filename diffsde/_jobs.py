@@ -194,7 +194,7 @@ def resume(run_dir: PathLike) -> Job:
         if (run_dir / JOB_FILE).is_file() and read_job(run_dir).state in ("queued", "running"):
             raise RunReadError(f"{run_dir} is already {read_job(run_dir).state}.")
         record = open_run(run_dir)
-        if record.status in ("running", "stale"):
+        if record.status == "running":
             raise RunReadError(
                 f"{run_dir} is {record.status} (process {record.pid}); stop it before resuming."
             )

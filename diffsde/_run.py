@@ -7,8 +7,10 @@ SIGTERM or SIGKILL keeps all of it, and `resume` continues from the last checkpo
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import pathlib
+import re
 import signal
 import sys
 import time
@@ -308,10 +310,16 @@ def resume(
     that saved no checkpoint restarts from step 0 (and says so). Earlier results are kept; a
     completed run whose results are in place is left alone."""
     record = open_run(run_path)
-    if record.status in ("running", "stale"):
+    if record.status == "running":
         raise RunBusyError(
-            f"{record.path} is {record.status} (process {record.pid} on {record.host}); stop it "
-            "before you resume it."
+            f"{record.path} is running (process {record.pid} on {record.host}); stop it before "
+            "you resume it."
+        )
+    if record.status == "stale":
+        print(
+            f"{record.path}: its writer (process {record.pid} on {record.host}) has been silent "
+            "for over a minute; taking the run over",
+            file=sys.stderr,
         )
     setup = validate_text(record.spec_yaml, f"{record.path}/{RUN_FILE}:spec")
     trainer, state, keys = _build(setup)
@@ -328,7 +336,7 @@ def resume(
     wall = record.metrics.get("wall_time", np.zeros(0))
     steps = record.metrics.get("step", np.zeros(0))
     offset = float(wall[steps <= step][-1]) if np.any(steps <= step) else 0.0
-    writer = RunWriter.reopen(record.path, from_step=step)
+    writer = RunWriter.reopen(record.path, from_step=step, metrics=RUN_METRICS)
     if progress or step < 0:
         start = f"from step {step}" if step >= 0 else "from step 0: it saved no checkpoint"
         print(f"resume {record.path} {start}", file=sys.stderr)
@@ -369,6 +377,18 @@ def load_model(
     return setup, trainer.model(state.ema), keys, record, step
 
 
+def _sample_label(setup: Setup) -> str:
+    """``sampler-key=value-…-n=N`` naming the sampler settings that differ from the defaults,
+    with characters a file name cannot hold replaced, and a digest if it had to be shortened."""
+    settings = setup.spec.sampler.model_dump(exclude={"type"}, exclude_defaults=True)
+    parts = [setup.spec.sampler.type, *(f"{k}={v}" for k, v in settings.items())]
+    label = "-".join([*parts, f"n={setup.spec.eval.n_samples}"])
+    safe = re.sub(r"[^A-Za-z0-9._=+@,-]", "_", label)
+    if len(safe) > 200:
+        safe = f"{safe[:183]}-{hashlib.sha256(label.encode()).hexdigest()[:16]}"
+    return safe
+
+
 def sample_run(
     run_path: str | pathlib.Path, sampler: str | None, n: int | None, overrides: Sequence[str] = ()
 ) -> tuple[str, dict[str, float], int]:
@@ -376,13 +396,10 @@ def sample_run(
     results are stored in the run under a label naming the sampler settings."""
     extra = [f"eval.n_samples={n}"] if n is not None else []
     setup, model, keys, record, step = load_model(run_path, [*overrides, *extra], sampler)
+    label = _sample_label(setup)  # before computing: a label that cannot be stored fails here
     result = _generate(setup, model, keys)
     reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
     evaluation = _evaluate(setup, model, result.x, reference, keys)
-    settings = setup.spec.sampler.model_dump(exclude={"type"}, exclude_defaults=True)
-    label = "-".join(
-        [setup.spec.sampler.type, *(f"{k}={v}" for k, v in settings.items()), f"n={len(result.x)}"]
-    )
     add_results(
         record.path,
         label,

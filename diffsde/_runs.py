@@ -52,6 +52,7 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -81,6 +82,7 @@ FORMAT_VERSION = 2
 RUN_FILE = "run.json"  # its presence makes a directory a run
 STATUS_FILE = "status.json"
 HEARTBEAT_FILE = "heartbeat"
+LOCK_FILE = "writer.lock"  # flock'ed by the one process writing the run
 METRICS_DIR = "metrics"
 RESULTS_DIR = "results"
 RESERVE_FILE = ".reserve"
@@ -95,6 +97,8 @@ HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 60.0  # a writer on another host whose heartbeat is older is shown as stale
 MAX_NAME = 100
 MAX_JSON_BYTES = 8 << 20  # run.json holds the spec, which validation bounds to 1 MiB
+MAX_STATUS_BYTES = 1 << 20
+MAX_SEGMENT_BYTES = 2 << 30  # 10^7 steps (validation's bound) of 5 metrics take 400 MB
 MESSAGE_CHARS = 8192
 RESERVE_BYTES = 256 << 10
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -221,7 +225,7 @@ def _atomic_write(
 
 
 def _write_json(target: pathlib.Path, data: Mapping[str, Any], *, fault: str | None = None) -> None:
-    text = json.dumps(data, indent=1, allow_nan=False)
+    text = json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False)
     _atomic_write(target, text.encode("utf-8"), fault=fault)
 
 
@@ -300,13 +304,32 @@ def _writer_state(status: Mapping[str, Any], heartbeat: float | None) -> str:
         return str(state)
     pid = status.get("pid")
     if status.get("host") == socket.gethostname() and isinstance(pid, int):
+        start = status.get("process_start")
+        if start is not None and _process_start(pid) not in (None, start):
+            return "killed"  # the pid now belongs to another process (a restarted container)
         if pid == os.getpid():
             return "running"
-        start = status.get("process_start")
-        if not _pid_alive(pid) or (start is not None and _process_start(pid) not in (None, start)):
+        if not _pid_alive(pid):
             return "killed"
     last = max(filter(None, [heartbeat, status.get("updated")]), default=0.0)
     return "stale" if time.time() - last > STALE_SECONDS else "running"
+
+
+def _claim(run_dir: pathlib.Path) -> int:
+    """Take the run's writer lock (an exclusive ``flock`` on ``writer.lock``, which readers
+    never touch) and return its descriptor; `RunBusyError` if another process holds it."""
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunBusyError(
+            f"{run_dir} is being written by another process of this machine; stop it first."
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class _Heartbeat:
@@ -400,7 +423,7 @@ def _segments(run_dir: pathlib.Path) -> list[tuple[int, pathlib.Path]]:
     directory = run_dir / METRICS_DIR
     try:
         names = os.listdir(directory)
-    except FileNotFoundError:
+    except OSError:  # missing, not a directory, unreadable: no segments (the head says why)
         return []
     found = []
     for name in names:
@@ -414,7 +437,7 @@ def _next_segment(run_dir: pathlib.Path) -> int:
     """One past the highest segment number, counting data files whose header never landed."""
     try:
         names = os.listdir(run_dir / METRICS_DIR)
-    except FileNotFoundError:
+    except OSError:
         return 0
     pattern = re.compile(r"(\d{4})\.(?:json|f64)")
     numbers = [int(m.group(1)) for m in map(pattern.fullmatch, names) if m]
@@ -453,6 +476,8 @@ def _read_metrics(run_dir: pathlib.Path, problems: list[str]) -> dict[str, np.nd
             info = os.lstat(data_path)
             if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
+            if info.st_size > MAX_SEGMENT_BYTES:
+                raise OSError(errno.EFBIG, f"{info.st_size} bytes, over {MAX_SEGMENT_BYTES}")
             rows = info.st_size // (8 * len(names))
             data = np.fromfile(data_path, dtype="<f8", count=rows * len(names))
         except OSError as e:
@@ -567,29 +592,49 @@ def add_results(
     return _result(summary)
 
 
+def _data_name(label: str, name: object) -> str | None:
+    """``name`` if it is a data file name `add_results` makes for ``label``, else None (a
+    summary cannot point outside its directory or at another label's file)."""
+    pattern = re.escape(str(label)) + r"\.[0-9a-f]{8}\.h5"
+    return name if isinstance(name, str) and re.fullmatch(pattern, name) else None
+
+
 def _result_file(summary_path: pathlib.Path) -> str | None:
-    """The data file a result summary names, if it is a plain file name in its directory."""
+    """The data file a result summary names, None if it names none or cannot be read."""
     try:
-        name = _read_json(summary_path, "", limit=1 << 20).get("file")
+        name = _read_json(summary_path, "", limit=MAX_JSON_BYTES).get("file")
     except RunReadError:
         return None
-    return name if isinstance(name, str) and name and pathlib.Path(name).name == name else None
+    return _data_name(summary_path.stem, name)
+
+
+def _older(path: pathlib.Path, age: float) -> bool:
+    return time.time() - path.stat().st_mtime > age
 
 
 def _drop_orphans(run_dir: pathlib.Path, *, age: float = 60.0) -> None:
     """Remove what a dead writer left mid-write: its temporary files, and result files (data no
     summary names, temporaries) older than ``age`` seconds — younger ones may belong to a
     `diffsde sample` that is writing right now."""
+    owned = (CHECKPOINT_FILE, CHECKPOINT_META_FILE, STATUS_FILE, RESERVE_FILE)
     for stray in [*run_dir.glob(".*.tmp"), *(run_dir / METRICS_DIR).glob(".*.tmp")]:
-        stray.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the writer's own, or anyone's once it is old
+            if stray.name.startswith(tuple(f".{n}." for n in owned)) or _older(stray, age):
+                stray.unlink()
     directory = run_dir / RESULTS_DIR
     if not directory.is_dir():
         return
-    named = {_result_file(path) for path in directory.glob("*.json")}
     for path in [*directory.glob("*.h5"), *directory.glob(".*.tmp")]:
         with contextlib.suppress(OSError):
-            if path.name not in named and time.time() - path.stat().st_mtime > age:
+            if not _older(path, age):
+                continue
+            if path.suffix == ".tmp":
                 path.unlink()
+                continue
+            label = path.name.rsplit(".", 2)[0]
+            summary = directory / f"{label}.json"
+            if not os.path.lexists(summary) or _result_file(summary) not in (None, path.name):
+                path.unlink()  # no summary, or a summary that names another file: unreachable
 
 
 def _summary(label, kind, step, values, counts, arrays, prefixed, data_path) -> dict[str, Any]:
@@ -624,9 +669,15 @@ def _result(summary: Mapping[str, Any]) -> Result:
 
 def _read_results(run_dir: pathlib.Path, problems: list[str]) -> list[tuple[Result, dict]]:
     directory = run_dir / RESULTS_DIR
+    if directory.is_symlink():
+        problems.append(f"{directory} is a symbolic link; its results are not read")
+        return []
     try:
         names = sorted(os.listdir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        problems.append(f"{directory} cannot be listed ({e.strerror}); its results are not read")
         return []
     found = []
     for name in names:
@@ -658,7 +709,15 @@ class LazyArrays(Mapping):
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._loaded:
             summary, dataset = self._sources[name]
-            self._loaded[name] = _load_array(self._run_dir, summary, dataset)
+            try:
+                self._loaded[name] = _load_array(self._run_dir, summary, dataset)
+            except FileNotFoundError:  # replaced by a newer result of that label since: read it
+                path = self._run_dir / RESULTS_DIR / f"{summary['label']}.json"
+                newer = _read_json(path, "the result was replaced and its summary is gone.")
+                try:
+                    self._loaded[name] = _load_array(self._run_dir, newer, dataset)
+                except FileNotFoundError as e:
+                    raise RunReadError(f"{e.filename} is missing; the result is lost.") from None
         return self._loaded[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -679,9 +738,17 @@ class LazyArrays(Mapping):
 def _load_array(run_dir: pathlib.Path, summary: Mapping[str, Any], dataset: str) -> np.ndarray:
     import h5py
 
-    path = run_dir / RESULTS_DIR / str(summary.get("file"))
+    name = _data_name(summary.get("label", ""), summary.get("file"))
+    if name is None:
+        raise RunReadError(
+            f"the summary of result {summary.get('label')!r} in {run_dir} names no valid data "
+            f"file ({summary.get('file')!r}); it is damaged."
+        )
+    path = run_dir / RESULTS_DIR / name
     try:
         info = os.lstat(path)
+    except FileNotFoundError:
+        raise
     except OSError as e:
         raise RunReadError(f"{path} cannot be read ({e.strerror}); the result is lost.") from None
     if not stat.S_ISREG(info.st_mode) or info.st_size != summary.get("size"):
@@ -713,7 +780,8 @@ class RunWriter:
     SIGTERM is the trainer's.
     """
 
-    def __init__(self, run_dir: pathlib.Path, segment: _Segment, last_step: int):
+    def __init__(self, run_dir: pathlib.Path, segment: _Segment, last_step: int, lock: int):
+        self._lock = lock  # the writer lock's descriptor, held (flock) until `close`
         self.path = run_dir
         self.id = run_dir.name
         self.metric_names = segment.columns
@@ -763,6 +831,15 @@ class RunWriter:
             raise ValueError(f"metrics {list(metric_names)} has duplicates; name each once.")
 
         created = _now()
+        head = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "id": "",
+            "name": name,
+            "created": created.isoformat(),
+            "spec": resolved_yaml,
+            "environment": env,
+        }
         if run_dir is None:
             run_dir = new_run_dir(runs_dir, name, created)
         else:
@@ -770,49 +847,57 @@ class RunWriter:
             if (run_dir / RUN_FILE).exists() or (run_dir / LEGACY_FILE).exists():
                 raise ValueError(f"{run_dir} already holds a run; give a new directory.")
             run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(run_dir / RESERVE_FILE, bytes(RESERVE_BYTES))
-        (run_dir / METRICS_DIR).mkdir(exist_ok=True)
-        _write_status(run_dir, "running")
-        _write_json(
-            run_dir / RUN_FILE,
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "id": run_dir.name,
-                "name": name,
-                "created": created.isoformat(),
-                "spec": resolved_yaml,
-                "environment": env,
-            },
-        )
-        return cls(run_dir, _Segment(run_dir / METRICS_DIR, 0, metric_names, -1), -1)
+        head["id"] = run_dir.name
+        lock = _claim(run_dir)
+        try:
+            _atomic_write(run_dir / RESERVE_FILE, os.urandom(RESERVE_BYTES))
+            (run_dir / METRICS_DIR).mkdir(exist_ok=True)
+            segment = _Segment(run_dir / METRICS_DIR, 0, metric_names, -1)
+        except BaseException:
+            os.close(lock)
+            raise
+        try:
+            _write_status(run_dir, "running")
+            _write_json(run_dir / RUN_FILE, head)  # last: this makes the directory a run
+        except BaseException:
+            segment.close()
+            os.close(lock)
+            raise
+        return cls(run_dir, segment, -1, lock)
 
     @classmethod
-    def reopen(cls, run_path: PathLike, *, from_step: int) -> RunWriter:
+    def reopen(cls, run_path: PathLike, *, from_step: int, metrics: Sequence[str]) -> RunWriter:
         """Continue an existing run (to resume it from the checkpoint at ``from_step``; -1 to
-        restart it from scratch): a new metric segment supersedes the rows logged after
-        ``from_step``, the status goes back to ``running``. Results are kept. Refused while
-        the run's writer is alive."""
+        restart it from scratch), logging ``metrics``: a new metric segment supersedes the rows
+        logged after ``from_step``, the status goes back to ``running``. Results are kept.
+        Refused while the run's writer is alive (its ``running`` status, or its writer lock on
+        this host); a ``stale`` run (no heartbeat for STALE_SECONDS) counts as dead."""
         record = open_run(run_path)
-        if record.status in ("running", "stale"):
+        if record.status == "running":
             raise RunBusyError(
-                f"{record.path} is {record.status} (process {record.pid} on {record.host}); "
-                "stop it before you resume it."
+                f"{record.path} is running (process {record.pid} on {record.host}); stop it "
+                "before you resume it."
             )
         run_dir = record.path
-        _drop_orphans(run_dir)
-        columns = tuple(record.metrics) or ("step",)
-        index = _next_segment(run_dir)
-        if not (run_dir / RESERVE_FILE).is_file():
-            _atomic_write(run_dir / RESERVE_FILE, bytes(RESERVE_BYTES))
-        (run_dir / METRICS_DIR).mkdir(exist_ok=True)
-        segment = _Segment(run_dir / METRICS_DIR, index, columns, from_step)
+        lock = _claim(run_dir)
+        try:
+            _drop_orphans(run_dir)
+            if not (run_dir / RESERVE_FILE).is_file():
+                _atomic_write(run_dir / RESERVE_FILE, os.urandom(RESERVE_BYTES))
+            (run_dir / METRICS_DIR).mkdir(exist_ok=True)
+            segment = _Segment(
+                run_dir / METRICS_DIR, _next_segment(run_dir), tuple(metrics), from_step
+            )
+        except BaseException:
+            os.close(lock)
+            raise
         try:
             _write_status(run_dir, "running")
         except BaseException:
             segment.close()
+            os.close(lock)
             raise
-        return cls(run_dir, segment, from_step)
+        return cls(run_dir, segment, from_step, lock)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -900,6 +985,7 @@ class RunWriter:
             self._heartbeat.stop()
             self._segment.close()
             self._segment = None
+            os.close(self._lock)
 
     def __enter__(self) -> RunWriter:
         return self
@@ -1037,7 +1123,7 @@ def load_checkpoint(run_dir: PathLike, like: Any) -> tuple[int, Any]:
 
 def _checkpoint_step(run_dir: pathlib.Path) -> int | None:
     try:
-        step = _read_json(run_dir / CHECKPOINT_META_FILE, "", limit=1 << 16)["step"]
+        step = _read_json(run_dir / CHECKPOINT_META_FILE, "", limit=MAX_STATUS_BYTES)["step"]
     except (RunReadError, KeyError):
         return None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
@@ -1121,10 +1207,42 @@ def _read_head(run_dir: pathlib.Path) -> tuple[dict[str, Any], dict[str, Any]]:
     ):
         if not isinstance(head.get(key), kind):
             raise RunReadError(f"{run_dir / RUN_FILE} has no valid {key!r}; the run is damaged.")
-    status = _read_json(run_dir / STATUS_FILE, "the run's status is unknown.", limit=1 << 16)
-    if status.get("state") not in STATUSES:
-        raise RunReadError(f"{run_dir / STATUS_FILE} has no valid state; the run is damaged.")
+    status = _read_json(
+        run_dir / STATUS_FILE, "the run's status is unknown.", limit=MAX_STATUS_BYTES
+    )
+    problem = _status_problem(status)
+    if problem:
+        raise RunReadError(f"{run_dir / STATUS_FILE} has {problem}; the run is damaged.")
+    for name in (METRICS_DIR, RESULTS_DIR):
+        if (run_dir / name).is_symlink():
+            raise RunReadError(
+                f"{run_dir / name} is a symbolic link; a run's files stay inside it."
+            )
     return head, status
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _status_problem(status: Mapping[str, Any]) -> str | None:
+    """What is wrong with a ``status.json`` object, or None."""
+    if status.get("state") not in STATUSES:
+        return "no valid state"
+    updated = status.get("updated")
+    checks = {
+        "message": isinstance(status.get("message"), str),
+        "step": _is_int(status.get("step"), -1, 2**62),
+        "updated": isinstance(updated, int | float)
+        and not isinstance(updated, bool)
+        and 0 <= updated < 1e11,
+        "host": isinstance(status.get("host"), str),
+        "pid": _is_int(status.get("pid"), 0, 2**31),
+        "process_start": status.get("process_start") is None
+        or isinstance(status.get("process_start"), str),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    return f"an invalid {', '.join(repr(b) for b in bad)}" if bad else None
 
 
 def _merge_results(run_dir: pathlib.Path, found: list[tuple[Result, dict]]):
@@ -1163,6 +1281,8 @@ def open_run(path: PathLike) -> RunRecord:
     try:
         spec = yaml.safe_load(head["spec"])
         created = datetime.datetime.fromisoformat(head["created"])
+        if created.tzinfo is None:
+            created = created.astimezone()
     except (yaml.YAMLError, ValueError) as e:
         raise RunReadError(f"{run_dir / RUN_FILE} is damaged ({type(e).__name__}).") from None
     step = status.get("step")
@@ -1237,7 +1357,14 @@ def list_runs(runs_dir: PathLike, *, problems: list[RunProblem] | None = None) -
         if child.name.startswith("."):
             continue
         if child.is_symlink():
-            target = child.resolve()
+            try:
+                target = child.resolve(strict=True)
+            except (OSError, RuntimeError) as e:  # a loop, a dangling link
+                if problems is not None:
+                    problems.append(
+                        RunProblem(child, f"a symbolic link that cannot be followed ({e})")
+                    )
+                continue
             if store not in target.parents:
                 if problems is not None:
                     problems.append(
@@ -1255,6 +1382,9 @@ def list_runs(runs_dir: PathLike, *, problems: list[RunProblem] | None = None) -
         except RunReadError as e:
             if problems is not None:
                 problems.append(RunProblem(child, str(e)))
+        except (Exception, RecursionError) as e:  # damage no check foresaw: still one line
+            if problems is not None:
+                problems.append(RunProblem(child, f"cannot be read ({type(e).__name__}: {e})"))
     records.sort(key=lambda r: (r.created, r.id))
     return records
 
@@ -1323,8 +1453,10 @@ def run_is_live(run_path: PathLike) -> bool:
     directory. False if unreadable."""
     run_dir = _run_dir(run_path)
     try:
-        status = _read_json(run_dir / STATUS_FILE, "", limit=1 << 16)
+        status = _read_json(run_dir / STATUS_FILE, "", limit=MAX_STATUS_BYTES)
     except RunReadError:
+        return False
+    if _status_problem(status):
         return False
     same = status.get("host") == socket.gethostname() and status.get("pid") == os.getpid()
     return not same and _writer_state(status, _heartbeat_time(run_dir)) == "running"
@@ -1346,7 +1478,16 @@ def mark_abandoned(run_path: PathLike, status: Status, message: str) -> bool:
     record = _idle_record(run_path, "mark")
     if record.status not in ("killed", "stale"):
         return False
-    _write_status(record.path, status, message, record.failed_step if record.failed_step else -1)
+    try:
+        lock = _claim(record.path)
+    except RunBusyError:
+        return False  # a resume took the run over meanwhile
+    try:
+        if _read_head(record.path)[1].get("pid") != record.pid:
+            return False
+        _write_status(record.path, status, message, record.failed_step or -1)
+    finally:
+        os.close(lock)
     return True
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 from typing import Any, NamedTuple
@@ -30,6 +31,7 @@ from ._runs import (
     STATUS_FILE,
     PathLike,
     _checkpoint_step,
+    _pid_alive,
     add_results,
 )
 
@@ -78,6 +80,9 @@ def _convert(old: pathlib.Path, out: pathlib.Path) -> None:
             "process_start": None,
             "heartbeat_seconds": None,
         }
+        if state["state"] == "running" and state["host"] == socket.gethostname():
+            if _pid_alive(state["pid"]):
+                raise ValueError(f"process {state['pid']} may still be writing it; stop it first")
         evaluation = dict(f["eval"].attrs) if "eval" in f else {}
         samples = {k: ds[...] for k, ds in f["samples"].items()} if "samples" in f else {}
         nfe = {k: int(v) for k, v in f["nfe"].attrs.items()} if "nfe" in f else {}
@@ -160,8 +165,8 @@ def upgrade_run(run_dir: PathLike, *, time_limit: float = TIME_LIMIT) -> Upgrade
             shutil.rmtree(run_dir / name, ignore_errors=True)
             os.replace(staging / name, run_dir / name)
     os.replace(staging / STATUS_FILE, run_dir / STATUS_FILE)
-    os.replace(old, run_dir / (LEGACY_FILE + KEPT_SUFFIX))
-    os.replace(staging / RUN_FILE, run_dir / RUN_FILE)  # last: this makes it a format-2 run
+    os.replace(staging / RUN_FILE, run_dir / RUN_FILE)  # this makes it a format-2 run
+    os.replace(old, run_dir / (LEGACY_FILE + KEPT_SUFFIX))  # a kill before this keeps both
     shutil.rmtree(staging, ignore_errors=True)
     return Upgrade(run_dir, "upgraded")
 

@@ -173,6 +173,10 @@ def test_exception_marks_failed(tmp_path):
             raise KeyboardInterrupt
     assert runs.open_run(writer.path).status == "stopped"
 
+    with pytest.raises(RuntimeError):
+        with create(tmp_path, name="emoji") as writer:
+            raise RuntimeError("😀" * 9000)  # 4 bytes each in UTF-8: the status stays readable
+    assert runs.open_run(writer.path).message.endswith(" [truncated]")
     with create(tmp_path, name="explicit") as writer:
         writer.set_status("failed", "é" * 10_000, step=7)  # kept on clean exit, truncated
     record = runs.open_run(writer.path)
@@ -200,7 +204,7 @@ def test_reopen_supersedes_rows_after_the_checkpoint_and_keeps_results(tmp_path)
         prefixed=True,
     )
     first = (writer.path / "metrics" / "0000.f64").read_bytes()
-    with runs.RunWriter.reopen(writer.path, from_step=4) as again:
+    with runs.RunWriter.reopen(writer.path, from_step=4, metrics=METRICS) as again:
         assert runs.open_run(writer.path).status == "running"
         with pytest.raises(ValueError, match="increasing past 4"):
             again.append_metrics(rows(4, 1))
@@ -212,7 +216,9 @@ def test_reopen_supersedes_rows_after_the_checkpoint_and_keeps_results(tmp_path)
     assert record.status == "completed"
     assert record.eval == {"mmd": 1.0, "pf_ode-n=3.mmd": 2.0} and record.nfe == {"pf_ode-n=3": 9}
     np.testing.assert_array_equal(record.samples["pf_ode-n=3"], np.ones((3, 2)))
-    with runs.RunWriter.reopen(writer.path, from_step=-1) as restart:  # no checkpoint: step 0
+    with runs.RunWriter.reopen(
+        writer.path, from_step=-1, metrics=METRICS
+    ) as restart:  # no checkpoint: step 0
         restart.append_metrics(rows(0, 2))
     np.testing.assert_array_equal(runs.open_run(writer.path).metrics["step"], [0, 1])
 
@@ -303,6 +309,17 @@ def test_list_runs_skips_damaged_runs_in_bounded_time(tmp_path):
     nan_rows = damaged("nan-rows")
     with open(nan_rows / "metrics" / "0000.f64", "ab") as f:
         f.write(np.full(5, np.nan).tobytes() + b"\x01\x02\x03")  # a NaN row and a torn one
+    (tmp_path / "loop").symlink_to("loop")
+    (damaged("metrics-file") / "metrics" / "0000.f64").unlink()
+    for child in (tmp_path / "metrics-file" / "metrics").iterdir():
+        child.unlink()
+    (tmp_path / "metrics-file" / "metrics").rmdir()
+    (tmp_path / "metrics-file" / "metrics").write_text("not a directory")
+    bad_pid = damaged("bad-pid")
+    status = json.loads((bad_pid / "status.json").read_text())
+    (bad_pid / "status.json").write_text(json.dumps({**status, "pid": None, "updated": "x"}))
+    linked = damaged("linked-results")
+    (linked / "results").symlink_to(outside)
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "run.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     (tmp_path / "empty").mkdir()
@@ -311,15 +328,23 @@ def test_list_runs_skips_damaged_runs_in_bounded_time(tmp_path):
     start = time.perf_counter()
     records = diffsde.list_runs(tmp_path, problems=problems)
     assert time.perf_counter() - start < 5.0
-    assert [r.id for r in records] == [*ids, "nan-rows"]
-    nan_record = records[-1]
+    by_id = {r.id: r for r in records}
+    assert [r.id for r in records][:2] == ids and set(by_id) == {*ids, "metrics-file", "nan-rows"}
+    assert by_id["metrics-file"].metrics == {}  # a file where the segments go: no rows, no crash
+    nan_record = by_id["nan-rows"]
     np.testing.assert_array_equal(nan_record.metrics["step"], [0, 1, 2])
     assert nan_record.problems == ("1 damaged metric rows (non-finite or repeated step) dropped",)
     runs.summary_row(nan_record)  # no NaN reaches int()
     reasons = {p.path.name: p.reason for p in problems}
     assert sorted(reasons) == sorted(
-        ["truncated", "zero", "random", "dir-run-json", "escape", "link-file", "old", "empty"]
+        [
+            *("truncated", "zero", "random", "dir-run-json", "escape", "link-file", "old"),
+            *("empty", "loop", "bad-pid", "linked-results"),
+        ]
     )
+    assert "cannot be followed" in reasons["loop"]
+    assert "invalid 'updated', 'pid'" in reasons["bad-pid"]
+    assert "symbolic link" in reasons["linked-results"]
     assert "not JSON" in reasons["truncated"] and "is empty" in reasons["zero"]
     assert "not a regular file" in reasons["dir-run-json"]
     assert "outside the store" in reasons["escape"] and "symbolic link" in reasons["link-file"]
@@ -399,3 +424,47 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         runs.load_checkpoint(writer.path, eqx.tree_at(lambda p: p.weight, params(0), jnp.zeros(2)))
     with pytest.raises(ValueError, match="non-negative"):
         runs.save_checkpoint(writer.path, -1, params(0))
+
+
+def test_a_summary_cannot_point_outside_its_run(tmp_path):
+    """A result summary whose ``file`` names a path elsewhere is refused, not followed.
+    Mutation: joining ``summary["file"]`` unchecked (as before) reads /etc/hostname."""
+    with create(tmp_path) as writer:
+        writer.write_results({}, {"samples": np.zeros(3)}, step=0)
+    (summary,) = (writer.path / "results").glob("*.json")
+    data = json.loads(summary.read_text())
+    for name in ("/etc/hostname", "../run.json", ".."):
+        summary.write_text(json.dumps({**data, "file": name}))
+        with pytest.raises(runs.RunReadError, match="names no valid data file"):
+            runs.open_run(writer.path).samples["samples"]
+
+
+def test_one_writer_at_a_time(tmp_path):
+    """While a writer holds a run, a second writer (a resume from a shell while the dashboard
+    resumes it too) is refused before it writes anything. Mutation: `_claim` not taking the
+    flock lets the second reopen through."""
+    with create(tmp_path) as writer:
+        writer.append_metrics(rows(1, 2))
+        writer.set_status("stopped")
+    with runs.RunWriter.reopen(writer.path, from_step=2, metrics=METRICS):
+        status = (writer.path / "status.json").read_bytes()
+        record = runs.open_run(writer.path)
+        assert record.status == "running"
+        with pytest.raises(runs.RunBusyError, match="is running"):
+            runs.RunWriter.reopen(writer.path, from_step=2, metrics=METRICS)
+        # Two resumes that both read the run before either wrote its status: the lock decides.
+        with pytest.raises(runs.RunBusyError, match="being written by another process"):
+            _runs._claim(writer.path)
+        assert not runs.mark_abandoned(writer.path, "stopped", "no: it is alive")
+        assert (writer.path / "status.json").read_bytes() == status
+    os.close(_runs._claim(writer.path))  # released with the writer
+
+
+def test_a_replaced_result_is_read_from_its_new_file(tmp_path):
+    """A record read before a result was recomputed under the same label still loads it."""
+    with create(tmp_path) as writer:
+        runs.add_results(writer.path, "lik", kind="likelihood", samples={"x": np.zeros(2)})
+    record = runs.open_run(writer.path)
+    runs.add_results(writer.path, "lik", kind="likelihood", samples={"x": np.ones(2)})
+    assert len(list((writer.path / "results").glob("lik.*.h5"))) == 1  # the old file is gone
+    np.testing.assert_array_equal(record.samples["x"], np.ones(2))

@@ -121,7 +121,12 @@ def test_kill_at_every_moment_then_resume(spec, reference, tmp_path, fault, chec
 
 @pytest.mark.parametrize(
     "fault, kept_rows",
-    [("enospc@metrics#2", 10), ("enospc@checkpoint#2", 20), ("enospc@results", 30)],
+    [
+        ("enospc@metrics#2", 10),
+        ("enospc@checkpoint#2", 20),
+        ("enospc@results", 30),
+        ("enospc@status#2", 30),  # the final `completed` status: the reserve makes room
+    ],
 )
 def test_disk_full_fails_the_run_and_keeps_everything(spec, reference, tmp_path, fault, kept_rows):
     """An injected ENOSPC ends the run ``failed`` with "disk full" and what was kept, no
@@ -154,7 +159,7 @@ def test_eval_and_sample_on_a_full_disk_change_nothing(reference, tmp_path):
 
 def test_sample_while_training_keeps_its_work(spec, tmp_path):
     """`diffsde sample` on a run that is still training uses its latest checkpoint and stores
-    the result; the trainer's own results land beside it."""
+    the result, which the trainer, stopped later, keeps; a resume meanwhile is refused."""
     slow = tmp_path / "slow.yaml"
     slow.write_text(tiny_spec("long", steps=200_000, checkpoint_every=10))
     env = dict(os.environ)
