@@ -486,8 +486,7 @@ def metric_directions(registry: Registry) -> dict[str, str]:
     …), as each registered metric config declares in its ``directions``; ``loss``: ``min``."""
     out = {"loss": "min"}
     for config in registry.configs("metric"):
-        # A plugin's config that predates `directions` declares none: nothing is ranked on it.
-        out.update(getattr(config, "directions", None) or {})
+        out.update(config.directions)
     return out
 
 

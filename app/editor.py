@@ -26,6 +26,7 @@ import yaml
 from diffsde import get_registry
 from diffsde._run import require_runnable
 from diffsde._spec._model import spec_model
+from diffsde._spec._source import SourceError, load_yaml
 from diffsde._spec._validate import Setup, SpecError, SpecIssue, validate_text
 from diffsde.runs import open_run
 
@@ -343,9 +344,9 @@ def form_fields(schema: Mapping | None = None, keys: Sequence[str] = COMMON_FIEL
 
 def _parse(text: str) -> dict:
     """The YAML mapping in ``text`` (empty text is an empty mapping); `ValueError` otherwise."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+    try:  # the validator's bounded loader: no alias bomb or recursive alias is built here
+        data, _ = load_yaml(text, "<editor>")
+    except SourceError as err:
         raise ValueError(f"the editor text is not valid YAML: {err}") from None
     if data is None:
         return {}

@@ -225,9 +225,12 @@ class ModelConfig(ComponentConfig):
 
 
 class MetricConfig(ComponentConfig):
-    """An evaluation metric (an item of ``eval.metrics``)."""
+    """An evaluation metric (an item of ``eval.metrics``). ``directions`` is its metric's: for
+    each name it reports, which value is best ("min", "max" or "zero"); a name absent from it
+    is not ranked."""
 
     kind: ClassVar[str] = "metric"
+    directions: ClassVar[Mapping[str, str]] = {}
 
 
 BASES: dict[str, type[ComponentConfig]] = {

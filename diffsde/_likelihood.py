@@ -22,8 +22,8 @@ true p_T of the data is part of the result.
 """
 
 import math
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import ClassVar, Literal
 
 import diffrax
 import equinox as eqx
@@ -35,7 +35,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._custom_types import Scalar, ScoreFn, Vector
 from ._data import AbstractDataset
-from ._metrics import AbstractMetric, EvalContext, _subsample
+from ._metrics import AbstractMetric, Direction, EvalContext, _subsample
 from ._prior import AbstractPrior
 from ._sampler import ODE_SOLVERS
 from ._sde._base import AbstractSDE
@@ -288,6 +288,9 @@ class LikelihoodMetric(AbstractMetric):
     Hutchinson's standard error of ``nll`` when the divergence is estimated.
     Nothing (``{}``) without a score.
     """
+
+    # nll_se (the standard error of nll) has no better side.
+    directions: ClassVar[Mapping[str, Direction]] = {"nll": "min", "bpd": "min"}
 
     estimator: ProbabilityFlowLikelihood
     n: int = eqx.field(static=True, default=256)

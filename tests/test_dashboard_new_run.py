@@ -387,3 +387,17 @@ def test_page_editor_and_layout(runs_dir, monkeypatch):
     applied = _editor_data(at)
     assert applied["version"] == first["version"] + 1
     assert "steps: 77" in applied["text"] and applied["text"] == at.session_state["new_run_text"]
+
+
+def test_form_refuses_an_alias_bomb_at_once():
+    """The form parses the editor's text with the validator's bounded loader: an alias bomb
+    is refused in milliseconds instead of being built. Mutation: `yaml.safe_load` in
+    `app.editor._parse` (as before) accepts it, and anything walking it expands 10^9 values."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi")
+    )
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="alias"):
+        form_values(bomb, form_fields())
+    assert time.perf_counter() - start < 2.0

@@ -64,8 +64,7 @@ class LogLikelihoodConfig(MetricConfig):
     for quantised images)."""
 
     type: Literal["log_likelihood"] = "log_likelihood"
-    # nll_se (the standard error of nll) has no better side.
-    directions: ClassVar[Mapping[str, Direction]] = {"nll": "min", "bpd": "min"}
+    directions: ClassVar[Mapping[str, Direction]] = LikelihoodMetric.directions
     n: pydantic.PositiveInt = 256
     divergence: Literal["auto", "exact", "hutchinson"] = "auto"
     probes: int = pydantic.Field(16, ge=2)
