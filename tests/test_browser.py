@@ -14,13 +14,8 @@ screenshot there (the README's figure).
 """
 
 import os
-import pathlib
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -29,6 +24,7 @@ import pytest
 
 from diffsde._cli import main
 from diffsde.runs import list_runs
+from tests.dashboard_server import DashboardServer
 from tests.tiny import tiny_spec
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -74,26 +70,6 @@ def chromium(tmp_path_factory):
     driver.quit()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, log: pathlib.Path) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"dashboard exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"dashboard did not answer {url} within {TIMEOUT} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def dashboard(chromium, tmp_path_factory):
     """Four finished runs (8x8 "images", then 2-D vp seeds 3 and 4 and ve seed 3) and
@@ -102,25 +78,13 @@ def dashboard(chromium, tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     runs = root / "runs"
     runs.mkdir()
-    port = _free_port()
-    env = dict(
-        os.environ,
-        STREAMLIT_SERVER_HEADLESS="true",  # no browser opened, no e-mail prompt
+    # Started first: it comes up while the runs train (the pages read the store afresh).
+    server = DashboardServer(
+        runs,
+        root / "dashboard.log",
         STREAMLIT_SERVER_FILE_WATCHER_TYPE="none",
         STREAMLIT_CLIENT_TOOLBAR_MODE="viewer",  # no Deploy button in the screenshot
     )
-    command = [sys.executable, "-m", "diffsde._cli", "dashboard", "--runs-dir", str(runs)]
-    log = root / "dashboard.log"
-    with log.open("w") as out:
-        # Its own process group: `diffsde dashboard` starts Streamlit as a child, and both go.
-        # Started first: it comes up while the runs train (the pages read the store afresh).
-        server = subprocess.Popen(
-            [*command, "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     # the oldest: 64-dimensional points, shown as 8x8 images
     (root / "image.yaml").write_text(
         SPEC.replace("NAME", "tiny-img").replace("SDE", "vp").replace("dim: 2", "dim: 64")
@@ -134,16 +98,10 @@ def dashboard(chromium, tmp_path_factory):
     image, *records = list_runs(runs)
     assert image.name == "tiny-img"
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(f"{url}/_stcore/health", server, log)
-        yield url, records, image
+        server.wait_healthy(TIMEOUT)
+        yield server.url, records, image
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop()
 
 
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'

@@ -6,12 +6,8 @@ app/main.py, listening on 127.0.0.1 only."""
 import dataclasses
 import os
 import pathlib
-import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -48,6 +44,7 @@ from app.data import (
 from diffsde import get_registry
 from diffsde._cli import main
 from diffsde.runs import LazyArrays, list_runs
+from tests.dashboard_server import DashboardServer
 from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
@@ -277,40 +274,12 @@ def test_dashboard_listens_on_localhost_only(tmp_path):
     """The real `diffsde dashboard` (Streamlit started by the CLI) answers on 127.0.0.1 and has
     no socket on any other address: it can launch and delete runs, so it is not on the
     network unless asked with --host. Mutation: --host 0.0.0.0 as the default fails this."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, STREAMLIT_SERVER_HEADLESS="true")
-    env.pop("STREAMLIT_SERVER_ADDRESS", None)
-    log = tmp_path / "dashboard.log"
-    command = [sys.executable, "-m", "diffsde._cli", "dashboard", "--runs-dir", str(tmp_path)]
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [*command, "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = DashboardServer(tmp_path, tmp_path / "dashboard.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
-        assert _listening(port) == {"127.0.0.1"}, log.read_text()
+        server.wait_healthy()
+        assert _listening(server.port) == {"127.0.0.1"}, server.log.read_text()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop()
 
 
 # -- Compare ----------------------------------------------------------------------------------
