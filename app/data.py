@@ -670,11 +670,8 @@ REFERENCE = "reference"
 def sample_sets(record: RunRecord) -> list[str]:
     """The run's stored sample sets that can be shown: 2-D arrays (points × dim) other than the
     held-out reference; ``samples`` first, then labelled `diffsde sample` sets by name."""
-    names = [
-        k
-        for k, v in record.samples.items()
-        if k != REFERENCE and getattr(v, "ndim", 0) == 2 and len(v)
-    ]
+    shapes = {k: record.samples.shape(k) for k in record.samples}  # stored shapes: no array read
+    names = [k for k, shape in shapes.items() if k != REFERENCE and len(shape) == 2 and shape[0]]
     return sorted(names, key=lambda k: (k != "samples", k))
 
 

@@ -6,6 +6,7 @@ app/main.py, listening on 127.0.0.1 only."""
 import dataclasses
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 
@@ -510,6 +511,26 @@ def test_compare_page_images(tmp_path, monkeypatch):
     images = [i.proto.imgs[0] for i in at.get("image")]
     assert [i.caption for i in images] == ["samples", "reference"]
     assert all(i.url.endswith(".png") for i in images)
+
+
+def test_compare_shows_a_damaged_sample_file_as_an_error(runs_dir, tmp_path, monkeypatch):
+    """A run whose results file was cut short: the sample-set selector still lists it (from the
+    stored shapes, without reading arrays), and opening it shows the store's one-line reason
+    while the other run is drawn. Mutation: reading the arrays in `sample_sets` (as before), or
+    no `RunReadError` clause in the view, puts an exception on the page."""
+    store = tmp_path / "runs"
+    shutil.copytree(runs_dir, store)
+    first, second = list_runs(store)
+    (data,) = (first.path / "results").glob("run-*.h5")
+    data.write_bytes(data.read_bytes()[:100])
+    monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(store))
+    at = AppTest.from_file(str(APP / "views" / "compare.py"), default_timeout=30)
+    at.query_params["runs"] = [first.id, second.id]
+    at.run()
+    assert not at.exception
+    (error,) = at.error
+    assert "damaged" in error.value and first.id in error.value
+    assert at.selectbox(key=f"compare_set_{second.id}").value == "samples"  # still drawn
 
 
 def test_compare_state_from_the_url(runs_dir, monkeypatch):

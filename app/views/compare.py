@@ -35,6 +35,7 @@ from app.data import (
 )
 from app.ui import SELECTION_KEY, run_store, seed_selection, show_selection
 from diffsde import get_registry
+from diffsde.runs import RunReadError
 
 COLOURS = {"samples": "#1f77b4", REFERENCE: "#ff7f0e"}  # distinct, colour-blind safe pair
 SCATTER_SIZE = 360  # px: square, so that x and y share one scale
@@ -172,7 +173,11 @@ for i, record in enumerate(selected):
         column.info("no samples stored")
         continue
     name = column.selectbox("Sample set", names, key=f"compare_set_{record.id}")
-    samples, reference = record.samples[name], record.samples.get(REFERENCE)
+    try:
+        samples, reference = record.samples[name], record.samples.get(REFERENCE)
+    except RunReadError as e:  # a damaged result file: say so, draw the other runs
+        column.error(str(e))
+        continue
     view = sample_view(samples.shape[1])
     if view == "image":
         bounds = image_bounds(reference if reference is not None else samples)
