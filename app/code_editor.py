@@ -81,6 +81,14 @@ export default function (component) {{
     clearTimeout(root.dsdeTimer);
     root.dsdeTimer = setTimeout(() => setStateValue("text", text.value), {DEBOUNCE_MS});
   }};
+  // Leaving the editor (e.g. to click Launch) sends the text at once: a click within the
+  // pause must launch what is on screen, not the text validated before.
+  text.onblur = () => {{
+    if (text.value !== root.dataset.validated) {{
+      clearTimeout(root.dsdeTimer);
+      setStateValue("text", text.value);
+    }}
+  }};
   text.onscroll = () => {{ gutter.scrollTop = text.scrollTop; }};
   text.onkeydown = (event) => {{
     if (event.key === "Tab" && !event.shiftKey) {{  // indent, as YAML wants, not leave the box

@@ -137,9 +137,13 @@ class Entry:
 
 
 def entries(
-    runs_dir: str | os.PathLike[str], records: Iterable[RunRecord], recent: int = 10
+    runs_dir: str | os.PathLike[str],
+    records: Iterable[RunRecord],
+    recent: int = 10,
+    keep: str | os.PathLike[str] | None = None,
 ) -> list[Entry]:
-    """Live runs and jobs first (oldest first), then the ``recent`` latest finished ones.
+    """Live runs and jobs first (oldest first), then the ``recent`` latest finished ones, and
+    the run at ``keep`` (the one being watched, however old) if it is not among them.
 
     ``records`` are the store's runs (`diffsde.runs.list_runs`); a run is live when the store
     says ``running`` (it reports a dead writer as ``killed`` or ``stale``) or when its job is
@@ -152,8 +156,10 @@ def entries(
     for record in records:
         job = jobs.get(record.id)
         seen.add(record.id)
-        live = record.status == "running" or (job is not None and job.state == "queued")
-        found.append(Entry(record.path, record.name, record.status, live, job, record))
+        queued = job is not None and job.state == "queued"  # e.g. resumed, not started yet
+        live = record.status == "running" or queued
+        state = "queued" if queued and record.status != "running" else record.status
+        found.append(Entry(record.path, record.name, state, live, job, record))
     for run_id, job in jobs.items():
         if run_id in seen:
             continue
@@ -162,7 +168,8 @@ def entries(
     found.sort(key=lambda e: e.path.name)
     live = [e for e in found if e.live]
     done = [e for e in found if not e.live][-recent:][::-1]
-    return live + done
+    kept = [e for e in found if keep is not None and str(e.path) == str(keep)]
+    return live + done + [e for e in kept if e not in live + done]
 
 
 def job_rows(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

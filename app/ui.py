@@ -5,12 +5,24 @@ State that outlives a page lives in two places: the URL (widgets bound to query 
 it, and the session (`KEPT_KEY`), so that it follows the person from page to page.
 """
 
+import re
+
 import streamlit as st
 
 from app.data import read_store, runs_dir_from_env, store_stamp
 
 SELECTION_KEY = "runs"  # the selected run ids: widget key and query parameter (?runs=ID&runs=ID)
 KEPT_KEY = "compare_runs"  # the selection kept in the session across pages
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|$~<>:])")
+
+
+def plain(text: object) -> str:
+    """``text`` with every Markdown (and Streamlit ``:colour[]``/emoji) character escaped: run
+    names, messages and paths that users or the store wrote are shown as they are, never as
+    links, images or formatting."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
 STORE_TTL = 5.0  # seconds: a listing is re-read at least this often (a writer may have died)
 
 

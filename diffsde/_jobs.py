@@ -235,15 +235,21 @@ def stop(run_dir: PathLike, *, kill: bool = False) -> str:
 
 
 def discard(run_dir: PathLike, runs_dir: PathLike) -> None:
-    """Delete a run or a job that never ran (cancelled, or failed before its run.h5) from
-    ``runs_dir``; refused while it is queued or running."""
+    """Delete a run or a job that never ran (cancelled, or failed before its run started) from
+    ``runs_dir``; refused while it is queued (to start or to resume) or running."""
     run_dir = pathlib.Path(run_dir)
-    if (run_dir / RUN_FILE).is_file():
+    has_run = (run_dir / RUN_FILE).is_file()
+    try:  # also a run queued to resume: the worker would start it in a deleted directory
+        state = read_job(run_dir).state
+    except RunReadError:
+        if not has_run:
+            raise
+        state = None  # a shell-started run, or an unreadable job file beside a run
+    if state in ("queued", "running"):
+        raise RunReadError(f"{run_dir} is {state}; stop it before you delete it.")
+    if has_run:
         delete_run(run_dir, runs_dir)
         return
-    job = read_job(run_dir)
-    if job.state in ("queued", "running"):
-        raise RunReadError(f"{run_dir} is {job.state}; stop it before you delete it.")
     if run_dir.resolve().parent != pathlib.Path(runs_dir).resolve():
         raise RunReadError(f"{run_dir} is not a run directory of {runs_dir}; not deleting.")
     shutil.rmtree(run_dir)

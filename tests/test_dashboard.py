@@ -42,6 +42,7 @@ from app.data import (
     square_domains,
     upscale,
 )
+from app.ui import plain
 from diffsde import get_registry
 from diffsde._cli import main
 from diffsde.runs import LazyArrays, list_runs
@@ -480,7 +481,7 @@ def test_compare_page(runs_dir, monkeypatch):
     assert list(metrics["run"]) == [run_label(r) for r in records]
     assert "sde.type" in diff.index and "training.batch_size" not in diff.index
     assert list(diff.columns) == [run_label(r) for r in records]  # headers: name · seed · id
-    assert [s.value for s in at.subheader] == [run_label(r) for r in records]
+    assert [s.value for s in at.subheader] == [plain(run_label(r)) for r in records]
     assert any("`eval.sliced_w2`: lowest" in c.value for c in at.caption)
     assert len(at.get("download_button")) == 1
     # the digits-free tiny runs are 2-D: one scatter each, no blurry image
@@ -529,7 +530,7 @@ def test_compare_shows_a_damaged_sample_file_as_an_error(runs_dir, tmp_path, mon
     at.run()
     assert not at.exception
     (error,) = at.error
-    assert "damaged" in error.value and first.id in error.value
+    assert "damaged" in error.value and plain(first.id) in error.value
     assert at.selectbox(key=f"compare_set_{second.id}").value == "samples"  # still drawn
 
 
@@ -590,3 +591,15 @@ def test_runs_page_rename_and_delete_ask_first(tmp_path, monkeypatch):
     assert [r.id for r in list_runs(runs_dir)] == [first]
     assert list(at.dataframe[0].value["short_id"]) == [short_id(first)]
     assert at.multiselect(key="runs").value == [first]  # a deleted run leaves the selection
+
+
+def test_names_and_messages_are_shown_as_plain_text():
+    """A run named like Markdown (an image link, emphasis, maths, a Streamlit colour) is shown
+    as typed: every special character is escaped, so nothing is fetched or formatted.
+    Mutation: dropping ``!`` ``[`` or ``:`` from `plain`'s character set fails this."""
+    name = "![x](https://example.invalid/t.png) *bold* $x^2$ :red[r] `code` <b>"
+    escaped = plain(name)
+    assert escaped.replace("\\", "") == name
+    for i, character in enumerate(escaped):
+        if character in "![]()*$:`<>" and (i == 0 or escaped[i - 1] != "\\"):
+            raise AssertionError(f"unescaped {character!r} at {i} in {escaped!r}")

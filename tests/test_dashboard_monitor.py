@@ -118,6 +118,28 @@ def test_entries_live_first(finished, tmp_path):
         assert (entry.live, entry.resumable) == (state == "running", resumable), state
 
 
+def test_entries_keep_the_watched_run_and_show_a_queued_resume(finished, tmp_path):
+    """The run being watched stays in the list however many runs finished after it, and a run
+    queued to resume reads ``queued`` (Cancel, not Stop/Kill). Mutation: dropping ``keep``
+    loses the old run; using the record's status shows the queued resume as ``stopped``."""
+    (done,) = list_runs(finished)
+    newer = [
+        dataclasses.replace(done, id=f"{done.id}-{i}", path=done.path.with_name(f"z{i:02d}"))
+        for i in range(12)
+    ]
+    shown = entries(finished, [done, *newer], keep=done.path)
+    assert len(shown) == 11 and shown[-1].path == done.path
+    assert done.path not in [e.path for e in entries(finished, [done, *newer])]
+    stopped = dataclasses.replace(done, status="stopped")
+    job = {"name": "done", "state": "queued", "created": time.time(), "resume": True}
+    (done.path / "job.json").write_text(json.dumps(job))
+    try:
+        (entry,) = entries(finished, [stopped])
+        assert (entry.state, entry.live, entry.resumable) == ("queued", True, False)
+    finally:
+        (done.path / "job.json").unlink()
+
+
 def test_monitor_page_finished_run(finished, monkeypatch):
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(finished))
     at = AppTest.from_file(str(APP / "views" / "monitor.py"), default_timeout=30).run()

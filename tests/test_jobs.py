@@ -109,6 +109,8 @@ def test_resume_queues_a_killed_run_to_completion(tmp_path, monkeypatch):
     monkeypatch.delenv("DIFFSDE_FAULT")
     again = jobs.resume(job.path)
     assert again.state == "queued" and again.resume
+    with pytest.raises(RunReadError, match="is (queued|running); stop it"):
+        jobs.discard(job.path, runs_dir)  # the worker is about to resume it there
     wait_for(lambda: jobs.read_job(job.path).state == "finished", "the resumed job to finish")
     record = open_run(job.path)
     assert record.status == "completed", record.message

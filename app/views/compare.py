@@ -33,7 +33,7 @@ from app.data import (
     square_domains,
     upscale,
 )
-from app.ui import SELECTION_KEY, run_store, seed_selection, show_selection
+from app.ui import SELECTION_KEY, plain, run_store, seed_selection, show_selection
 from diffsde import get_registry
 from diffsde.runs import RunReadError
 
@@ -43,7 +43,7 @@ IMAGE_SCALE = 6  # each pixel of a digit shown as 6×6 (nearest neighbour)
 
 runs_dir, found, problems = run_store("Compare")
 for problem in problems:
-    st.warning(f"skipped {problem.path}: {problem.reason}")
+    st.warning(plain(f"skipped {problem.path}: {problem.reason}"))
 records = {record.id: record for record in found}
 if not records:
     st.info(f"no runs in {runs_dir}: start one with `diffsde run SPEC --runs-dir {runs_dir}`")
@@ -167,7 +167,7 @@ st.header("Samples")
 columns = st.columns(min(len(selected), 3))
 for i, record in enumerate(selected):
     column = columns[i % len(columns)]
-    column.subheader(run_label(record), help=record.id)
+    column.subheader(plain(run_label(record)), help=record.id)
     names = sample_sets(record)
     if not names:
         column.info("no samples stored")
@@ -176,7 +176,7 @@ for i, record in enumerate(selected):
     try:
         samples, reference = record.samples[name], record.samples.get(REFERENCE)
     except RunReadError as e:  # a damaged result file: say so, draw the other runs
-        column.error(str(e))
+        column.error(plain(e))
         continue
     view = sample_view(samples.shape[1])
     if view == "image":

@@ -12,7 +12,7 @@ import streamlit as st
 
 from app.data import runs_dir_from_env
 from app.monitor import duration, entries, job_rows, live_curves, log_tail, progress
-from app.ui import read_runs
+from app.ui import plain, read_runs
 from diffsde import jobs
 from diffsde.runs import RunReadError
 
@@ -35,9 +35,9 @@ def _act(path: str, action: str) -> None:
     try:
         if action == "resume":
             job = jobs.resume(path)
-            st.toast(f"{name}: resume queued as job {job.id}")
+            st.toast(plain(f"{name}: resume queued as job {job.id}"))
         else:
-            st.toast(f"{name}: {jobs.stop(path, kill=action == 'kill')}")
+            st.toast(plain(f"{name}: {jobs.stop(path, kill=action == 'kill')}"))
     except (RunReadError, ValueError, OSError) as err:
         st.session_state["monitor_problem"] = f"could not {action} {name}: {err}"
 
@@ -83,7 +83,7 @@ def _run_view(entry) -> None:
             "checkpoint (from step 0 if it has none).",
         )
     if (problem := st.session_state.pop("monitor_problem", None)) is not None:
-        st.error(problem)
+        st.error(plain(problem))
     record = entry.record
     if record is None:
         st.info(f"{entry.state}: the run has not written anything yet")
@@ -91,7 +91,7 @@ def _run_view(entry) -> None:
         done = progress(record)
         st.progress(done.fraction, text=f"{record.status}: step {done.step} of {done.total}")
         if record.message:
-            st.caption(record.message)
+            st.caption(plain(record.message))
         columns = st.columns(5)
         loss = record.metrics.get("loss")
         columns[0].metric("loss", f"{loss[-1]:.4g}" if loss is not None and len(loss) else "–")
@@ -123,7 +123,7 @@ def live() -> None:
         st.subheader("Queue")
         st.dataframe(pd.DataFrame(queue), hide_index=True, key="monitor_queue")
     records, _ = read_runs(runs_dir)
-    shown = entries(runs_dir, records)
+    shown = entries(runs_dir, records, keep=st.session_state.get(SELECTED_KEY))
     if not shown:
         st.info("nothing to monitor yet: launch a run on the New run page")
         return

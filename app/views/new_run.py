@@ -7,7 +7,7 @@ import pathlib
 import streamlit as st
 
 from app.code_editor import code_editor
-from app.data import read_store, runs_dir_from_env
+from app.data import runs_dir_from_env
 from app.editor import (
     DEFAULT_SPEC,
     EDITOR_FILE,
@@ -20,6 +20,7 @@ from app.editor import (
     spec_schema,
     validate,
 )
+from app.ui import plain, read_runs
 from diffsde._spec._validate import SpecError
 from diffsde.jobs import list_jobs, read_job, submit
 from diffsde.runs import RunReadError, open_run
@@ -122,7 +123,7 @@ def _launch(text: str) -> None:
     except SpecError as err:  # the spec changed under us, or the validators disagree
         _issues([str(issue) for issue in err.issues])
     except OSError as err:
-        st.error(f"could not create the run in {runs_dir}: {err}")
+        st.error(plain(f"could not create the run in {runs_dir}: {err}"))
     else:
         st.session_state[JOB_KEY] = str(job.path)
         st.session_state[MONITOR_KEY] = str(job.path)  # the Monitor page opens on it
@@ -132,7 +133,7 @@ def _launched(path: str) -> None:
     try:
         job = read_job(path)
     except RunReadError as err:
-        st.warning(f"the launched run is gone: {err}")
+        st.warning(plain(f"the launched run is gone: {err}"))
         return
     state = job.state
     try:
@@ -140,7 +141,7 @@ def _launched(path: str) -> None:
     except RunReadError:
         pass  # not created yet, or being created: the job state alone says enough
     st.success(
-        f"launched **{job.name}** as `{job.id}`: {state}.  \n"
+        f"launched **{plain(job.name)}** as `{job.id}`: {state}.  \n"
         f"run directory `{job.path}`, its output in `{job.log}`."
     )
     monitor, refresh = st.columns([3, 1])
@@ -153,7 +154,7 @@ st.title("New run")
 st.caption(f"run store: `{runs_dir}`")
 specs = shipped_specs()
 try:
-    runs = [record.id for record in read_store(runs_dir)[0]]
+    runs = [record.id for record in read_runs(runs_dir)[0]]  # cached: this reruns as one types
 except FileNotFoundError:
     runs = []  # a first run creates the store
 fields = _fields()

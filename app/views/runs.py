@@ -6,6 +6,8 @@ the query parameters) and in the session, so they survive a refresh, a shared li
 to another page.
 """
 
+import hashlib
+import json
 import pathlib
 
 import streamlit as st
@@ -21,6 +23,7 @@ from app.ui import (
     KEPT_KEY,
     SELECTION_KEY,
     keep_selection,
+    plain,
     run_store,
     seed_selection,
     show_selection,
@@ -30,7 +33,7 @@ from diffsde.runs import RunReadError, rename_run
 
 VIEWS = pathlib.Path(__file__).resolve().parent
 FILTER_KEY = "filter"  # also the query parameter
-TABLE_KEY = "runs_table"  # the data frame's row selection
+TABLE_KEY = "runs_table"  # the data frame's key: this prefix and a digest of what it shows
 SHOWN_KEY = "runs_table_ids"  # the ids of the table's rows, in the order shown
 PENDING_KEY = "runs_pending_action"  # a rename or delete waiting for confirmation
 DONE_KEY = "runs_action_result"  # what the last confirmed one did, shown once
@@ -41,7 +44,7 @@ runs_dir, records, problems = run_store("Runs")
 if (done := st.session_state.pop(DONE_KEY, None)) is not None:
     getattr(st, done[0])(done[1])
 for problem in problems:
-    st.warning(f"skipped {problem.path}: {problem.reason}")
+    st.warning(plain(f"skipped {problem.path}: {problem.reason}"))
 frame = table(record_row(r) for r in records)
 if frame.empty:
     st.info(f"no runs in {runs_dir}: start one with `diffsde run SPEC --runs-dir {runs_dir}`")
@@ -70,17 +73,31 @@ sort_by = left.selectbox(
 )
 descending = middle.toggle("Descending", value=True, key="runs_descending")
 all_columns = right.toggle("Every spec key", value=False, key="runs_all_columns")
-shown = shown.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable")
+try:
+    shown = shown.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable")
+except TypeError:  # a column mixing numbers and text (a plugin's field): sort it as text
+    shown = shown.sort_values(
+        sort_by,
+        ascending=not descending,
+        na_position="last",
+        kind="stable",
+        key=lambda c: c.astype(str),
+    )
 visible = list(shown.columns) if all_columns else default_columns(shown)
 st.session_state[SHOWN_KEY] = list(shown["id"])
 seed_selection(labels)
 selected = list(st.session_state.get(SELECTION_KEY, []))
+# The table's key names the rows it shows and the selection: after a sort, a filter or a pick
+# elsewhere it is a new table whose ticks come from the selection, never rows ticked at
+# positions that now hold other runs.
+_digest = hashlib.sha1(json.dumps([list(shown["id"]), selected]).encode()).hexdigest()[:12]
+st.session_state[f"{TABLE_KEY}_now"] = table_key = f"{TABLE_KEY}_{_digest}"
 
 
 def _table_selected() -> None:
     """Rows ticked in the table become the selection (in the table's order); selected runs the
     filter hides stay selected."""
-    rows = st.session_state[TABLE_KEY]["selection"]["rows"]
+    rows = st.session_state[st.session_state[f"{TABLE_KEY}_now"]]["selection"]["rows"]
     ids = st.session_state.get(SHOWN_KEY, [])
     hidden = [i for i in st.session_state.get(KEPT_KEY, []) if i not in ids]
     keep_selection([ids[r] for r in rows if r < len(ids)] + hidden)
@@ -90,7 +107,7 @@ number = st.column_config.NumberColumn
 st.dataframe(
     shown[visible],
     hide_index=True,
-    key=TABLE_KEY,
+    key=table_key,
     on_select=_table_selected,
     selection_mode="multi-row",
     selection_default={
@@ -158,12 +175,13 @@ def _confirm() -> None:
         if action == "delete":
             jobs.discard(paths[run_id], runs_dir)
             keep_selection([i for i in st.session_state.get(SELECTION_KEY, []) if i != run_id])
-            st.session_state[DONE_KEY] = ("success", f"deleted {labels[run_id]}")
+            st.session_state[DONE_KEY] = ("success", plain(f"deleted {labels[run_id]}"))
         else:
             rename_run(paths[run_id], name)  # the id stays: the selection keeps the run
-            st.session_state[DONE_KEY] = ("success", f"renamed {labels[run_id]} to {name.strip()}")
+            done = f"renamed {labels[run_id]} to {name.strip()}"
+            st.session_state[DONE_KEY] = ("success", plain(done))
     except (RunReadError, ValueError, OSError) as err:
-        st.session_state[DONE_KEY] = ("error", f"could not {action} {labels[run_id]}: {err}")
+        st.session_state[DONE_KEY] = ("error", plain(f"could not {action} {labels[run_id]}: {err}"))
 
 
 rename_column.button(
@@ -174,10 +192,12 @@ pending = st.session_state.get(PENDING_KEY)
 if pending is not None and pending[1] in labels:
     action, run_id, name = pending
     st.warning(
-        f"Delete {labels[run_id]}? Its files (metrics, results, checkpoint, log) are removed for "
-        "good."
-        if action == "delete"
-        else f"Rename {labels[run_id]} to {name.strip()!r}?"
+        plain(
+            f"Delete {labels[run_id]}? Its files (metrics, results, checkpoint, log) are removed "
+            "for good."
+            if action == "delete"
+            else f"Rename {labels[run_id]} to {name.strip()!r}?"
+        )
     )
     yes, no, _ = st.columns([1, 1, 4])
     yes.button("Confirm", key="runs_confirm", type="primary", on_click=_confirm)
