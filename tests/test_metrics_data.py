@@ -273,7 +273,41 @@ BAD_FILES = [
     ("wrong key", "d.h5", {"a": ROWS}, "b", "key", "no array 'b'"),
     ("key on npy", "d.npy", {"x": ROWS}, "x", "key", "a .npy file, which holds a single array"),
     ("corrupt", "d.npz", "garbage", None, "path", "cannot read"),
+    # float64 data beyond float32's range: finite in the file, infinite where the model computes
+    (
+        "beyond float32",
+        "d.npy",
+        {"x": ROWS.astype(np.float64) * 1e39},
+        None,
+        "path",
+        "beyond ±3.4e38",
+    ),
 ]
+
+
+def test_hdf5_data_kept_in_another_file_is_not_read(tmp_path):
+    """An HDF5 dataset whose bytes live in an external file (which could be a FIFO that never
+    answers) is refused before it is read. Mutation: dropping the external-storage check reads
+    the external file (a plain one here, so nothing hangs) and no error is raised."""
+    (tmp_path / "raw.bin").write_bytes(np.zeros((10, 2)).tobytes())
+    with h5py.File(tmp_path / "ext.h5", "w") as f:
+        f.create_dataset(
+            "x", shape=(10, 2), dtype="f8", external=[(str(tmp_path / "raw.bin"), 0, 160)]
+        )
+    with pytest.raises(diffsde.SpecFieldError, match="keeps its data in other files"):
+        FileConfig(path=str(tmp_path / "ext.h5")).build()
+
+
+def test_encrypted_npz_is_a_located_error(tmp_path):
+    path = tmp_path / "enc.npz"
+    np.savez(path, x=ROWS)
+    data = bytearray(path.read_bytes())
+    data[6] |= 1  # the local header's "encrypted" flag
+    start = data.rfind(b"PK\x01\x02")
+    data[start + 8] |= 1  # and the central directory's
+    path.write_bytes(bytes(data))
+    with pytest.raises(diffsde.SpecFieldError, match="cannot read"):
+        FileConfig(path=str(path)).build()
 
 
 @pytest.mark.parametrize(

@@ -221,12 +221,15 @@ class FileConfig(DatasetConfig):
         field = "key" if self.key is not None else "path"
         _check_array(field, where, array.shape, array.dtype)
         if np.issubdtype(array.dtype, np.floating):
-            bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+            # Finite in float32 too, as the model computes: 1e39 in a float64 file is inf there.
+            flat = array.reshape(array.shape[0], -1)
+            bad = ~(np.isfinite(flat) & (np.abs(flat) <= np.finfo(np.float32).max)).all(axis=1)
             if bad.any():
                 raise SpecFieldError(
                     field,
                     f"{where} has NaN or infinite values in {int(bad.sum())} rows "
-                    f"(first: row {int(np.argmax(bad))}); clean the data first",
+                    f"(first: row {int(np.argmax(bad))}); values beyond ±3.4e38 are infinite in "
+                    "the float32 the model computes in: clean the data first",
                 )
         try:
             split_sizes(array.shape[0], self.test_fraction)
@@ -259,8 +262,15 @@ class FileConfig(DatasetConfig):
                 name = self._pick(path, names)
                 where = f"dataset '{name}' of {path}"
                 field = "key" if self.key is not None else "path"
-                _check_array(field, where, f[name].shape, f[name].dtype)
-                return np.asarray(f[name][()]), where
+                dataset = f[name]
+                _check_array(field, where, dataset.shape, dataset.dtype)
+                if dataset.is_virtual or dataset.id.get_create_plist().get_external_count():
+                    raise SpecFieldError(  # its data lie in other files (even a FIFO): not read
+                        field,
+                        f"{where} keeps its data in other files (external or virtual "
+                        "storage); copy the array into the file (create_dataset(name, data=a))",
+                    )
+                return np.asarray(dataset[()]), where
         except SpecFieldError:
             raise
         except ValueError as err:  # numpy refuses object (pickled) arrays
@@ -270,6 +280,10 @@ class FileConfig(DatasetConfig):
             ) from None
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise SpecFieldError("path", f"cannot read {path} as {suffix}: {err}") from None
+        except (RuntimeError, NotImplementedError) as err:  # zipfile: encrypted, unknown method
+            raise SpecFieldError(
+                "path", f"cannot read {path}: {err}; save it with numpy.savez"
+            ) from None
 
     def _read_npz(self, path: pathlib.Path) -> tuple[np.ndarray, str]:
         """One array of a .npz archive, its header and declared sizes checked before it is

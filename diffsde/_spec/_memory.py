@@ -54,10 +54,26 @@ class Phase:
         return max(self.terms, key=lambda t: t.bytes)
 
 
+SAMPLING_CHUNK = 10_000
+"""Rows the sampler evaluates the model on at once (`diffsde._sampler.sample` chunks x_T)."""
+
+
+def _trained_leaves(model_shape: Any) -> list:
+    """The array leaves of a model, less the SDE (and prior) it carries: those are constants of
+    the parameterisation (an affine SDE's kernel tables), not weights with activations."""
+    found = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(model_shape):
+        names = {getattr(key, "name", None) for key in path}
+        if hasattr(leaf, "shape") and not names & {"sde", "prior"}:
+            found.append(leaf)
+    return found
+
+
 def model_sizes(model_shape: Any) -> tuple[int, int]:
     """(parameters, activations per point) of a model given as shapes (``eqx.filter_eval_shape``
-    output): activations are the output rows of every weight matrix (one per layer)."""
-    leaves = [x for x in jax.tree_util.tree_leaves(model_shape) if hasattr(x, "shape")]
+    output): activations are the output rows of every weight matrix (one per layer), all of
+    which a gradient step keeps."""
+    leaves = _trained_leaves(model_shape)
     params = sum(math.prod(x.shape) for x in leaves)
     activations = sum(x.shape[0] for x in leaves if len(x.shape) == 2)
     return params, max(activations, 1)
@@ -92,6 +108,15 @@ def phases(
                 + (f" × {divergence} for the divergence" if divergence > 1 else ""),
             ),
         ]
+        exact = _exact_score_width(data)
+        if objective.type == "esm" and exact:
+            terms.append(
+                Term(
+                    ("training", "batch_size"),
+                    batch * exact * FLOAT * BACKWARD_FACTOR,
+                    f"the exact mixture score of {batch:,} points (components × dim = {exact:,})",
+                )
+            )
         steps = getattr(objective, "simulation_steps", 0)
         if not sde.has_gaussian_kernel and steps:
             terms.append(
@@ -107,8 +132,8 @@ def phases(
         weights,
         Term(
             ("eval", "n_samples"),
-            n * (dim * SOLVER_COPIES + act) * FLOAT,
-            f"{n:,} samples of dim {dim} with solver state and model activations",
+            (n * dim * SOLVER_COPIES + min(n, SAMPLING_CHUNK) * act) * FLOAT,
+            f"{n:,} samples of dim {dim} with solver state, the model's activations per chunk",
         ),
         Term(("eval", "n_samples"), n * dim * FLOAT, "the held-out reference"),
     ]
@@ -123,10 +148,19 @@ def phases(
     if spec.sampler is not None:
         out.append(Phase("sampling", samples))
     for i, metric in enumerate(spec.eval.metrics):
-        terms = _metric_terms(metric, ("eval", "metrics", i), n, dim, act)
+        terms = _metric_terms(
+            metric, ("eval", "metrics", i), n, dim, act + _exact_score_width(data)
+        )
         if terms:
             out.append(Phase(f"metric '{metric.type}'", [weights, *samples[1:], *terms]))
     return out
+
+
+def _exact_score_width(data: AbstractDataset) -> int:
+    """Numbers per point the exact score of a Gaussian mixture holds (components × dim), 0 for
+    data without one."""
+    means = getattr(data, "means", None)
+    return math.prod(means.shape) if means is not None and len(means.shape) == 2 else 0
 
 
 def _size_key(model) -> Path:

@@ -1,10 +1,12 @@
 """Spec text → validated spec and built objects, or a list of located, teaching errors."""
 
+import collections
 import dataclasses
 import difflib
 import math
 import os
 import pathlib
+import reprlib
 import stat
 from collections.abc import Sequence
 from typing import Any
@@ -194,9 +196,9 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
             False,
         )
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return path, f"expected a mapping of keys (such as {{type: …}}), got {given!r}", False
+        return path, f"expected a mapping of keys (such as {{type: …}}), got {_brief(given)}", False
     if kind == "finite_number":
-        return path, f"expected a finite number, got {given!r}: write a finite value", False
+        return path, f"expected a finite number, got {_brief(given)}: write a finite value", False
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -205,8 +207,18 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
         and kind not in ("none_registered",)
         and not isinstance(error["input"], dict | list)
     ):
-        message = f"{message} (got {error['input']!r})"
+        message = f"{message} (got {_brief(error['input'])})"
     return path, message, False
+
+
+_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 60, 60, 40
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = 6
+
+
+def _brief(value: Any) -> str:
+    """A short repr of a value the user wrote: a message quotes it, never all of a huge one."""
+    return _REPR.repr(value)
 
 
 _NUMBER_TYPES = ("float_type", "int_type", "finite_number")
@@ -602,10 +614,10 @@ def _one_error_per_union(data: Any, errors: list[dict]) -> list[tuple[dict, Path
     keep the member that matches the value's shape: drop "should be a list" where another member
     also failed, and "should be a number" for a list whose items were checked."""
     located = [(e, _data_path(data, e["loc"])) for e in errors]
-    paths = [p for _, p in located]
+    below = collections.Counter(p[:k] for _, p in located for k in range(len(p) + 1))
     kept = []
     for error, path in located:
-        others = sum(1 for p in paths if p[: len(path)] == path) - 1
+        others = below[path] - 1  # errors at ``path`` or inside it, this one excepted
         container_input = isinstance(error.get("input"), list | dict)
         if others and (
             error["type"] in _CONTAINER_TYPES
@@ -616,13 +628,21 @@ def _one_error_per_union(data: Any, errors: list[dict]) -> list[tuple[dict, Path
     return kept
 
 
+MAX_ISSUES = 50  # reported at once; a spec with more is told how many more there are
+
+
 def _unique(issues: list[SpecIssue]) -> list[SpecIssue]:
     seen, out = set(), []
     for issue in issues:
         if (issue.location, issue.key, issue.message) not in seen:
             seen.add((issue.location, issue.key, issue.message))
             out.append(issue)
-    return sorted(out, key=lambda i: (i.location.file, i.location.line, i.location.column))
+    out.sort(key=lambda i: (i.location.file, i.location.line, i.location.column))
+    if len(out) > MAX_ISSUES:
+        rest = out[MAX_ISSUES]
+        more = f"and {len(out) - MAX_ISSUES} more problems; fix the ones above first"
+        out = [*out[:MAX_ISSUES], SpecIssue(rest.location, rest.key, more)]
+    return out
 
 
 def load_spec(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> Setup:
