@@ -408,10 +408,11 @@ PROBE_POINTS = 3
 
 def _probe(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecIssue]:
     """Evaluate drift, diffusion, kernel, prior score and the untrained model's score at a few
-    (t, x) — t at the sampler's ε, T/2 and T, x at the origin and rows of the data — and name the
-    first that is not finite, so a NaN from the SDE is not reported as a diverging loss later."""
+    (t, x) — t at the sampler's ε and 16 even steps of (0, T], x at the origin and rows of the
+    data — and name the first that is not finite, so a NaN from the SDE is not reported as a
+    diverging loss later."""
     eps = getattr(spec.sampler, "eps", None) or 1e-3 * sde.T
-    ts = np.asarray([eps, sde.T / 2, sde.T], np.float32)
+    ts = np.asarray([eps, *np.linspace(sde.T / 16, sde.T, 16)], np.float32)
     fields = type(spec.sde).model_fields
     drift_key = next((k for k in ("drift", "f", "potential") if k in fields), None)
     diffusion_key = next((k for k in ("diffusion", "g") if k in fields), None)
