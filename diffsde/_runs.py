@@ -1286,12 +1286,13 @@ def open_run(path: PathLike) -> RunRecord:
     except (yaml.YAMLError, ValueError) as e:
         raise RunReadError(f"{run_dir / RUN_FILE} is damaged ({type(e).__name__}).") from None
     step = status.get("step")
-    updated = max(filter(None, [_heartbeat_time(run_dir), status.get("updated")]), default=0.0)
+    heartbeat = _heartbeat_time(run_dir)
+    updated = max(filter(None, [heartbeat, status.get("updated")]), default=0.0)
     return RunRecord(
         id=head["id"],
         path=run_dir,
         name=head["name"],
-        status=_writer_state(status, _heartbeat_time(run_dir)),
+        status=_writer_state(status, heartbeat),
         message=str(status.get("message", "")),
         failed_step=step if isinstance(step, int) and step >= 0 else None,
         spec_yaml=head["spec"],
@@ -1309,29 +1310,6 @@ def open_run(path: PathLike) -> RunRecord:
         results=tuple(r for r, _ in found),
         problems=tuple(problems),
     )
-
-
-def run_version(run_path: PathLike) -> tuple[float, ...]:
-    """A cheap fingerprint that changes whenever the run's files do (for caches): the mtimes
-    of its status, run and checkpoint files, its last metric segment and its results."""
-    run_dir = _run_dir(run_path)
-    paths = [
-        run_dir / RUN_FILE,
-        run_dir / STATUS_FILE,
-        run_dir / CHECKPOINT_META_FILE,
-        run_dir / RESULTS_DIR,
-    ]
-    segments = _segments(run_dir)
-    if segments:
-        paths.append(segments[-1][1].with_suffix(".f64"))
-    times = []
-    for path in paths:
-        try:
-            info = os.stat(path)
-            times.extend([info.st_mtime, float(info.st_size)])
-        except OSError:
-            times.extend([0.0, 0.0])
-    return tuple(times)
 
 
 def is_run_dir(path: PathLike) -> bool:

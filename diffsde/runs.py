@@ -30,7 +30,6 @@ from ._runs import (
     open_run as open_run,
     rename_run as rename_run,
     run_is_live as run_is_live,
-    run_version as run_version,
     save_checkpoint as save_checkpoint,
     summary_row as summary_row,
     writer_alive as writer_alive,
