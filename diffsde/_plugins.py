@@ -57,12 +57,24 @@ class PluginError:
         return f"plugin '{self.plugin}' (distribution '{self.distribution}'): {self.message}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """A dashboard page a plugin adds (``register_pages``): ``render()`` draws it."""
+
+    title: str
+    render: Any
+    icon: str | None
+    plugin: str
+    distribution: str
+
+
 @dataclasses.dataclass
 class Registry:
-    """Components by kind and name, plus the errors met while loading plugins."""
+    """Components by kind and name, dashboard pages, and the errors met while loading plugins."""
 
     components: dict[str, dict[str, Component]]
     errors: list[PluginError]
+    pages: list[Page] = dataclasses.field(default_factory=list)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
@@ -174,7 +186,74 @@ class _PluginHost:
                             plugin, distribution, f"{hook_name} raised {type(err).__name__}: {err}"
                         )
                     )
-        return Registry(components, errors)
+        return Registry(components, errors, self._collect_pages(errors))
+
+    def _collect_pages(self, errors: list[PluginError]) -> list[Page]:
+        pages: list[Page] = []
+        titles: dict[str, Page] = {}
+        for impl in self.manager.hook.register_pages.get_hookimpls():
+            plugin = impl.plugin_name
+            distribution = self.distributions.get(plugin, "?")
+
+            def register(title, render, *, icon=None, plugin=plugin, distribution=distribution):
+                if not (isinstance(title, str) and title.strip()) or not callable(render):
+                    errors.append(
+                        PluginError(
+                            plugin,
+                            distribution,
+                            f"register_pages: register(title, render) takes a non-empty title "
+                            f"and a callable, got {title!r} and {render!r}",
+                        )
+                    )
+                    return
+                if title in titles:
+                    errors.append(
+                        PluginError(
+                            plugin,
+                            distribution,
+                            f"page '{title}' is already added by plugin "
+                            f"'{titles[title].plugin}': give it another title",
+                        )
+                    )
+                    return
+                page = titles[title] = Page(title, render, icon, plugin, distribution)
+                pages.append(page)
+
+            try:
+                impl.function(register=register)
+            except Exception as err:
+                errors.append(
+                    PluginError(
+                        plugin, distribution, f"register_pages raised {type(err).__name__}: {err}"
+                    )
+                )
+        return pages
+
+    def add_commands(self, subparsers) -> list[PluginError]:
+        """Let every plugin add subcommands to ``subparsers``; a plugin that fails (or reuses
+        a command name) is reported and skipped, the others keep theirs."""
+        if not self.entry_points_loaded:
+            self.load_entry_points()
+        errors = list(self.load_errors)
+        for impl in self.manager.hook.register_commands.get_hookimpls():
+            plugin = impl.plugin_name
+            before = dict(subparsers.choices)
+            try:
+                impl.function(subparsers=subparsers)
+            except Exception as err:
+                for name in set(subparsers.choices) - set(before):  # drop its half-made commands
+                    del subparsers.choices[name]
+                subparsers._choices_actions[:] = [
+                    a for a in subparsers._choices_actions if a.dest in subparsers.choices
+                ]
+                errors.append(
+                    PluginError(
+                        plugin,
+                        self.distributions.get(plugin, "?"),
+                        f"register_commands raised {type(err).__name__}: {err}",
+                    )
+                )
+        return errors
 
 
 def _check_component(kind: str, config: Any, existing: dict[str, Component]) -> str | None:
@@ -213,6 +292,12 @@ def _get_host() -> _PluginHost:
 def get_registry() -> Registry:
     """The registry of every component, loading entry-point plugins on first call."""
     return _get_host().registry()
+
+
+def add_plugin_commands(subparsers) -> list[PluginError]:
+    """Add the subcommands plugins register (``register_commands``) to an argparse sub-parser
+    action; returns the errors of plugins that failed."""
+    return _get_host().add_commands(subparsers)
 
 
 def register_plugin(plugin: ModuleType | object, name: str, distribution: str = "<local>") -> None:

@@ -47,3 +47,17 @@ def register_datasets(register):
 @hookspec
 def register_metrics(register):
     """Register evaluation metrics (``diffsde.MetricConfig``), used in ``eval.metrics``."""
+
+
+@hookspec
+def register_commands(subparsers):
+    """Add ``diffsde`` subcommands: ``subparsers`` is the argparse sub-parser action of the
+    ``diffsde`` command. Add a parser with ``subparsers.add_parser(name, help=...)`` and give it
+    ``set_defaults(handler=fn)``; ``fn(args)`` returns the exit status (as ``llm``'s
+    ``register_commands`` does for click)."""
+
+
+@hookspec
+def register_pages(register):
+    """Add dashboard pages: ``register(title, render, *, icon=None)``, ``render()`` drawing the
+    page with Streamlit calls. A page lives with the plugin that needs it."""
