@@ -35,7 +35,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._custom_types import Scalar, ScoreFn, Vector
 from ._data import AbstractDataset
-from ._metrics import AbstractMetric, Direction, EvalContext, _subsample
+from ._metrics import AbstractMetric, Direction, EvalContext
 from ._prior import AbstractPrior
 from ._sampler import ODE_SOLVERS
 from ._sde._base import AbstractSDE
@@ -337,7 +337,9 @@ class LikelihoodMetric(AbstractMetric):
     ) -> tuple[dict[str, float], LogLikelihood]:
         """The metric's values and the per-point result on ``n`` rows of ``reference``."""
         pick_key, dequantise_key, probe_key = jr.split(key, 3)
-        x = _subsample(pick_key, reference, self.n)
+        m = reference.shape[0]
+        pick = jr.choice(pick_key, m, (self.n,), replace=False) if m > self.n else slice(None)
+        x = reference[pick]
         dim = x.shape[1]
         step = self.lattice_step(dataset, reference)
         if step is not None:

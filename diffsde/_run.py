@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from . import _faults
+from ._methods import AbstractTrainingMethod
 from ._metrics import EvalContext
 from ._runs import (
     RUN_FILE,
@@ -36,11 +37,11 @@ from ._runs import (
     save_checkpoint,
 )
 from ._sampler import sample
+from ._spec._optim import score_matching
 from ._spec._source import Location
 from ._spec._validate import Setup, SpecError, SpecIssue, validate_text
 from ._train import Trainer, TrainState
 
-RUN_METRICS = ("step", "wall_time", "loss", "lr", "grad_norm")
 RUNNABLE = {
     "model": "model: {type: mlp}",
     "objective": "objective: {type: dsm}",
@@ -75,14 +76,33 @@ class Keys:
         return cls(*jr.split(jr.key(seed), 4))
 
 
+def build_method(setup: Setup, model) -> AbstractTrainingMethod:
+    """The spec's training method for ``model``: score matching with the spec's objective and
+    ``training:`` settings (the one place a run chooses its method)."""
+    objective = setup.spec.objective.build(sde=setup.sde, data=setup.data)
+    return score_matching(setup.spec.training, objective, model)
+
+
+def run_metrics(trainer: Trainer) -> tuple[str, ...]:
+    """The run's metric columns: ``step``, ``wall_time`` and the method's metrics."""
+    step, *method = trainer.metric_names
+    return (step, "wall_time", *method)
+
+
 def _build(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
     keys = Keys.from_seed(setup.spec.seed)
     model = setup.spec.model.build(sde=setup.sde, key=keys.model, prior=setup.prior)
-    objective = setup.spec.objective.build(sde=setup.sde, data=setup.data)
-    trainer, state = Trainer.create(
-        setup.spec.training, objective, setup.data, model, key=keys.train
+    config = setup.spec.training
+    trainer = Trainer(
+        build_method(setup, model),
+        setup.data,
+        keys.train,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        steps_per_dispatch=config.steps_per_dispatch,
     )
-    return trainer, state, keys
+    # the method's initialisation key: derived from the model's, never a training step's key
+    return trainer, trainer.init(key=jr.fold_in(keys.model, 1)), keys
 
 
 class Progress:
@@ -178,11 +198,11 @@ def _train(
     """Train to the budget; None if the loss went non-finite (the run is then `failed`) or a
     stop was requested (`stopped`)."""
     config = setup.spec.training
-    bar = Progress(config.steps, int(state.step), enabled=progress)
+    bar = Progress(trainer.steps, int(state.step), enabled=progress)
     t0 = time.perf_counter() - wall_offset
     last_checkpoint = int(state.step)
     try:
-        while int(state.step) < config.steps and not stop:
+        while int(state.step) < trainer.steps and not stop:
             state, rows = trainer.run_chunk(state, trainer.chunk_length(state))
             rows = {k: np.asarray(v, np.float64) for k, v in rows.items()}
             rows["wall_time"] = np.full(len(rows["step"]), time.perf_counter() - t0)
@@ -253,7 +273,7 @@ def _evaluate(setup: Setup, model, x, reference, keys: Keys) -> dict[str, float]
 
 
 def _sample_and_evaluate(setup: Setup, trainer: Trainer, state: TrainState, keys: Keys):
-    model = trainer.model(state.ema)
+    model = trainer.sampling_model(state)
     _faults.point("sample")
     result = _generate(setup, model, keys)
     reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
@@ -283,7 +303,7 @@ def run(
         setup.spec.name,
         setup.resolved_yaml(),
         environment(),
-        metrics=RUN_METRICS,
+        metrics=run_metrics(trainer),
         run_dir=run_dir,
     )
     if progress:
@@ -336,7 +356,7 @@ def resume(
     wall = record.metrics.get("wall_time", np.zeros(0))
     steps = record.metrics.get("step", np.zeros(0))
     offset = float(wall[steps <= step][-1]) if np.any(steps <= step) else 0.0
-    writer = RunWriter.reopen(record.path, from_step=step, metrics=RUN_METRICS)
+    writer = RunWriter.reopen(record.path, from_step=step, metrics=run_metrics(trainer))
     if progress or step < 0:
         start = f"from step {step}" if step >= 0 else "from step 0: it saved no checkpoint"
         print(f"resume {record.path} {start}", file=sys.stderr)
@@ -374,7 +394,7 @@ def load_model(
             f"{record.path} is still training: using its checkpoint at step {step}",
             file=sys.stderr,
         )
-    return setup, trainer.model(state.ema), keys, record, step
+    return setup, trainer.sampling_model(state), keys, record, step
 
 
 def _sample_label(setup: Setup) -> str:

@@ -8,8 +8,10 @@ import jax.tree_util as jtu
 import numpy as np
 
 import diffsde
+from diffsde._methods import trainable
 from diffsde._spec._model import TrainingConfig
-from diffsde._train import Trainer, trainable
+from diffsde._spec._optim import score_matching
+from diffsde._train import Trainer
 
 SPEC = (
     "sde: {type: vp}\ndata: {type: gmm, dim: 2, components: 1, means: [[1.0, -1.0]], std: 0.5}\n"
@@ -24,7 +26,15 @@ def _trainer(steps=60, per_dispatch=20, seed=1, **training):
     config = TrainingConfig(
         steps=steps, steps_per_dispatch=per_dispatch, batch_size=64, warmup_steps=5, **training
     )
-    return Trainer.create(config, objective, setup.data, model, key=jr.key(seed)), setup
+    trainer = Trainer(
+        score_matching(config, objective, model),
+        setup.data,
+        jr.key(seed),
+        steps=steps,
+        batch_size=64,
+        steps_per_dispatch=per_dispatch,
+    )
+    return (trainer, trainer.init(key=jr.key(0))), setup
 
 
 def _run(trainer, state, chunks):
@@ -56,12 +66,12 @@ def test_same_seed_same_parameters_and_chunking_does_not_matter():
     (b, sb), _ = _trainer(steps=60, per_dispatch=30)
     sa, rows_a = _run(a, sa, 3)
     sb, rows_b = _run(b, sb, 2)
-    for x, y in zip(_leaves(sa.params), _leaves(sb.params), strict=True):
+    for x, y in zip(_leaves(sa.method.params), _leaves(sb.method.params), strict=True):
         np.testing.assert_array_equal(x, y)  # bit for bit
     np.testing.assert_array_equal(rows_a["loss"], rows_b["loss"])
     (c, sc), _ = _trainer(steps=60, per_dispatch=20, seed=2)
     sc, _ = _run(c, sc, 3)
-    assert not np.array_equal(_leaves(sa.params.mlp)[0], _leaves(sc.params.mlp)[0])
+    assert not np.array_equal(_leaves(sa.method.params.mlp)[0], _leaves(sc.method.params.mlp)[0])
 
 
 def test_the_last_chunk_stops_at_the_budget():
@@ -96,8 +106,7 @@ def test_training_learns_the_exact_score():
     data, sde = setup.data, setup.sde
     ts = jnp.linspace(0.01, 1.0, 16)
 
-    def error(params):
-        model = trainer.model(params)
+    def error(model):
         x0 = data.sample(key=jr.key(5), n=512)
 
         def at(t, key):
@@ -111,9 +120,10 @@ def test_training_learns_the_exact_score():
 
         return float(jnp.mean(jax.vmap(at)(ts, jr.split(jr.key(6), ts.shape[0]))))
 
-    before = error(state.params)
+    before = error(trainer.method.raw_model(state.method))
     state, rows = _run(trainer, state, 3)
-    after, after_ema = error(state.params), error(state.ema)
+    after = error(trainer.method.raw_model(state.method))
+    after_ema = error(trainer.sampling_model(state))
     assert after < 0.1 * before, (before, after)
     assert after_ema < 0.1 * before, (before, after_ema)
     assert np.isfinite(rows["loss"]).all()
