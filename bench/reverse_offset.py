@@ -29,7 +29,6 @@ import jax.random as jr
 import numpy as np
 
 import diffsde
-from diffsde._builtin.samplers import EulerMaruyamaConfig, PFODEConfig
 
 EPS = 1e-3
 
@@ -99,11 +98,13 @@ def main():
     registry = diffsde.get_registry()
     samplers = {
         f"reverse SDE (euler_maruyama {args.em_steps})": (
-            EulerMaruyamaConfig(steps=args.em_steps, eps=EPS),
+            diffsde.EulerMaruyama(steps=args.em_steps, eps=EPS),
             1.0,
         ),
         "PF-ODE (tsit5, tol 1e-5)": (
-            PFODEConfig(solver="tsit5", rtol=1e-5, atol=1e-5, eps=EPS),
+            diffsde.ProbabilityFlow(
+                solver=diffsde.Tsit5(), controller=diffsde.PIDSteps(rtol=1e-5, atol=1e-5), eps=EPS
+            ),
             0.5,
         ),
     }
@@ -125,9 +126,9 @@ def main():
     for i, name in enumerate(args.sdes):
         sde = registry.get("sde", name).config().build(dim=2)
         for j, (data_label, (data, s)) in enumerate(datasets.items()):
-            for sampler_label, (config, c) in samplers.items():
+            for sampler_label, (sampler, c) in samplers.items():
                 key = jr.fold_in(jr.fold_in(jr.key(args.seed), i), j)
-                value = kept(sde, data, config.build(sde=sde), args.n, key)
+                value = kept(sde, data, sampler, args.n, key)
                 theory = linear_kept(sde, s, c) if s is not None else None
                 shown = "–" if theory is None else f"{theory:.3f}"
                 print(

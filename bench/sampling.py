@@ -2,7 +2,7 @@
 
 With the EXACT score of a 5-component Gaussian mixture (VP SDE, ε = 1e-3) and EXACT samples of
 p_T as starting points, every sampler's only error is its discretisation. Quality is the
-squared sliced W2 (``diffsde._metrics.sliced_w2``, fixed projections; computed in numpy for
+squared sliced W2 (``diffsde.SlicedWasserstein``, fixed projections; computed in numpy for
 speed and checked against the library function) to independent exact sample sets of p_ε,
 averaged over ``--references`` sets. The floor is the same distance from further independent
 exact sets: mean and standard deviation over ``--floor-sets``. A sampler "reaches the floor"
@@ -39,32 +39,47 @@ import jax.random as jr
 import numpy as np
 
 import diffsde
-from diffsde._builtin.samplers import (
-    AdaptiveReverseSDEConfig,
-    EulerMaruyamaConfig,
-    ExponentialConfig,
-    PCConfig,
-    PFODEConfig,
+from diffsde import (
+    AdaptiveReverseSDE,
+    ClassicalRK4,
+    Dopri5,
+    Euler,
+    EulerMaruyama,
+    ExponentialIntegrator,
+    FixedSteps,
+    Heun,
+    PIDSteps,
+    PredictorCorrector,
+    ProbabilityFlow,
+    Tsit5,
 )
-from diffsde._metrics import sliced_w2
 
 EM_REFERENCE_STEPS = 1000
 
-# fixed-step samplers: name -> configuration with `steps` steps
+# fixed-step samplers: name -> the sampler with `steps` steps
 FIXED_STEP = {
-    "euler_maruyama": lambda steps: EulerMaruyamaConfig(steps=steps),
-    "pc (1 corrector)": lambda steps: PCConfig(steps=steps, corrector_steps=1),
-    "exponential (frozen noise)": lambda steps: ExponentialConfig(steps=steps, frozen="noise"),
-    "exponential (frozen score)": lambda steps: ExponentialConfig(steps=steps, frozen="score"),
-    "exponential (frozen data)": lambda steps: ExponentialConfig(steps=steps, frozen="data"),
-    "pf_ode euler": lambda steps: PFODEConfig(solver="euler", steps=steps),
-    "pf_ode heun": lambda steps: PFODEConfig(solver="heun", steps=steps),
-    "pf_ode rk4": lambda steps: PFODEConfig(solver="rk4", steps=steps),
+    "euler_maruyama": lambda steps: EulerMaruyama(steps=steps),
+    "pc (1 corrector)": lambda steps: PredictorCorrector(steps=steps, corrector_steps=1),
+    "exponential (frozen noise)": lambda steps: ExponentialIntegrator(steps=steps, frozen="noise"),
+    "exponential (frozen score)": lambda steps: ExponentialIntegrator(steps=steps, frozen="score"),
+    "exponential (frozen data)": lambda steps: ExponentialIntegrator(steps=steps, frozen="data"),
+    **{
+        f"pf_ode {solver.tag}": (
+            lambda steps, solver=solver: ProbabilityFlow(
+                solver=solver(), controller=FixedSteps(steps=steps)
+            )
+        )
+        for solver in (Euler, Heun, ClassicalRK4)
+    },
 }
-# adaptive samplers: name -> configuration at rtol = atol = tol
+# adaptive samplers: name -> the sampler at rtol = atol = tol
 ADAPTIVE_PF_ODE = {
-    f"pf_ode {solver}": (lambda tol, solver=solver: PFODEConfig(solver=solver, rtol=tol, atol=tol))
-    for solver in ("tsit5", "dopri5")
+    f"pf_ode {solver.tag}": (
+        lambda tol, solver=solver: ProbabilityFlow(
+            solver=solver(), controller=PIDSteps(rtol=tol, atol=tol)
+        )
+    )
+    for solver in (Tsit5, Dopri5)
 }
 QUICK = ("euler_maruyama", "pf_ode heun", "pf_ode tsit5")
 
@@ -106,7 +121,8 @@ class Problem:
         directions = z / jnp.linalg.norm(z, axis=-1, keepdims=True)
         # For n = m, sliced_w2 matches sorted projections; XLA's CPU sort of a (40000, 128)
         # array takes ~1.4 s (numpy: ~0.14 s), so distances are computed in numpy with the
-        # references sorted once, and checked against diffsde._metrics.sliced_w2 below.
+        # references sorted once, and checked against diffsde.SlicedWasserstein below (which
+        # draws its directions from its key exactly as here).
         self.directions = np.asarray(directions, np.float64)
         self.sorted_refs = [self._project(r) for r in references]
         floor_keys = jr.split(fkey, args.floor_sets)
@@ -116,7 +132,11 @@ class Problem:
         self.floor, self.floor_sd = floors.mean(), floors.std(ddof=1)
         self.threshold = self.floor + 3 * self.floor_sd
         check = exact_marginal(mix, sde, self.eps, args.n, floor_keys[0])
-        library = float(sliced_w2(check, references[0], directions))
+        context = diffsde.EvalContext(
+            samples=check, reference=references[0], dataset=mix, sde=sde, score=None, key=pkey
+        )
+        metric = diffsde.SlicedWasserstein(projections=args.projections)
+        library = metric(context)["sliced_w2"]
         ours = float(np.mean((self._project(check) - self.sorted_refs[0]) ** 2))
         assert abs(library - ours) <= 1e-3 * ours, (library, ours)
         self.chunk = min(args.chunk_size, args.n)
@@ -141,9 +161,9 @@ class Problem:
 class Trial:
     """One configuration of a sampler: its quality (from the sweep) and its timings."""
 
-    def __init__(self, problem, name, setting, config):
+    def __init__(self, problem, name, setting, sampler):
         self.name, self.setting = name, setting
-        self.sampler = config.build(sde=problem.sde)
+        self.sampler = sampler
         out, self.first_s = problem.run(self.sampler)  # compiles
         self.nfe = int(out.nfe)
         self.sw2 = problem.distance(out.x)
@@ -177,7 +197,7 @@ def sweep(problem, args, log):
     )
     if args.adaptive_sde:
         plans["reverse_sde_adaptive"] = [
-            (f"tol {tol:g}", AdaptiveReverseSDEConfig(rtol=tol, atol=tol))
+            (f"tol {tol:g}", AdaptiveReverseSDE(rtol=tol, atol=tol))
             for tol in sorted({1e-2, *args.sde_tols}, reverse=True)
         ]
     sweeps = {}
@@ -221,7 +241,7 @@ def run_dim(dim, args, key):
     sweeps = sweep(problem, args, log)
     selected = [fewest(trials) for trials in sweeps.values()]
     em_steps = EM_REFERENCE_STEPS if not args.quick else 100
-    em = Trial(problem, "euler_maruyama", f"{em_steps} steps", EulerMaruyamaConfig(steps=em_steps))
+    em = Trial(problem, "euler_maruyama", f"{em_steps} steps", EulerMaruyama(steps=em_steps))
     log(em)
     selected.append(em)  # (the ladder's powers of two never contain the reference)
 

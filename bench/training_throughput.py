@@ -1,9 +1,9 @@
 """What does the training framework cost per step, against a minimal hand-written JAX loop?
 
-A: ``Trainer.run_chunk`` (``steps_per_dispatch`` = K steps in one ``lax.scan``) with the built-in
-``MLPScore`` (noise parameterisation) and ``DenoisingScoreMatching`` (σ² weighting, uniform t) on a
-``GaussianMixture``, once with the default training settings and once configured like the hand
-loop (``grad_clip=None``; ``weight_decay`` is 0 by default).
+A: ``diffsde.training.Trainer.run_chunk`` (``steps_per_dispatch`` = K steps in one ``lax.scan``)
+with the built-in ``MLPScore`` (noise parameterisation) and ``DenoisingScoreMatching`` (σ²
+weighting, uniform t) on a ``GaussianMixture``, once with the default training settings and once
+configured like the hand loop (``grad_clip=None``; ``weight_decay`` is 0 by default).
 
 B: the same ``eqx.nn.MLP`` (same initial weights, same sinusoidal time embedding), the same DSM
 loss written by hand, ``optax.adam`` at a constant rate, a ``jax.jit``-ed chunk of K steps under
@@ -31,8 +31,8 @@ import numpy as np
 import optax
 
 import diffsde
-from diffsde._spec._model import TrainingConfig
-from diffsde._train import Trainer
+from diffsde.spec import TrainingConfig, score_matching
+from diffsde.training import Trainer
 
 LEARNING_RATE = 1e-3
 EPS = 1e-3
@@ -70,7 +70,15 @@ def framework(args, dataset, sde, model_key, train_key, **overrides):
         **overrides,
     )
     objective = diffsde.DenoisingScoreMatching(sde, eps=EPS)
-    trainer, state = Trainer.create(config, objective, dataset, model, key=train_key)
+    trainer = Trainer(
+        score_matching(config, objective, model),
+        dataset,
+        train_key,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        steps_per_dispatch=config.steps_per_dispatch,
+    )
+    state = trainer.init(key=model_key)
 
     def run(state):
         state, rows = trainer.run_chunk(state)
