@@ -9,7 +9,6 @@ from ._config import (
     ObjectiveConfig as ObjectiveConfig,
     SamplerConfig as SamplerConfig,
     SDEConfig as SDEConfig,
-    SpecFieldError as SpecFieldError,
     compile_field as compile_field,
 )
 from ._data import (
@@ -19,6 +18,7 @@ from ._data import (
     TwoDToy as TwoDToy,
     load_digits as load_digits,
 )
+from ._errors import SpecFieldError as SpecFieldError
 from ._expression import (
     Expression as Expression,
     ExpressionError as ExpressionError,
@@ -70,13 +70,24 @@ from ._runs import (
     save_checkpoint as save_checkpoint,
 )
 from ._sampler import (
+    AbstractODESolver as AbstractODESolver,
     AbstractSampler as AbstractSampler,
+    AbstractStepController as AbstractStepController,
+    AbstractTimeGrid as AbstractTimeGrid,
     AdaptiveReverseSDE as AdaptiveReverseSDE,
+    ClassicalRK4 as ClassicalRK4,
+    Dopri5 as Dopri5,
+    Euler as Euler,
     EulerMaruyama as EulerMaruyama,
     ExponentialIntegrator as ExponentialIntegrator,
+    FixedSteps as FixedSteps,
+    Heun as Heun,
+    PIDSteps as PIDSteps,
     PredictorCorrector as PredictorCorrector,
     ProbabilityFlow as ProbabilityFlow,
     Samples as Samples,
+    Tsit5 as Tsit5,
+    UniformGrid as UniformGrid,
     sample as sample,
 )
 from ._sde._base import AbstractGaussianSDE as AbstractGaussianSDE, AbstractSDE as AbstractSDE

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import pydantic
 from pydantic_core import PydanticCustomError
 
+from ._errors import SpecFieldError, SpecFieldErrors
 from ._expression import Expression, ExpressionError, check_syntax, compile_expression
 
 STRICT = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -25,28 +26,6 @@ accepted where a float is expected), and infinite or NaN numbers are refused."""
 ParamValue = float | list[float] | list[list[float]]
 Seed = Annotated[int, pydantic.Field(ge=0, lt=2**32)]
 """A random seed, 0 ≤ seed < 2³² (what jax.random.key and numpy's PCG64 take as they are)."""
-
-
-class SpecFieldError(ValueError):
-    """A semantic error in one field of a spec section, found while building it.
-
-    ``field`` is the key inside the section (dotted for nested keys), ``column`` an offset inside
-    the field's string value (for expressions), or None.
-    """
-
-    def __init__(self, field: str, message: str, column: int | None = None):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.column = column
-
-
-class SpecFieldErrors(ValueError):
-    """Several :class:`SpecFieldError` of one section, reported together."""
-
-    def __init__(self, errors: list[SpecFieldError]):
-        super().__init__("; ".join(str(e) for e in errors))
-        self.errors = errors
 
 
 def host_memory() -> int:

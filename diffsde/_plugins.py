@@ -17,6 +17,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from ._component import SpecModels, kind_of, tag_of
 from ._config import BASES, ComponentConfig
 
 HOOKS: dict[str, str] = {
@@ -27,6 +28,18 @@ HOOKS: dict[str, str] = {
     "dataset": "register_datasets",
     "metric": "register_metrics",
 }
+PART_HOOK = "register_parts"
+"""The hook of parts (weightings, time distributions, step-size controllers, …): each class
+names its kind by its base's ``kind`` attribute."""
+MODULE_BASES: dict[str, str] = {
+    "sde": "diffsde._sde._base:AbstractSDE",
+    "objective": "diffsde._objective:AbstractObjective",
+    "sampler": "diffsde._sampler:AbstractSampler",
+    "metric": "diffsde._metrics:AbstractMetric",
+    "dataset": "diffsde._data:AbstractDataset",
+    "model": "equinox:Module",
+}
+"""What a one-class component of each kind derives from (imported when the registry is made)."""
 ENTRY_POINT_GROUP = "diffsde"
 ALLOW_LIST_VARIABLE = "DIFFSDE_PLUGINS"
 BUILTIN = "diffsde"
@@ -39,10 +52,13 @@ class Component:
     config: type[ComponentConfig]
     plugin: str
     distribution: str
+    cls: type | None = None
+    """The component's class, whose constructor ``config`` was generated from (None for a
+    section written as a pydantic model with ``build``)."""
 
     @property
     def doc(self) -> str:
-        """First line of the config class's docstring."""
+        """First line of the component's docstring."""
         lines = (inspect.getdoc(self.config) or "").strip().splitlines()
         return lines[0] if lines else ""
 
@@ -75,6 +91,8 @@ class Registry:
     components: dict[str, dict[str, Component]]
     errors: list[PluginError]
     pages: list[Page] = dataclasses.field(default_factory=list)
+    parts: dict[str, dict[str, tuple[type, str, str]]] = dataclasses.field(default_factory=dict)
+    """Parts by kind and tag: (class, plugin, distribution)."""
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
@@ -163,20 +181,27 @@ class _PluginHost:
         return self._registry
 
     def _collect(self) -> Registry:
-        components: dict[str, dict[str, Component]] = {kind: {} for kind in HOOKS}
         errors = list(self.load_errors)
-        for kind, hook_name in HOOKS.items():
+        found: dict[str, dict[str, tuple[Any, str, str]]] = {kind: {} for kind in HOOKS}
+        parts: dict[str, dict[str, tuple[Any, str, str]]] = {}
+        hooks = [*HOOKS.items(), (None, PART_HOOK)]
+        for kind, hook_name in hooks:
             for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
                 plugin = impl.plugin_name
                 distribution = self.distributions.get(plugin, "?")
 
-                def register(config, *, kind=kind, plugin=plugin, distribution=distribution):
-                    problem = _check_component(kind, config, components[kind])
+                def register(obj, *, kind=kind, plugin=plugin, distribution=distribution):
+                    if kind is None:
+                        part_kind = kind_of(obj) if isinstance(obj, type) else None
+                        table = parts.setdefault(part_kind, {}) if part_kind else {}
+                        problem = _check_part(obj, part_kind, table)
+                    else:
+                        table = found[kind]
+                        problem = _check_component(kind, obj, table)
                     if problem:
                         errors.append(PluginError(plugin, distribution, problem))
                         return
-                    name = type_tag(config)
-                    components[kind][name] = Component(kind, name, config, plugin, distribution)
+                    table[type_tag(obj) or tag_of(obj)] = (obj, plugin, distribution)
 
                 try:
                     impl.function(register=register)
@@ -186,7 +211,33 @@ class _PluginHost:
                             plugin, distribution, f"{hook_name} raised {type(err).__name__}: {err}"
                         )
                     )
-        return Registry(components, errors, self._collect_pages(errors))
+        components = self._spec_models(found, parts, errors)
+        return Registry(components, errors, self._collect_pages(errors), parts=dict(parts))
+
+    def _spec_models(self, found, parts, errors) -> dict[str, dict[str, Component]]:
+        """Components by kind, the one-class ones with their generated spec models. A class
+        whose spec model cannot be made is reported and left out."""
+        models = SpecModels({k: [cls for cls, _, _ in v.values()] for k, v in parts.items()})
+        components: dict[str, dict[str, Component]] = {kind: {} for kind in HOOKS}
+        for kind, table in found.items():
+            for name, (obj, plugin, distribution) in table.items():
+                if isinstance(obj, type) and issubclass(obj, ComponentConfig):
+                    components[kind][name] = Component(kind, name, obj, plugin, distribution)
+                    continue
+                try:
+                    config = models.config(obj, kind)
+                except Exception as err:
+                    errors.append(
+                        PluginError(
+                            plugin,
+                            distribution,
+                            f"cannot read the spec of {obj.__qualname__} from its constructor: "
+                            f"{err}",
+                        )
+                    )
+                    continue
+                components[kind][name] = Component(kind, name, config, plugin, distribution, obj)
+        return components
 
     def _collect_pages(self, errors: list[PluginError]) -> list[Page]:
         pages: list[Page] = []
@@ -256,25 +307,64 @@ class _PluginHost:
         return errors
 
 
-def _check_component(kind: str, config: Any, existing: dict[str, Component]) -> str | None:
-    base = BASES[kind]
-    label = getattr(config, "__qualname__", repr(config))
-    if not (isinstance(config, type) and issubclass(config, base)):
-        return (
-            f"registered {label} as a{'n' if kind[0] in 'aeiou' else ''} {kind}, but it does not "
-            f"subclass diffsde.{base.__name__}: derive it from diffsde.{base.__name__}"
-        )
-    if inspect.isabstract(config):
-        missing = ", ".join(sorted(config.__abstractmethods__))
+def _module_base(kind: str) -> type:
+    module, _, name = MODULE_BASES[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _check_component(kind: str, obj: Any, existing: dict[str, tuple]) -> str | None:
+    label = getattr(obj, "__qualname__", repr(obj))
+    article = "an" if kind[0] in "aeiou" else "a"
+    if isinstance(obj, type) and inspect.isabstract(obj):
+        missing = ", ".join(sorted(obj.__abstractmethods__))
         return f"registered {label}, which is abstract: implement {missing}"
-    name = type_tag(config)
-    if name is None:
-        return f'registered {label} without a field `type: Literal["<tag>"]`: add one'
-    if name in existing:
-        other = existing[name]
+    if isinstance(obj, type) and issubclass(obj, ComponentConfig):
+        base = BASES[kind]
+        if not issubclass(obj, base):
+            return (
+                f"registered {label} as {article} {kind}, but it does not subclass "
+                f"diffsde.{base.__name__}: derive it from diffsde.{base.__name__}"
+            )
+        name = type_tag(obj)
+        if name is None:
+            return f'registered {label} without a field `type: Literal["<tag>"]`: add one'
+    else:
+        base = _module_base(kind)
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            where = "diffsde" if base.__module__.startswith("diffsde") else base.__module__
+            return (
+                f"registered {label} as {article} {kind}, but it is neither a subclass of "
+                f"{where}.{base.__name__} (one class with a `tag`) nor of "
+                f"diffsde.{BASES[kind].__name__} (a spec model with `build`): derive it from one"
+            )
+        name = tag_of(obj)
+        if name is None:
+            return f'registered {label} without a class attribute `tag: ClassVar[str] = "…"`'
+    return _duplicate(kind, name, label, existing)
+
+
+def _check_part(obj: Any, kind: str | None, existing: dict[str, tuple]) -> str | None:
+    label = getattr(obj, "__qualname__", repr(obj))
+    if kind is None:
         return (
-            f"{kind} '{name}' ({label}) is already registered by plugin '{other.plugin}' "
-            f"(distribution '{other.distribution}'): rename its type tag"
+            f"registered {label} as a part, but neither it nor a base names its kind: derive it "
+            "from a part base such as diffsde.AbstractWeighting"
+        )
+    name = tag_of(obj)
+    if name is None:
+        return f'registered {label} without a class attribute `tag: ClassVar[str] = "…"`'
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(obj.__abstractmethods__))
+        return f"registered {label}, which is abstract: implement {missing}"
+    return _duplicate(kind, name, label, existing)
+
+
+def _duplicate(kind: str, name: str, label: str, existing: dict[str, tuple]) -> str | None:
+    if name in existing:
+        _, plugin, distribution = existing[name]
+        return (
+            f"{kind} '{name}' ({label}) is already registered by plugin '{plugin}' "
+            f"(distribution '{distribution}'): rename its tag"
         )
     return None
 

@@ -12,7 +12,7 @@ the probability-flow ODE backwards in t, from T to ε.
 
 import abc
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import diffrax
 import equinox as eqx
@@ -21,13 +21,20 @@ import jax.numpy as jnp
 import jax.random as jr
 import lineax as lx
 import numpy as np
+import pydantic
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._custom_types import Scalar, ScalarLike, ScoreFn
+from ._errors import SpecFieldError
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
 Batch = Float[Array, "n dim"]
 SaveTs = Float[Array, " k"]
+MAX_SOLVER_STEPS = 1_000_000
+"""The most steps a sampler may take: each is a sequential pass of the model over every sample."""
+Positive = Annotated[float, pydantic.Field(gt=0)]
+StepCount = Annotated[int, pydantic.Field(gt=0, le=MAX_SOLVER_STEPS)]
+"""A step count, 1 to MAX_SOLVER_STEPS."""
 
 
 class Samples(eqx.Module):
@@ -44,7 +51,23 @@ class Samples(eqx.Module):
 class AbstractSampler(eqx.Module):
     """Integrates the reverse process from x_T at t = T down to t = ``eps``."""
 
+    kind: ClassVar[str] = "sampler"
     eps: eqx.AbstractVar[float]
+
+    def check_context(self, *, sde: AbstractSDE | None = None, **context) -> None:
+        """On building from a spec: :meth:`check_sde` of the spec's SDE."""
+        del context
+        if sde is not None:
+            self.check_sde(sde)
+
+    def check_sde(self, sde: AbstractSDE) -> None:
+        """SpecFieldError if this sampler cannot integrate ``sde``: ε must lie in (0, T)."""
+        if not 0 < self.eps < sde.T:
+            raise SpecFieldError(
+                "eps",
+                f"must lie in (0, T) for the SDE's horizon T = {sde.T}, got {self.eps}: lower "
+                "it (1e-3 for VP, 1e-5 for VE are usual)",
+            )
 
     @abc.abstractmethod
     def sample_from(
@@ -64,14 +87,6 @@ class AbstractSampler(eqx.Module):
 
 
 # helpers -------------------------------------------------------------------------------------
-
-
-def _check_eps(sampler: AbstractSampler, sde: AbstractSDE) -> None:
-    if not 0 < sampler.eps < sde.T:
-        raise ValueError(
-            f"{type(sampler).__name__}: eps={sampler.eps} must lie in (0, T) with T={sde.T} for "
-            f"{type(sde).__name__}; choose a smaller eps (1e-3 for VP, 1e-5 for VE are usual)"
-        )
 
 
 def _batched_score(score: ScoreFn) -> Callable[[Batch, ScalarLike], Batch]:
@@ -153,15 +168,16 @@ class EulerMaruyama(AbstractSampler):
     only forward-mode differentiation goes through it).
     """
 
-    steps: int = eqx.field(static=True)
-    eps: float = eqx.field(static=True, default=1e-3)
+    tag: ClassVar[str] = "euler_maruyama"
+    steps: StepCount = eqx.field(static=True, default=1000)
+    eps: Positive = eqx.field(static=True, default=1e-3)
 
     def __check_init__(self):
         if self.steps < 1:
-            raise ValueError(f"EulerMaruyama needs steps >= 1, got {self.steps}")
+            raise SpecFieldError("steps", f"must be at least 1, got {self.steps}")
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
-        _check_eps(self, sde)
+        self.check_sde(sde)
         U = sde.T - self.eps
         brownian = diffrax.UnsafeBrownianPath(shape=(x_T.size,), key=key)
         sol = diffrax.diffeqsolve(
@@ -196,28 +212,27 @@ class AdaptiveReverseSDE(AbstractSampler):
     Lévy area), and the initial step is ``dt0`` (no evaluations to choose it).
     """
 
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
-    dt0: float = eqx.field(static=True)
-    brownian_tol: float = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
+    tag: ClassVar[str] = "reverse_sde_adaptive"
     solver: SRKSolver = eqx.field(static=True, default="shark")
-    eps: float = eqx.field(static=True, default=1e-3)
+    rtol: Positive = eqx.field(static=True, default=1e-2)
+    atol: Positive = eqx.field(static=True, default=1e-2)
+    dt0: Positive = eqx.field(static=True, default=1e-2)
+    brownian_tol: Positive = eqx.field(static=True, default=1e-5)
+    max_steps: StepCount = eqx.field(static=True, default=4096)
+    eps: Positive = eqx.field(static=True, default=1e-3)
     stages: ClassVar[int] = 2
 
     def __check_init__(self):
         if self.solver not in _SRK_SOLVERS:
-            raise ValueError(
-                f"unknown solver {self.solver!r}; choose one of {sorted(_SRK_SOLVERS)}"
+            raise SpecFieldError(
+                "solver", f"unknown solver {self.solver!r}; choose one of {sorted(_SRK_SOLVERS)}"
             )
-        if not (self.rtol > 0 and self.atol > 0 and self.dt0 > 0 and self.brownian_tol > 0):
-            raise ValueError(
-                f"rtol, atol, dt0 and brownian_tol must be positive, got rtol={self.rtol}, "
-                f"atol={self.atol}, dt0={self.dt0}, brownian_tol={self.brownian_tol}"
-            )
+        for name in ("rtol", "atol", "dt0", "brownian_tol"):
+            if not getattr(self, name) > 0:
+                raise SpecFieldError(name, f"must be positive, got {getattr(self, name)}")
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
-        _check_eps(self, sde)
+        self.check_sde(sde)
         U = sde.T - self.eps
         brownian = diffrax.VirtualBrownianTree(
             0.0,
@@ -269,92 +284,231 @@ class RK4(diffrax.AbstractERK):
         return 4
 
 
-class _ODESolver(eqx.Module):
-    """A diffrax solver and what one step costs: NFE = init + per_step × steps attempted."""
+class AbstractODESolver(eqx.Module):
+    """A part of the probability-flow sampler: a diffrax ODE solver and what one step costs,
+    NFE = ``init`` + ``per_step`` × steps attempted. ``error_estimate``: the solver has an
+    embedded error estimate, which an adaptive step-size controller needs."""
 
-    make: Callable[[], diffrax.AbstractSolver]
-    adaptive: bool
-    per_step: int
-    init: int
+    kind: ClassVar[str] = "ode_solver"
+    per_step: ClassVar[int]
+    init: ClassVar[int] = 0
+    error_estimate: ClassVar[bool]
+
+    @abc.abstractmethod
+    def solver(self) -> diffrax.AbstractSolver:
+        """The diffrax solver."""
+
+
+class Euler(AbstractODESolver):
+    """Euler's method (1 stage, order 1)."""
+
+    tag: ClassVar[str] = "euler"
+    per_step: ClassVar[int] = 1
+    error_estimate: ClassVar[bool] = False
+
+    def solver(self) -> diffrax.AbstractSolver:
+        return diffrax.Euler()
+
+
+class Heun(AbstractODESolver):
+    """Heun's method (2 stages, order 2, embedded Euler error estimate)."""
+
+    tag: ClassVar[str] = "heun"
+    per_step: ClassVar[int] = 2
+    error_estimate: ClassVar[bool] = True
+
+    def solver(self) -> diffrax.AbstractSolver:
+        return diffrax.Heun()
+
+
+class ClassicalRK4(AbstractODESolver):
+    """Classical 4th-order Runge–Kutta (4 stages, a diffrax Butcher tableau; fixed grids only)."""
+
+    tag: ClassVar[str] = "rk4"
+    per_step: ClassVar[int] = 4
+    error_estimate: ClassVar[bool] = False
+
+    def solver(self) -> diffrax.AbstractSolver:
+        return RK4()
 
 
 # FSAL solvers (Tsit5, Dopri5: 7 stages, the last equal to the next step's first) evaluate the
 # field once at initialisation and 6 times per step attempt (a rejected step keeps its first
 # stage). The initial step is given (dt0), so diffrax's initial-step heuristic is not run.
-ODE_SOLVERS: dict[str, _ODESolver] = {
-    "euler": _ODESolver(diffrax.Euler, adaptive=False, per_step=1, init=0),
-    "heun": _ODESolver(diffrax.Heun, adaptive=False, per_step=2, init=0),
-    "rk4": _ODESolver(RK4, adaptive=False, per_step=4, init=0),
-    "tsit5": _ODESolver(diffrax.Tsit5, adaptive=True, per_step=6, init=1),
-    "dopri5": _ODESolver(diffrax.Dopri5, adaptive=True, per_step=6, init=1),
-}
-ODESolverName = Literal["euler", "heun", "rk4", "tsit5", "dopri5"]
-FIXED_STEP_SOLVERS = tuple(k for k, v in ODE_SOLVERS.items() if not v.adaptive)
-ADAPTIVE_SOLVERS = tuple(k for k, v in ODE_SOLVERS.items() if v.adaptive)
+class Tsit5(AbstractODESolver):
+    """Tsitouras' 5(4) method (7 stages, FSAL)."""
+
+    tag: ClassVar[str] = "tsit5"
+    per_step: ClassVar[int] = 6
+    init: ClassVar[int] = 1
+    error_estimate: ClassVar[bool] = True
+
+    def solver(self) -> diffrax.AbstractSolver:
+        return diffrax.Tsit5()
+
+
+class Dopri5(AbstractODESolver):
+    """Dormand–Prince 5(4) (7 stages, FSAL)."""
+
+    tag: ClassVar[str] = "dopri5"
+    per_step: ClassVar[int] = 6
+    init: ClassVar[int] = 1
+    error_estimate: ClassVar[bool] = True
+
+    def solver(self) -> diffrax.AbstractSolver:
+        return diffrax.Dopri5()
+
+
+ODE_SOLVERS: tuple[type[AbstractODESolver], ...] = (Euler, Heun, ClassicalRK4, Tsit5, Dopri5)
+
+
+class AbstractTimeGrid(eqx.Module):
+    """A part: the forward times T = t_0 > t_1 > … > t_steps = ε a fixed-step solver visits."""
+
+    kind: ClassVar[str] = "time_grid"
+
+    @abc.abstractmethod
+    def times(self, T: float, eps: float, steps: int) -> Float[Array, " steps_plus_one"]:
+        """The ``steps + 1`` decreasing times from T to ε."""
+
+
+class UniformGrid(AbstractTimeGrid):
+    """Uniform in t."""
+
+    tag: ClassVar[str] = "uniform"
+
+    def times(self, T: float, eps: float, steps: int) -> Float[Array, " steps_plus_one"]:
+        return jnp.linspace(T, eps, steps + 1)
+
+
+Steps = Annotated[int, pydantic.Field(gt=0, le=MAX_SOLVER_STEPS)]
+
+
+class AbstractStepController(eqx.Module):
+    """A part: how an ODE solver chooses its steps from T down to ε. ``needs_error_estimate``:
+    the controller adapts steps to the solver's embedded error estimate."""
+
+    kind: ClassVar[str] = "step_controller"
+    needs_error_estimate: ClassVar[bool]
+
+    @abc.abstractmethod
+    def setup(
+        self, T: float, eps: float
+    ) -> tuple[diffrax.AbstractStepSizeController, float | None, int]:
+        """(diffrax controller, dt0 of a solve from T to ε, max_steps)."""
+
+
+class FixedSteps(AbstractStepController):
+    """``steps`` steps on a time grid (``StepTo``): no tolerances, NFE known in advance."""
+
+    tag: ClassVar[str] = "fixed"
+    needs_error_estimate: ClassVar[bool] = False
+    steps: Steps = eqx.field(static=True, default=100)
+    grid: AbstractTimeGrid = UniformGrid()
+
+    def setup(self, T, eps):
+        return diffrax.StepTo(self.grid.times(T, eps, self.steps)), None, self.steps
+
+
+Tolerance = Annotated[float, pydantic.Field(gt=0)]
+
+
+class PIDSteps(AbstractStepController):
+    """Adaptive steps: a diffrax ``PIDController(rtol, atol)`` from a first step ``dt0``, at
+    most ``max_steps`` steps."""
+
+    tag: ClassVar[str] = "pid"
+    needs_error_estimate: ClassVar[bool] = True
+    rtol: Tolerance = eqx.field(static=True, default=1e-5)
+    atol: Tolerance = eqx.field(static=True, default=1e-5)
+    dt0: Tolerance = eqx.field(static=True, default=1e-2)
+    max_steps: Steps = eqx.field(static=True, default=4096)
+
+    def setup(self, T, eps):
+        del T, eps
+        controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+        return controller, self.dt0, self.max_steps
+
+
+def check_solver(solver: AbstractODESolver, controller: AbstractStepController) -> None:
+    """SpecFieldError where an adaptive controller is paired with a solver that has no error
+    estimate."""
+    if controller.needs_error_estimate and not solver.error_estimate:
+        adaptive = ", ".join(c.tag for c in ODE_SOLVERS if c.error_estimate)
+        raise SpecFieldError(
+            "solver",
+            f"solver '{solver.tag}' has no embedded error estimate, so controller "
+            f"'{controller.tag}' cannot adapt its steps: choose one with an estimate "
+            f"({adaptive}), or `controller: {{type: fixed, steps: …}}`",
+        )
+
+
+_OLD_FLAT_KEYS = ("steps", "rtol", "atol", "dt0", "max_steps")
+_FIXED_BY_DEFAULT = ("euler", "heun", "rk4")
 
 
 class ProbabilityFlow(AbstractSampler):
-    """The probability-flow ODE dx/dt = b − ½ g² s from T to ε.
+    """Probability-flow ODE dx/dt = b − ½ g² s from T to ε: a diffrax solver × a step-size
+    controller (a fixed time grid, or PID on the solver's error estimate).
 
-    Fixed-step solvers (euler, heun, rk4) take ``steps`` uniform steps and need no tolerances;
-    adaptive ones (tsit5, dopri5) use a ``PIDController(rtol, atol)`` from a first step ``dt0``
-    and need no ``steps``.
-    NFE: euler steps, heun 2·steps, rk4 4·steps; tsit5/dopri5 1 + 6·(accepted + rejected steps).
+    NFE: euler steps, heun 2·steps, rk4 4·steps on a fixed grid; tsit5/dopri5 1 + 6·(accepted
+    + rejected steps), heun 2·(accepted + rejected) under PID.
     """
 
-    solver: ODESolverName = eqx.field(static=True)
-    steps: int | None = eqx.field(static=True, default=None)
-    rtol: float | None = eqx.field(static=True, default=None)
-    atol: float | None = eqx.field(static=True, default=None)
-    dt0: float | None = eqx.field(static=True, default=None)
-    max_steps: int = eqx.field(static=True, default=4096)
-    eps: float = eqx.field(static=True, default=1e-3)
+    tag: ClassVar[str] = "pf_ode"
+    solver: AbstractODESolver = Tsit5()
+    controller: AbstractStepController = PIDSteps()
+    eps: Positive = eqx.field(static=True, default=1e-3)
 
     def __check_init__(self):
-        if self.solver not in ODE_SOLVERS:
-            raise ValueError(f"unknown solver {self.solver!r}; choose one of {list(ODE_SOLVERS)}")
-        if ODE_SOLVERS[self.solver].adaptive:
-            if None in (self.rtol, self.atol, self.dt0) or self.steps is not None:
-                raise ValueError(
-                    f"solver {self.solver!r} is adaptive: give rtol, atol and dt0, not steps "
-                    f"(got steps={self.steps}, rtol={self.rtol}, atol={self.atol}, "
-                    f"dt0={self.dt0}); "
-                    f"or choose a fixed-step solver ({', '.join(FIXED_STEP_SOLVERS)})"
-                )
-        elif (
-            self.steps is None or self.steps < 1 or (self.rtol, self.atol, self.dt0) != (None,) * 3
-        ):
-            raise ValueError(
-                f"solver {self.solver!r} takes fixed steps: give steps >= 1 and no rtol/atol/dt0 "
-                f"(got steps={self.steps}, rtol={self.rtol}, atol={self.atol}); or choose an "
-                f"adaptive solver ({', '.join(ADAPTIVE_SOLVERS)})"
-            )
+        check_solver(self.solver, self.controller)
+
+    @classmethod
+    def spec_aliases(cls, data: dict) -> dict:
+        """The flat keys of diffsde 0.1, still read: ``steps`` (default 100 for euler, heun and
+        rk4 when no controller is given) is ``controller: {type: fixed, steps: …}``;
+        ``rtol``/``atol``/``dt0``/``max_steps`` are the PID controller's (tsit5, dopri5). Flat
+        keys update a given controller, so ``--set sampler.steps=20`` works on any spec."""
+        flat = {k: data.pop(k) for k in _OLD_FLAT_KEYS if k in data}
+        controller = data.get("controller")
+        if isinstance(controller, str):
+            controller = {"type": controller}
+        if controller is not None and not isinstance(controller, dict):
+            return data  # reported by the controller's own validation
+        if not flat:
+            if controller is None and data.get("solver", "tsit5") in _FIXED_BY_DEFAULT:
+                data["controller"] = {"type": "fixed"}
+            return data
+        controller = dict(controller or {})
+        if "steps" in flat or (not controller and data.get("solver", "tsit5") in _FIXED_BY_DEFAULT):
+            if controller.get("type") != "fixed":
+                controller = {"type": "fixed"}
+        elif controller.get("type", "pid") != "pid":
+            controller = {"type": "pid"}
+        controller.setdefault("type", "pid")
+        data["controller"] = {**controller, **flat}
+        return data
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
         del key  # deterministic
-        _check_eps(self, sde)
-        spec = ODE_SOLVERS[self.solver]
+        self.check_sde(sde)
         field = jax.vmap(sde.probability_flow(score), in_axes=(None, 0))
         term = diffrax.ODETerm(lambda t, y, args: field(t, y.reshape(x_T.shape)).reshape(-1))
-        if spec.adaptive:
-            controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
-            max_steps, dt0 = self.max_steps, -self.dt0
-        else:
-            controller = diffrax.StepTo(_grid(sde, self.eps, self.steps))
-            max_steps, dt0 = self.steps, None
+        controller, dt0, max_steps = self.controller.setup(sde.T, self.eps)
         sol = diffrax.diffeqsolve(
             term,
-            spec.make(),
+            self.solver.solver(),
             t0=sde.T,
             t1=self.eps,
-            dt0=dt0,
+            dt0=None if dt0 is None else -dt0,
             y0=x_T.reshape(-1),
             saveat=_saveat(save_ts, lambda t: t),
             stepsize_controller=controller,
             max_steps=max_steps,
         )
         x, trajectory = _unpack(sol.ys, save_ts, x_T.shape)
-        return Samples(x, _nfe(spec.init + spec.per_step * sol.stats["num_steps"]), trajectory)
+        nfe = self.solver.init + self.solver.per_step * sol.stats["num_steps"]
+        return Samples(x, _nfe(nfe), trajectory)
 
 
 # predictor–corrector -------------------------------------------------------------------------
@@ -370,10 +524,13 @@ class PredictorCorrector(AbstractSampler):
     NFE = steps × (1 + corrector_steps).
     """
 
-    steps: int = eqx.field(static=True)
-    corrector_steps: int = eqx.field(static=True)
-    snr: float = eqx.field(static=True)
-    eps: float = eqx.field(static=True, default=1e-3)
+    tag: ClassVar[str] = "pc"
+    steps: StepCount = eqx.field(static=True, default=1000)
+    corrector_steps: Annotated[int, pydantic.Field(ge=0, le=100)] = eqx.field(
+        static=True, default=1
+    )
+    snr: Positive = eqx.field(static=True, default=0.16)
+    eps: Positive = eqx.field(static=True, default=1e-3)
 
     def __check_init__(self):
         if self.steps < 1 or self.corrector_steps < 0 or not self.snr > 0:
@@ -383,7 +540,7 @@ class PredictorCorrector(AbstractSampler):
             )
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
-        _check_eps(self, sde)
+        self.check_sde(sde)
         batched = _batched_score(score)
         drift = jax.vmap(sde.reverse_drift(score), in_axes=(None, 0))
         ts = _grid(sde, self.eps, self.steps)
@@ -444,9 +601,16 @@ class ExponentialIntegrator(AbstractSampler):
     Euler–Maruyama on a uniform grid (see tests/test_samplers.py for measurements).
     """
 
-    steps: int = eqx.field(static=True)
+    tag: ClassVar[str] = "exponential"
+    steps: StepCount = eqx.field(static=True, default=100)
     frozen: Literal["noise", "score", "data"] = eqx.field(static=True, default="noise")
-    eps: float = eqx.field(static=True, default=1e-3)
+    eps: Positive = eqx.field(static=True, default=1e-3)
+
+    def check_sde(self, sde: AbstractSDE) -> None:
+        """Also: the SDE must have a Gaussian kernel."""
+        if not isinstance(sde, AbstractGaussianSDE):
+            raise SpecFieldError("type", _NOT_GAUSSIAN.format(sde=type(sde).__name__))
+        super().check_sde(sde)
 
     def __check_init__(self):
         if self.steps < 1:
@@ -476,8 +640,7 @@ class ExponentialIntegrator(AbstractSampler):
         return a, kappa, std
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
-        check_gaussian(sde, type(self).__name__)
-        _check_eps(self, sde)
+        self.check_sde(sde)
         batched = _batched_score(score)
         ts = _grid(sde, self.eps, self.steps)
         zero = jnp.zeros(x_T.shape[-1], x_T.dtype)
@@ -494,15 +657,24 @@ class ExponentialIntegrator(AbstractSampler):
         return Samples(x, _nfe(self.steps), trajectory)
 
 
-def check_gaussian(sde: AbstractSDE, who: str) -> None:
-    """ValueError unless ``sde`` has a Gaussian transition kernel (λ_t, σ_t)."""
-    if not (sde.has_gaussian_kernel and isinstance(sde, AbstractGaussianSDE)):
-        raise ValueError(
-            f"{who} integrates the linear part of an affine SDE exactly with its Gaussian kernel "
-            f"(λ_t, σ_t), but {type(sde).__name__} has no Gaussian transition kernel; use an SDE "
-            "with one (ou, ve, vp, subvp, affine) or another sampler (euler_maruyama, pc, "
-            "reverse_sde_adaptive, pf_ode)"
-        )
+_NOT_GAUSSIAN = (
+    "the exponential sampler integrates the linear part of an affine SDE exactly with its "
+    "Gaussian kernel (λ_t, σ_t), but {sde} has no Gaussian transition kernel; use an SDE with "
+    "one (ou, ve, vp, subvp, affine) or another sampler (euler_maruyama, pc, "
+    "reverse_sde_adaptive, pf_ode)"
+)
+
+
+SAMPLERS = (
+    EulerMaruyama,
+    AdaptiveReverseSDE,
+    ProbabilityFlow,
+    PredictorCorrector,
+    ExponentialIntegrator,
+)
+"""The built-in samplers (registered by ``diffsde._builtin``)."""
+SAMPLER_PARTS = (*ODE_SOLVERS, UniformGrid, FixedSteps, PIDSteps)
+"""The built-in parts of samplers."""
 
 
 # chunked sampling ----------------------------------------------------------------------------

@@ -50,6 +50,14 @@ def register_metrics(register):
 
 
 @hookspec
+def register_parts(register):
+    """Register parts that components are composed of — loss weightings, time distributions,
+    sources of x_t, step-size controllers, time grids, … — each a class deriving from a part base
+    (``diffsde.AbstractWeighting``, …) with a ``tag``. A component parameter annotated with that
+    base accepts every registered part of its kind (``weighting: g2``)."""
+
+
+@hookspec
 def register_commands(subparsers):
     """Add ``diffsde`` subcommands: ``subparsers`` is the argparse sub-parser action of the
     ``diffsde`` command. Add a parser with ``subparsers.add_parser(name, help=...)`` and give it

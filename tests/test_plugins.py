@@ -6,6 +6,7 @@ import pathlib
 import types
 from typing import ClassVar, Literal
 
+import equinox as eqx
 import pytest
 
 import diffsde
@@ -120,7 +121,8 @@ def test_duplicate_name_is_one_clear_error_and_the_rest_works(throwaway):
     "bad, fragment",
     [
         (KernelObjective, "does not subclass diffsde.SDEConfig"),
-        (dict, "does not subclass diffsde.SDEConfig"),
+        (dict, "neither a subclass of diffsde.AbstractSDE (one class with a `tag`) nor of"),
+        (diffsde.VP, "without a class attribute `tag"),
         (diffsde.SDEConfig, "which is abstract: implement build"),
     ],
 )
@@ -205,7 +207,7 @@ def test_plugins_command_lists_components_and_errors(throwaway, capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "double_vp" in out and "throwaway-dist" in out and "A throwaway SDE" in out
-    assert "plugin errors:" in out and "does not subclass diffsde.SDEConfig" in out
+    assert "plugin errors:" in out and "nor of diffsde.SDEConfig" in out
     assert main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     kinds = {row["kind"] for row in listing["components"]}
@@ -234,7 +236,8 @@ def test_every_hook_is_documented_and_tested():
     hooks = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("register_")
     ]
-    assert sorted(hooks) == sorted(_plugins.HOOKS.values())
+    others = (_plugins.PART_HOOK, "register_commands", "register_pages")
+    assert sorted(hooks) == sorted([*_plugins.HOOKS.values(), *others])
     readme = (ROOT / "README.md").read_text()
     tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
     for hook in hooks:
@@ -243,14 +246,11 @@ def test_every_hook_is_documented_and_tested():
         assert f"register_{hook.removeprefix('register_')}=" in tests, f"{hook} is not tested"
 
 
-class ThrowawaySampler(diffsde.SamplerConfig):
-    """A throwaway sampler section."""
+class ThrowawaySampler(diffsde.EulerMaruyama):
+    """A throwaway sampler, one class: its spec section is its constructor."""
 
-    type: Literal["tiny_sampler"] = "tiny_sampler"
-    steps: int = 10
-
-    def build(self, *, sde):
-        return diffsde.EulerMaruyama(steps=self.steps)
+    tag: ClassVar[str] = "tiny_sampler"
+    steps: int = eqx.field(static=True, default=10)
 
 
 class ThrowawayModel(diffsde.ModelConfig):

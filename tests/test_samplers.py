@@ -22,7 +22,6 @@ import pytest
 from jax.experimental import io_callback
 
 import diffsde
-from diffsde._builtin.samplers import PFODEConfig
 
 EPS = 1e-3
 N = 4000
@@ -89,6 +88,7 @@ def exact_sets():
 
 
 # name -> (sampler, weak error allowed on the moments: measured change to a 4-10x finer run)
+SOLVERS = {"euler": diffsde.Euler, "heun": diffsde.Heun, "rk4": diffsde.ClassicalRK4}
 SAMPLERS = {
     # Euler–Maruyama: O(h) weak error, ≤ 0.01 at 1000 steps (test_reverse: ≤ 0.006 at 256)
     "euler_maruyama": (diffsde.EulerMaruyama(steps=1000), 0.01),
@@ -100,7 +100,12 @@ SAMPLERS = {
         0.02,
     ),
     # Tsit5 at 1e-5: moments move ≤ 1e-4 against 1e-7
-    "pf_ode": (diffsde.ProbabilityFlow(solver="tsit5", rtol=1e-5, atol=1e-5, dt0=1e-2), 1e-3),
+    "pf_ode": (
+        diffsde.ProbabilityFlow(
+            solver=diffsde.Tsit5(), controller=diffsde.PIDSteps(rtol=1e-5, atol=1e-5, dt0=1e-2)
+        ),
+        1e-3,
+    ),
     # PC, 500 steps with one Langevin step (snr 0.16): ≤ 0.02 measured
     "pc": (diffsde.PredictorCorrector(steps=500, corrector_steps=1, snr=0.16), 0.02),
     # exponential integrator, 200 steps: variance error ≈ 0.01 (O(h), see the comparison test)
@@ -135,11 +140,19 @@ def test_adaptive_pf_ode_uses_far_fewer_nfe(exact_sets):
 # NFE: count the score evaluations that actually run ------------------------------------------
 
 NFE_CASES = {
-    "euler": diffsde.ProbabilityFlow(solver="euler", steps=3),
-    "heun": diffsde.ProbabilityFlow(solver="heun", steps=3),
-    "rk4": diffsde.ProbabilityFlow(solver="rk4", steps=3),
-    "tsit5": diffsde.ProbabilityFlow(solver="tsit5", rtol=1e-3, atol=1e-3, dt0=1e-2),
-    "dopri5": diffsde.ProbabilityFlow(solver="dopri5", rtol=1e-3, atol=1e-3, dt0=1e-2),
+    "euler": diffsde.ProbabilityFlow(
+        solver=diffsde.Euler(), controller=diffsde.FixedSteps(steps=3)
+    ),
+    "heun": diffsde.ProbabilityFlow(solver=diffsde.Heun(), controller=diffsde.FixedSteps(steps=3)),
+    "rk4": diffsde.ProbabilityFlow(
+        solver=diffsde.ClassicalRK4(), controller=diffsde.FixedSteps(steps=3)
+    ),
+    "tsit5": diffsde.ProbabilityFlow(
+        solver=diffsde.Tsit5(), controller=diffsde.PIDSteps(rtol=1e-3, atol=1e-3, dt0=1e-2)
+    ),
+    "dopri5": diffsde.ProbabilityFlow(
+        solver=diffsde.Dopri5(), controller=diffsde.PIDSteps(rtol=1e-3, atol=1e-3, dt0=1e-2)
+    ),
     "euler_maruyama": diffsde.EulerMaruyama(steps=3),
     "pc": diffsde.PredictorCorrector(steps=3, corrector_steps=2, snr=0.16),
     "exponential": diffsde.ExponentialIntegrator(steps=3),
@@ -177,7 +190,9 @@ def test_reported_nfe_is_the_number_of_score_evaluations(name):
 def test_chunks_match_one_chunk_and_compile_once():
     """A fixed-step ODE sampler gives the same samples in 3 chunks (the last one padded) as in
     one; the chunked call traces the sampler once (a trace-time counter in the score)."""
-    sampler = diffsde.ProbabilityFlow(solver="heun", steps=20)
+    sampler = diffsde.ProbabilityFlow(
+        solver=diffsde.Heun(), controller=diffsde.FixedSteps(steps=20)
+    )
     x_T = _exact_p_T(jr.key(0), 1000)
     traces = {"chunked": 0, "whole": 0}
 
@@ -202,7 +217,9 @@ def test_chunks_match_one_chunk_and_compile_once():
 
 @pytest.mark.slow
 def test_trajectory_is_saved_at_requested_times():
-    sampler = diffsde.ProbabilityFlow(solver="heun", steps=20)
+    sampler = diffsde.ProbabilityFlow(
+        solver=diffsde.Heun(), controller=diffsde.FixedSteps(steps=20)
+    )
     x_T = _exact_p_T(jr.key(0), 300)
     save_ts = jnp.array([SDE.T, 0.5, EPS])
     out = diffsde.sample(sampler, SDE, _score, x_T, key=jr.key(0), chunk_size=128, save_ts=save_ts)
@@ -224,7 +241,10 @@ def test_pf_ode_fixed_step_convergence_orders():
     for RK4 at 32 steps; the local RK4 slope still rises there, 3.6 → 3.8, so no floor).
     Measured errors: RK4 3.2e-4, 1.1e-4, 2.4e-5, 8.0e-6 at 12, 16, 24, 32 steps."""
     x_T = _exact_p_T(jr.key(3), 256)
-    ref = diffsde.ProbabilityFlow(solver="tsit5", rtol=1e-7, atol=1e-7, dt0=1e-3, max_steps=100_000)
+    ref = diffsde.ProbabilityFlow(
+        solver=diffsde.Tsit5(),
+        controller=diffsde.PIDSteps(rtol=1e-7, atol=1e-7, dt0=1e-3, max_steps=100_000),
+    )
     x_ref = diffsde.sample(ref, SDE, _score, x_T, key=jr.key(0)).x
     slopes = {}
     for solver, order, step_counts in [
@@ -234,7 +254,9 @@ def test_pf_ode_fixed_step_convergence_orders():
     ]:
         errors = []
         for steps in step_counts:
-            sampler = diffsde.ProbabilityFlow(solver=solver, steps=steps)
+            sampler = diffsde.ProbabilityFlow(
+                solver=SOLVERS[solver](), controller=diffsde.FixedSteps(steps=steps)
+            )
             x = diffsde.sample(sampler, SDE, _score, x_T, key=jr.key(0)).x
             errors.append(float(jnp.sqrt(jnp.mean(jnp.sum((x - x_ref) ** 2, -1)))))
         h = (SDE.T - EPS) / np.asarray(step_counts)
@@ -353,27 +375,79 @@ def test_registry_lists_the_five_samplers():
 
 
 def test_pf_ode_spec_validates_and_prints_its_defaults():
+    """The PF-ODE section is a solver × a step-size controller, both parts with their defaults;
+    the resolved spec reads back to the same sampler.
+
+    Mutation: making tsit5's default controller `fixed` fails the PID assertion."""
     setup = diffsde.validate_text(
         "sde: {type: vp}\ndata: {type: toy, name: moons}\nsampler: {type: pf_ode, solver: tsit5}\n"
     )
     config = setup.spec.sampler
-    assert (config.solver, config.rtol, config.atol, config.steps) == ("tsit5", 1e-5, 1e-5, None)
+    assert config.solver.type == "tsit5" and config.controller.type == "pid"
+    assert (config.controller.rtol, config.controller.atol) == (1e-5, 1e-5)
     resolved = setup.resolved_yaml()
-    assert "rtol: 1.0e-05" in resolved and "eps: 0.001" in resolved
+    assert "solver: tsit5" in resolved and "rtol: 1.0e-05" in resolved and "eps: 0.001" in resolved
     sampler = config.build(sde=setup.sde)
-    assert isinstance(sampler, diffsde.ProbabilityFlow) and sampler.solver == "tsit5"
-    # the resolved spec reads back to the same sampler
-    assert PFODEConfig.model_validate(config.model_dump()) == config
-    euler = PFODEConfig(solver="euler")
-    assert euler.steps == 100 and euler.rtol is None
+    assert sampler == diffsde.ProbabilityFlow(solver=diffsde.Tsit5(), controller=diffsde.PIDSteps())
+    model = type(config)
+    assert model.model_validate(config.model_dump()) == config
+    euler = model.model_validate({"solver": "euler"})
+    assert euler.controller.type == "fixed" and euler.controller.steps == 100
+
+
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        # the flat spelling of 0.1 still reads, as the controller it meant
+        ("{solver: heun, steps: 20}", diffsde.FixedSteps(steps=20)),
+        ("{solver: tsit5, rtol: 1.0e-4, atol: 1.0e-4}", diffsde.PIDSteps(rtol=1e-4, atol=1e-4)),
+        # new combinations: an adaptive heun, a fixed grid for tsit5
+        ("{solver: heun, controller: pid}", diffsde.PIDSteps()),
+        ("{solver: tsit5, controller: {type: fixed, steps: 7}}", diffsde.FixedSteps(steps=7)),
+        # a flat key updates a given controller (what `--set sampler.steps=20` does)
+        ("{solver: heun, controller: pid, steps: 20}", diffsde.FixedSteps(steps=20)),
+    ],
+)
+def test_pf_ode_controller_from_spec(section, expected):
+    """Mutation: dropping the flat-key translation (spec_aliases) fails the first two cases."""
+    head = "sde: {type: vp}\ndata: {type: toy, name: moons}\n"
+    text = f"{head}sampler: {{type: pf_ode, {section[1:]}\n"
+    setup = diffsde.validate_text(text)
+    assert setup.spec.sampler.build(sde=setup.sde).controller == expected
+
+
+def test_adaptive_heun_counts_its_evaluations():
+    """Heun under PID: NFE = 2 × steps attempted, and the result matches a tight reference.
+
+    Mutation: per_step = 1 for Heun fails the NFE count."""
+    calls = []
+
+    def score(x, t):
+        io_callback(lambda: calls.append(1), None, ordered=True)
+        return MIXTURE.score(x, t, SDE)
+
+    x_T = _exact_p_T(jr.key(5), 64)
+    sampler = diffsde.ProbabilityFlow(
+        solver=diffsde.Heun(), controller=diffsde.PIDSteps(rtol=1e-4, atol=1e-4)
+    )
+    out = diffsde.sample(sampler, SDE, score, x_T, key=jr.key(0))
+    jax.effects_barrier()
+    assert int(out.nfe) == len(calls) and len(calls) % 2 == 0
+    tight = diffsde.ProbabilityFlow(controller=diffsde.PIDSteps(rtol=1e-7, atol=1e-7))
+    ref = diffsde.sample(tight, SDE, _score, x_T, key=jr.key(0)).x
+    assert float(jnp.max(jnp.abs(out.x - ref))) < 5e-3
 
 
 @pytest.mark.parametrize(
     "sampler, message",
     [
-        ("{type: pf_ode, solver: euler, rtol: 1.0e-3}", "takes fixed steps, so rtol do not apply"),
-        ("{type: pf_ode, solver: tsit5, steps: 50}", "is adaptive and chooses its own steps"),
-        ("{type: pf_ode, solver: rk5}", "'euler', 'heun', 'rk4', 'tsit5' or 'dopri5'"),
+        ("{type: pf_ode, solver: euler, controller: pid}", "has no embedded error estimate"),
+        ("{type: pf_ode, solver: euler, rtol: 1.0}", "rtol' does not apply to controller"),
+        (
+            "{type: pf_ode, solver: rk5}",
+            "valid choices: euler, heun, rk4, tsit5, dopri5; did you mean 'rk4'",
+        ),
+        ("{type: pf_ode, eps: 2.0}", "must lie in (0, T)"),
     ],
 )
 def test_bad_pf_ode_combination_is_a_located_error(sampler, message):

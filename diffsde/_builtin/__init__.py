@@ -5,7 +5,7 @@ from .datasets import DATASET_CONFIGS
 from .metrics import METRIC_CONFIGS
 from .models import MODEL_CONFIGS
 from .objectives import OBJECTIVE_CONFIGS
-from .samplers import SAMPLER_CONFIGS
+from .samplers import SAMPLER_PARTS, SAMPLERS
 from .sdes import SDE_CONFIGS
 
 
@@ -35,8 +35,14 @@ def register_objectives(register):
 
 @hookimpl
 def register_samplers(register):
-    for config in SAMPLER_CONFIGS:
-        register(config)
+    for sampler in SAMPLERS:
+        register(sampler)
+
+
+@hookimpl
+def register_parts(register):
+    for part in SAMPLER_PARTS:
+        register(part)
 
 
 @hookimpl

@@ -8,6 +8,7 @@ import os
 import pathlib
 import reprlib
 import stat
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,6 +114,10 @@ def _data_path(data: Any, loc: Sequence[Any]) -> Path:
         elif _is_tag(node, part):
             continue  # pydantic names the union member by its tag
         elif isinstance(node, dict) and isinstance(part, str):
+            last = loc[-1]
+            if part != last and isinstance(last, str) and last in node:
+                path.append(last)  # a key a section's spec_aliases moved (sampler.rtol)
+                break
             path.append(part)  # a key that is missing from the data
             node = None
         else:
@@ -153,6 +158,18 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
     """Turn one pydantic error into (path, message, point at the key rather than the value)."""
     kind = error["type"]
     ctx = error.get("ctx", {})
+    part = _part_field(path)
+    if kind in ("union_tag_invalid", "union_tag_not_found") and part is not None:
+        choices = [c.strip().strip("'") for c in str(ctx.get("expected_tags", "")).split(",")]
+        if kind == "union_tag_not_found":
+            return path, f"missing `type:`; choose one of: {', '.join(choices)}", True
+        tag = ctx.get("tag", error.get("input"))
+        return (
+            path,
+            f"unknown {path[-1]} '{tag}'; valid choices: {', '.join(choices)}"
+            f"{_did_you_mean(tag, choices)}",
+            False,
+        )
     if kind in ("union_tag_invalid", "union_tag_not_found") or (
         kind == "literal_error" and path[-1:] == ("type",) and _kind_of(path) is not None
     ):
@@ -171,7 +188,19 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
         )
     if kind == "extra_forbidden":
         parent = path[:-1]
-        allowed = _allowed_keys(parent, data, registry)
+        loc = error["loc"]
+        model = _model_at(registry, loc[:-1])
+        allowed = (
+            list(model.model_fields) if model is not None else _allowed_keys(parent, data, registry)
+        )
+        if len(loc) >= 3 and isinstance(loc[-3], str) and loc[-3] not in path:
+            # a key the section's spec_aliases moved into a part (sampler.rtol → controller)
+            return (
+                path,
+                f"'{path[-1]}' does not apply to {loc[-3]} '{loc[-2]}'; its keys: "
+                f"{', '.join(allowed)}",
+                True,
+            )
         close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         valid = f"; valid keys: {', '.join(allowed)}" if allowed else ""
@@ -222,6 +251,52 @@ def _brief(value: Any) -> str:
 
 
 _NUMBER_TYPES = ("float_type", "int_type", "finite_number")
+
+
+def _part_field(path: Path) -> str | None:
+    """The key of a part inside a component's section (``sampler.solver``), or None."""
+    section = _section_path(path)
+    return path[-1] if len(path) > len(section) and isinstance(path[-1], str) else None
+
+
+def _models_in(annotation: Any) -> list[type[pydantic.BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return [annotation]
+    return [m for a in typing.get_args(annotation) for m in _models_in(a)]
+
+
+def _model_at(registry: Registry, loc: Sequence[Any]) -> type[pydantic.BaseModel] | None:
+    """The pydantic model validating the value at pydantic's ``loc`` (tags included), or
+    None."""
+    model: type[pydantic.BaseModel] | None = spec_model(registry)
+    candidates: list[type[pydantic.BaseModel]] = []
+    for part in loc:
+        if candidates:
+            tagged = [m for m in candidates if _tag_of(m) == part]
+            if tagged:
+                model, candidates = tagged[0], []
+                continue
+            if len(candidates) == 1:
+                model, candidates = candidates[0], []
+            else:
+                return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        candidates = _models_in(field.annotation)
+        if not candidates:
+            return None
+    if candidates:
+        return candidates[0] if len(candidates) == 1 else None
+    return model
+
+
+def _tag_of(model: type[pydantic.BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
 
 
 def _allowed_keys(parent: Path, data: Any, registry: Registry) -> list[str]:

@@ -1,0 +1,23 @@
+"""Errors a component raises about a value of its spec section (core: no pydantic)."""
+
+
+class SpecFieldError(ValueError):
+    """A semantic error in one field of a spec section, found while building it.
+
+    ``field`` is the key inside the section (dotted for nested keys), ``column`` an offset inside
+    the field's string value (for expressions), or None.
+    """
+
+    def __init__(self, field: str, message: str, column: int | None = None):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.column = column
+
+
+class SpecFieldErrors(ValueError):
+    """Several :class:`SpecFieldError` of one section, reported together."""
+
+    def __init__(self, errors: list[SpecFieldError]):
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
