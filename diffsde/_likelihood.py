@@ -142,7 +142,7 @@ class ProbabilityFlowLikelihood(eqx.Module):
         else:
             probes, probe_axis = jr.rademacher(key, (n, self.probes, dim), dtype=x.dtype), 0
         field = sde.probability_flow(score)
-        spec = ODE_SOLVERS[self.solver]
+        spec = {c.tag: c for c in ODE_SOLVERS}[self.solver]()
 
         def one(x0, v):
             # v: this point's probes, closed over, so they stay fixed along its solve
@@ -155,7 +155,7 @@ class ProbabilityFlowLikelihood(eqx.Module):
             delta0 = jnp.zeros(() if method == "exact" else (self.probes,), x0.dtype)
             sol = diffrax.diffeqsolve(
                 diffrax.ODETerm(vector_field),
-                spec.make(),
+                spec.solver(),
                 t0=self.eps,
                 t1=sde.T,
                 dt0=FIRST_STEP * (sde.T - self.eps),
