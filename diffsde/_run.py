@@ -14,7 +14,8 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ import numpy as np
 import yaml
 
 from . import _faults
+from ._errors import SpecFieldError
 from ._methods import AbstractTrainingMethod
 from ._metrics import EvalContext
 from ._runs import (
@@ -41,6 +43,12 @@ from ._spec._optim import score_matching
 from ._spec._source import Location
 from ._spec._validate import Setup, SpecError, SpecIssue, validate_text
 from ._train import Trainer, TrainState
+from ._transforms import (
+    AbstractScoreTransform,
+    apply_transforms,
+    build_transform,
+    transforms_label,
+)
 
 RUNNABLE = {
     "model": "model: {type: mlp}",
@@ -240,15 +248,16 @@ def _train(
     return state
 
 
-def _generate(setup: Setup, model, keys: Keys):
-    """Draw ``eval.n_samples`` points with the spec's sampler, from the prior."""
+def _generate(setup: Setup, model, keys: Keys, transforms: Sequence[AbstractScoreTransform] = ()):
+    """Draw ``eval.n_samples`` points with the spec's sampler, from the prior, the score
+    ``transforms`` applied to the model's score first (the first wraps the model)."""
     x_T = setup.prior.sample(key=jr.fold_in(keys.sample, 0), n=setup.spec.eval.n_samples)
     sampler = setup.spec.sampler.build(sde=setup.sde)
     times = sorted(set(setup.spec.eval.save_times), reverse=True)  # the order the sampler visits
     return sample(
         sampler,
         setup.sde,
-        model,
+        apply_transforms(model, transforms),
         x_T,
         key=jr.fold_in(keys.sample, 1),
         save_ts=jnp.asarray(times) if times else None,
@@ -410,14 +419,23 @@ def _sample_label(setup: Setup) -> str:
 
 
 def sample_run(
-    run_path: str | pathlib.Path, sampler: str | None, n: int | None, overrides: Sequence[str] = ()
+    run_path: str | pathlib.Path,
+    sampler: str | None,
+    n: int | None,
+    overrides: Sequence[str] = (),
+    transforms: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[str, dict[str, float], int]:
-    """Sample a finished run's model with another sampler (or settings) and evaluate it; the
-    results are stored in the run under a label naming the sampler settings."""
+    """Sample a finished run's model with another sampler (or settings), the score
+    ``transforms`` (spec items ``{"type": tag, field: value}``, applied in order) before it, and
+    evaluate it against the run's held-out data; the results are stored in the run under a
+    label naming the sampler settings and the transforms."""
     extra = [f"eval.n_samples={n}"] if n is not None else []
     setup, model, keys, record, step = load_model(run_path, [*overrides, *extra], sampler)
+    built = _build_transforms(setup, transforms)
     label = _sample_label(setup)  # before computing: a label that cannot be stored fails here
-    result = _generate(setup, model, keys)
+    if transforms:
+        label = transforms_label(label, transforms)
+    result = _generate(setup, model, keys, built)
     reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
     evaluation = _evaluate(setup, model, result.x, reference, keys)
     add_results(
@@ -431,6 +449,25 @@ def sample_run(
         prefixed=True,
     )
     return label, evaluation, int(result.nfe)
+
+
+def _build_transforms(
+    setup: Setup, items: Sequence[Mapping[str, Any]]
+) -> list[AbstractScoreTransform]:
+    """The score transforms of spec ``items`` for the run's SDE; every bad item is a SpecIssue
+    at ``transforms[i]`` naming its field."""
+    from ._builtin.transforms import TRANSFORMS
+
+    classes = {c.tag: c for c in TRANSFORMS}
+    built, issues = [], []
+    for i, item in enumerate(items):
+        try:
+            built.append(build_transform(item, sde=setup.sde, classes=classes))
+        except SpecFieldError as err:
+            issues.append(SpecIssue(Location(f"transforms[{i}]", 1, 1), err.field, err.message))
+    if issues:
+        raise SpecError(issues)
+    return built
 
 
 def evaluate_run(run_path: str | pathlib.Path) -> dict[str, float]:
