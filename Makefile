@@ -1,4 +1,5 @@
-# `make demo`: set up .venv (if absent) and run the main job on the shipped default spec.
+# `make demo`: set up .venv (if absent, with the dashboard extra) and run the main job on the
+# shipped default spec.
 # `make test`: set up .venv (if absent) and run the test suite (the fast tests, a few minutes).
 # `make test-slow`: the long numerical checks marked `slow` (~3 min on 2 cores; CI runs both).
 PYTHON ?= python3
@@ -11,7 +12,7 @@ SPEC ?= specs/vp_8gaussians.yaml
 $(BIN)/diffsde: pyproject.toml plugins/cdpm/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]' -e plugins/cdpm
+	$(BIN)/python -m pip install -q -e '.[test,dashboard]' -e plugins/cdpm
 	touch $@
 
 demo: $(BIN)/diffsde

@@ -1,76 +1,18 @@
-"""The Monitor page's data: which runs are live, how far along they are, and their log tail.
-
-Pure functions, no Streamlit: the page refreshes them every few seconds in a fragment, which
-AppTest cannot fire, so everything it shows is computed and tested here.
-"""
+"""The Monitor page's data: which runs to offer (live ones first), how long things take, and a
+run's log tail. Pure functions, no Streamlit: the page refreshes them every few seconds in a
+fragment, which AppTest cannot fire, so everything it shows is computed and tested here.
+Progress, rate and ETA are the run's `diffsde.runs.RunSummary`."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import pathlib
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from diffsde.jobs import LOG_FILE, Job, job_summary, list_jobs
-from diffsde.runs import RunRecord
-
-LIVE_SERIES = ("loss", "lr", "grad_norm")
-RATE_WINDOW = 20  # distinct wall times (dispatches) the training rate and ETA are measured over
-# A run that is not live in one of these states can be resumed (`diffsde run --resume`).
-RESUMABLE = ("stopped", "failed", "killed", "stale")
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    """How far a run has trained and how long the rest should take."""
-
-    step: int
-    total: int
-    rate: float | None  # steps per second over the last RATE_WINDOW rows
-    eta: float | None  # seconds to the training budget at that rate
-    elapsed: float | None  # training wall time so far
-
-    @property
-    def fraction(self) -> float:
-        return min(self.step / self.total, 1.0) if self.total > 0 else 0.0
-
-
-def progress(record: RunRecord) -> Progress:
-    """`Progress` of ``record`` from its metric rows and its spec's ``training.steps``.
-
-    The rows of one dispatch share a wall time, so the rate is measured between the last rows
-    of the last `RATE_WINDOW` dispatches (distinct wall times), not over the last rows; with
-    one dispatch only, over the time since training started.
-    """
-    training = record.spec.get("training", {}) if isinstance(record.spec, dict) else {}
-    total = int(training.get("steps", 0) or 0)
-    steps = record.metrics.get("step")
-    wall = record.metrics.get("wall_time")
-    if steps is None or not len(steps):
-        return Progress(0, total, None, None, None)
-    step = int(steps[-1])
-    rate = eta = elapsed = None
-    if wall is not None and len(wall):
-        length = min(len(wall), len(steps))
-        wall = np.asarray(wall[:length], dtype=float)
-        steps = np.asarray(steps[:length], dtype=float)
-        ends = np.append(wall[1:] != wall[:-1], True)  # the last row of each dispatch
-        times, counts = wall[ends], steps[ends]
-        if len(times) >= 2:
-            first = max(0, len(times) - 1 - RATE_WINDOW)
-            seconds, done = times[-1] - times[first], counts[-1] - counts[first]
-        else:
-            seconds, done = times[-1], counts[-1]
-        if seconds > 0 and done > 0 and math.isfinite(seconds):
-            rate = float(done / seconds)
-            eta = max(total - step, 0) / rate
-        elapsed = float(wall[-1])
-    return Progress(step, total, rate, eta, elapsed)
+from diffsde.jobs import LOG_FILE, job_summary, list_jobs
+from diffsde.runs import RunSummary
 
 
 def duration(seconds: float | None) -> str:
@@ -100,76 +42,24 @@ def log_tail(
     return "\n".join(shown[-lines:])
 
 
-def live_curves(record: RunRecord, x: str = "step") -> pd.DataFrame:
-    """Long frame (``x``, ``series``, ``value``) of loss, learning rate and gradient norm."""
-    xs = record.metrics.get(x)
-    frames = []
-    for name in LIVE_SERIES:
-        ys = record.metrics.get(name)
-        if xs is None or ys is None:
-            continue
-        length = min(len(xs), len(ys))
-        frames.append(pd.DataFrame({x: xs[:length], "series": name, "value": ys[:length]}))
-    if not frames:
-        return pd.DataFrame(columns=[x, "series", "value"])
-    return pd.concat(frames, ignore_index=True)
+def entry_label(summary: RunSummary) -> str:
+    """How the Monitor's selector names a run or job: ``name (directory) — state``."""
+    return f"{summary.name} ({summary.path.name}) — {summary.state}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """A run or job the Monitor page can show."""
-
-    path: pathlib.Path
-    name: str
-    state: str  # queued | starting | running | completed | failed | stopped | killed | stale …
-    live: bool  # queued, starting or running
-    job: Job | None
-    record: RunRecord | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.path.name}) — {self.state}"
-
-    @property
-    def resumable(self) -> bool:
-        """Not live, and stopped, failed, killed or stale: `diffsde.jobs.resume` can go on."""
-        return not self.live and self.record is not None and self.state in RESUMABLE
-
-
-def entries(
-    runs_dir: str | os.PathLike[str],
-    records: Iterable[RunRecord],
+def offered(
+    summaries: Iterable[RunSummary],
     recent: int = 10,
     keep: str | os.PathLike[str] | None = None,
-) -> list[Entry]:
-    """Live runs and jobs first (oldest first), then the ``recent`` latest finished ones, and
-    the run at ``keep`` (the one being watched, however old) if it is not among them.
-
-    ``records`` are the store's runs (`diffsde.runs.list_runs`); a run is live when the store
-    says ``running`` (it reports a dead writer as ``killed`` or ``stale``) or when its job is
-    queued or running. Jobs without a run yet are ``queued`` or ``starting``.
-    """
-    runs_dir = pathlib.Path(runs_dir)
-    jobs = {job.path.name: job for job in list_jobs(runs_dir)} if runs_dir.is_dir() else {}
-    found: list[Entry] = []
-    seen = set()
-    for record in records:
-        job = jobs.get(record.id)
-        seen.add(record.id)
-        queued = job is not None and job.state == "queued"  # e.g. resumed, not started yet
-        live = record.status == "running" or queued
-        state = "queued" if queued and record.status != "running" else record.status
-        found.append(Entry(record.path, record.name, state, live, job, record))
-    for run_id, job in jobs.items():
-        if run_id in seen:
-            continue
-        state = "starting" if job.state == "running" else job.state
-        found.append(Entry(job.path, job.name, state, job.state in ("queued", "running"), job))
-    found.sort(key=lambda e: e.path.name)
-    live = [e for e in found if e.live]
-    done = [e for e in found if not e.live][-recent:][::-1]
-    kept = [e for e in found if keep is not None and str(e.path) == str(keep)]
-    return live + done + [e for e in kept if e not in live + done]
+) -> list[RunSummary]:
+    """What the Monitor offers, from `diffsde.jobs.summaries`: live runs and jobs first (oldest
+    first), then the ``recent`` latest finished ones, and the run at ``keep`` (the one being
+    watched, however old) if it is not among them."""
+    found = sorted(summaries, key=lambda s: s.path.name)
+    live = [s for s in found if s.live]
+    done = [s for s in found if not s.live][-recent:][::-1]
+    kept = [s for s in found if keep is not None and str(s.path) == str(keep)]
+    return live + done + [s for s in kept if s not in live + done]
 
 
 def job_rows(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

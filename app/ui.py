@@ -1,19 +1,19 @@
-"""Streamlit pieces shared by the pages (page bodies stay thin; data functions live in data.py).
-
-State that outlives a page lives in two places: the URL (widgets bound to query parameters:
-``runs``, ``filter``, ``metric``, ``smoothing``), so that a refresh or a shared link restores
-it, and the session (`KEPT_KEY`), so that it follows the person from page to page.
+"""Streamlit pieces shared by the pages: the cached store, its problems, the selection, plain
+text. Page bodies stay thin; their data functions live in the other modules of app/.
 """
 
+import pathlib
 import re
 
 import streamlit as st
 
-from app.data import read_store, runs_dir_from_env, store_stamp
+from app import state
+from app.store import head_stamp, read_store, runs_dir_from_env, store_stamp
+from diffsde.jobs import summaries
 
-SELECTION_KEY = "runs"  # the selected run ids: widget key and query parameter (?runs=ID&runs=ID)
-KEPT_KEY = "compare_runs"  # the selection kept in the session across pages
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|$~<>:])")
+VIEWS = pathlib.Path(__file__).resolve().parent / "views"
+STORE_TTL = 5.0  # seconds: a listing is re-read at least this often (a writer may have died)
 
 
 def plain(text: object) -> str:
@@ -21,9 +21,6 @@ def plain(text: object) -> str:
     names, messages and paths that users or the store wrote are shown as they are, never as
     links, images or formatting."""
     return _MARKDOWN.sub(r"\\\1", str(text))
-
-
-STORE_TTL = 5.0  # seconds: a listing is re-read at least this often (a writer may have died)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4, ttl=STORE_TTL)
@@ -40,28 +37,58 @@ def read_runs(runs_dir) -> tuple[list, list]:
     return _store(str(runs_dir), store_stamp(runs_dir))
 
 
-def run_store(title: str):
-    """Title the page, name the run store, and return ``(runs_dir, records, problems)``; stops
-    the page with a clear message when the store does not exist."""
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _run_list(runs_dir: str, stamp: tuple):
+    del stamp
+    return summaries(runs_dir, read_store(runs_dir)[0])
+
+
+def run_list(runs_dir) -> list:
+    """Every run and job of the store as `diffsde.runs.RunSummary` (`diffsde.jobs.summaries`),
+    read again only when a run or job is added, removed, renamed or changes state
+    (`head_stamp`), not while a run merely trains: the Monitor polls this every 2 s."""
+    return _run_list(str(runs_dir), head_stamp(runs_dir))
+
+
+def title(text: str) -> pathlib.Path:
+    """Title the page and name the run store; return the store's path."""
     runs_dir = runs_dir_from_env()
-    st.title(title)
+    st.title(text)
     st.caption(f"run store: `{runs_dir}`")
+    return runs_dir
+
+
+def no_runs(runs_dir) -> None:
+    """What a page that needs runs says when the store has none."""
+    st.info(f"no runs in {runs_dir}: start one with `diffsde run SPEC --runs-dir {runs_dir}`")
+
+
+def run_store(text: str, *, require_runs: bool = True):
+    """Title the page, name the run store, show what the listing skipped and return
+    ``(runs_dir, records)``; stops the page with a clear message when the store does not exist
+    or (with ``require_runs``) holds no run."""
+    runs_dir = title(text)
     try:
         records, problems = read_runs(runs_dir)
     except FileNotFoundError as err:
         st.error(str(err))
         st.stop()
-    return runs_dir, records, problems
+    for problem in problems:
+        st.warning(plain(f"skipped {problem.path}: {problem.reason}"))
+    if require_runs and not records:
+        no_runs(runs_dir)
+        st.stop()
+    return runs_dir, records
 
 
 def keep_selection(ids) -> None:
     """Make ``ids`` the selection: in the session (every page) and in the selection widget."""
-    st.session_state[KEPT_KEY] = list(ids)
-    st.session_state[SELECTION_KEY] = list(ids)
+    st.session_state[state.KEPT_SELECTION] = list(ids)
+    st.session_state[state.SELECTION] = list(ids)
 
 
 def seed_selection(valid) -> list[str]:
-    """Call before drawing the selection widget (key `SELECTION_KEY`, not bound: a bound
+    """Call before drawing the selection widget (key `state.SELECTION`, not bound: a bound
     multiselect would put the runs' labels in the URL, and a label changes with a rename).
 
     The selection is the widget's, else the one kept in the session (back from another page),
@@ -69,12 +96,12 @@ def seed_selection(valid) -> list[str]:
     that are not runs of the store are dropped. Returns it; `show_selection` puts it in the URL.
     """
     valid = set(valid)
-    if SELECTION_KEY in st.session_state:
-        ids = st.session_state[SELECTION_KEY]
-    elif KEPT_KEY in st.session_state:
-        ids = st.session_state[KEPT_KEY]
+    if state.SELECTION in st.session_state:
+        ids = st.session_state[state.SELECTION]
+    elif state.KEPT_SELECTION in st.session_state:
+        ids = st.session_state[state.KEPT_SELECTION]
     else:
-        ids = [i for v in st.query_params.get_all(SELECTION_KEY) for i in v.split(",")]
+        ids = [i for v in st.query_params.get_all(state.SELECTION) for i in v.split(",")]
     ids = [i for i in dict.fromkeys(ids) if i in valid]
     keep_selection(ids)
     return ids
@@ -82,4 +109,4 @@ def seed_selection(valid) -> list[str]:
 
 def show_selection() -> None:
     """Write the current selection into the URL (``?runs=ID&runs=ID``)."""
-    st.query_params[SELECTION_KEY] = list(st.session_state.get(SELECTION_KEY, []))
+    st.query_params[state.SELECTION] = list(st.session_state.get(state.SELECTION, []))

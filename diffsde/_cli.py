@@ -199,10 +199,25 @@ def _plugins(args) -> int:
 
 
 def _dashboard(args) -> int:
+    import importlib.util
     import os
     import pathlib
     import subprocess
 
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a missing parent package, a module set to None
+            return False
+
+    missing = [m for m in ("streamlit", "altair", "ruamel.yaml") if not installed(m)]
+    if missing:
+        print(
+            f"diffsde dashboard: {', '.join(missing)} not installed; install the dashboard "
+            "with `pip install 'diffsde[dashboard]'`",
+            file=sys.stderr,
+        )
+        return 1
     root = pathlib.Path(__file__).resolve().parent.parent
     entry = root / "app" / "main.py"
     if not entry.is_file():

@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from ._runs import (
@@ -45,6 +45,8 @@ from ._runs import (
     RUN_FILE,
     PathLike,
     RunReadError,
+    RunRecord,
+    RunSummary,
     _pid_alive,
     _write_json,
     delete_run,
@@ -52,6 +54,8 @@ from ._runs import (
     new_run_dir,
     open_run,
     run_is_live,
+    scan_store,
+    summarise,
     writer_alive,
 )
 
@@ -142,14 +146,13 @@ def _locked(path: pathlib.Path, *, blocking: bool = True) -> Iterator[bool]:
 
 def list_jobs(runs_dir: PathLike) -> list[Job]:
     """Every job submitted to ``runs_dir``, oldest first (unreadable ``job.json`` skipped)."""
-    runs_dir = pathlib.Path(runs_dir)
-    if not runs_dir.is_dir():
+    if not pathlib.Path(runs_dir).is_dir():
         return []
     jobs = []
-    for child in sorted(runs_dir.iterdir()):
-        if (child / JOB_FILE).is_file():
+    for entry in scan_store(runs_dir):
+        if entry.job:
             with contextlib.suppress(RunReadError):
-                jobs.append(read_job(child))
+                jobs.append(read_job(entry.path))
     return sorted(jobs, key=lambda job: (job.created, job.id))
 
 
@@ -308,9 +311,9 @@ def _child_environment() -> dict[str, str]:
 def _live_runs(runs_dir: pathlib.Path, exclude: set[pathlib.Path]) -> int:
     """Runs in ``runs_dir`` (not in ``exclude``) whose writer is alive on this host."""
     return sum(
-        run_is_live(child)
-        for child in runs_dir.iterdir()
-        if child not in exclude and (child / RUN_FILE).is_file()
+        run_is_live(entry.path)
+        for entry in scan_store(runs_dir)
+        if entry.run and entry.path not in exclude
     )
 
 
@@ -394,6 +397,31 @@ def work(runs_dir: PathLike, *, slots: int | None = None, poll: float = 0.5) -> 
 
 def _stamp() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def summaries(runs_dir: PathLike, records: Iterable[RunRecord]) -> list[RunSummary]:
+    """Every run and job of ``runs_dir`` as one `RunSummary` each, by directory name.
+
+    ``records`` are the store's runs (`list_runs`), with their job's state merged in: a run
+    queued to resume reads ``queued`` (and is live) until its process writes ``running``. Jobs
+    with no run yet follow: ``queued``, ``starting`` (its process runs but has written no run),
+    ``cancelled``, or ``finished`` (it ended before writing one).
+    """
+    jobs = {job.path.name: job for job in list_jobs(runs_dir)}
+    found = []
+    for record in records:
+        summary = summarise(record)
+        job = jobs.pop(record.id, None)
+        if job is not None and job.state == "queued" and record.status != "running":
+            summary = dataclasses.replace(summary, state="queued", live=True)
+        found.append(summary)
+    for job in jobs.values():
+        if (job.path / RUN_FILE).exists():
+            continue  # a run the listing could not read: it is among the listing's problems
+        state = "starting" if job.state == "running" else job.state
+        live = job.state in ("queued", "running")
+        found.append(RunSummary(job.path, job.id, job.name, state, live))
+    return sorted(found, key=lambda s: s.path.name)
 
 
 def job_summary(job: Job) -> dict[str, Any]:

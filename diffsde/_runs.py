@@ -1318,23 +1318,42 @@ def is_run_dir(path: PathLike) -> bool:
     return os.path.lexists(path / RUN_FILE) or os.path.lexists(path / LEGACY_FILE)
 
 
-def list_runs(runs_dir: PathLike, *, problems: list[RunProblem] | None = None) -> list[RunRecord]:
-    """Every readable run in ``runs_dir``, oldest first, in time bounded by the size of the
-    small files (no lock is waited for).
+@dataclasses.dataclass(frozen=True)
+class StoreEntry:
+    """One directory of a runs directory, as `scan_store` found it.
 
-    Entries that are not readable runs (no ``run.json``, damaged files, format 1 runs not yet
-    upgraded, symbolic links out of the store) are skipped; pass a list as ``problems`` to
-    receive a `RunProblem` for each. Queued jobs (``job.json``, no run yet) are not problems.
+    ``run``: it has a ``run.json`` (a run, readable or not); ``job``: a ``job.json``
+    (`diffsde.jobs` launched it; with no ``run.json`` yet it is queued or starting);
+    ``legacy``: a format-1 ``run.h5`` and no ``run.json`` (`diffsde runs --upgrade`);
+    ``link``: the entry is a symbolic link (to a directory inside the store).
+    """
+
+    path: pathlib.Path
+    run: bool
+    job: bool
+    legacy: bool
+    link: bool = False
+
+
+def scan_store(runs_dir: PathLike, *, problems: list[RunProblem] | None = None) -> list[StoreEntry]:
+    """Every directory of ``runs_dir``, by name: the one walk of a store that the listing, the
+    queue, the upgrade and the dashboard share.
+
+    Hidden names (the queue's lock and log files) and plain files are passed over; a symbolic
+    link is followed only to a directory inside the store, and one that cannot be followed or
+    leads out of it is a `RunProblem` (pass a list as ``problems``). `FileNotFoundError` when
+    the store does not exist.
     """
     runs_dir = pathlib.Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"runs directory {runs_dir} does not exist; train a run first.")
-    records = []
+    found = []
     store = runs_dir.resolve()
     for child in sorted(runs_dir.iterdir()):
         if child.name.startswith("."):
             continue
-        if child.is_symlink():
+        link = child.is_symlink()
+        if link:
             try:
                 target = child.resolve(strict=True)
             except (OSError, RuntimeError) as e:  # a loop, a dangling link
@@ -1353,52 +1372,201 @@ def list_runs(runs_dir: PathLike, *, problems: list[RunProblem] | None = None) -
                 continue
         if not child.is_dir():
             continue
-        if not is_run_dir(child) and (child / JOB_FILE).exists():
+        run = os.path.lexists(child / RUN_FILE)
+        legacy = not run and os.path.lexists(child / LEGACY_FILE)
+        found.append(StoreEntry(child, run, (child / JOB_FILE).is_file(), legacy, link))
+    return found
+
+
+def list_runs(runs_dir: PathLike, *, problems: list[RunProblem] | None = None) -> list[RunRecord]:
+    """Every readable run in ``runs_dir``, oldest first, in time bounded by the size of the
+    small files (no lock is waited for).
+
+    Entries that are not readable runs (no ``run.json``, damaged files, format 1 runs not yet
+    upgraded, symbolic links out of the store) are skipped; pass a list as ``problems`` to
+    receive a `RunProblem` for each. Queued jobs (``job.json``, no run yet) are not problems.
+    """
+    records = []
+    for entry in scan_store(runs_dir, problems=problems):
+        if entry.job and not entry.run and not entry.legacy:
             continue  # queued or starting: not a run yet, not a problem
         try:
-            records.append(open_run(child))
+            records.append(open_run(entry.path))
         except RunReadError as e:
             if problems is not None:
-                problems.append(RunProblem(child, str(e)))
+                problems.append(RunProblem(entry.path, str(e)))
         except (Exception, RecursionError) as e:  # damage no check foresaw: still one line
             if problems is not None:
-                problems.append(RunProblem(child, f"cannot be read ({type(e).__name__}: {e})"))
+                problems.append(RunProblem(entry.path, f"cannot be read ({type(e).__name__}: {e})"))
     records.sort(key=lambda r: (r.created, r.id))
     return records
+
+
+def run_state(run_path: PathLike) -> str | None:
+    """What a reader shows for the run (`STATES`: the stored state, ``killed``/``stale`` for a
+    dead writer) from its status file and heartbeat alone: cheap enough to poll over a whole
+    store. None when the status is missing or damaged."""
+    run_dir = _run_dir(run_path)
+    try:
+        status = _read_json(run_dir / STATUS_FILE, "", limit=MAX_STATUS_BYTES)
+    except RunReadError:
+        return None
+    if _status_problem(status):
+        return None
+    return _writer_state(status, _heartbeat_time(run_dir))
+
+
+# -- summaries ------------------------------------------------------------------------------
+
+RATE_WINDOW = 20  # dispatches (distinct wall times) the training rate and ETA are measured over
+RESUMABLE = ("stopped", "failed", "killed", "stale")  # what `diffsde run --resume` continues
+SECTIONS = ("sde", "data", "model", "objective", "sampler")  # the sections whose type is shown
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What a line about a run says, wherever runs are listed: ``diffsde runs``, the dashboard's
+    runs table, Compare, the Monitor and the queue (`diffsde.jobs.summaries`).
+
+    ``state`` is the reader's (`STATES`), or for a job with no run yet ``queued``, ``starting``,
+    ``cancelled`` or ``finished``; ``live`` says whether it is queued, starting or running.
+    ``step`` is the last logged step of ``steps`` (the spec's ``training.steps``); ``rate`` (steps
+    per second over the last `RATE_WINDOW` dispatches), ``eta`` and ``elapsed`` (training wall
+    time) are None until known. ``eval`` and ``nfe`` are the run's own results; ``sample_eval``
+    the metrics of labelled `diffsde sample` sets (``label.metric``). ``types`` maps the spec's
+    sections to their ``type``. ``record`` is the run read (None for a job not started).
+    """
+
+    path: pathlib.Path
+    id: str
+    name: str
+    state: str
+    live: bool
+    message: str = ""
+    failed_step: int | None = None
+    seed: int | None = None
+    created: datetime.datetime | None = None
+    step: int = 0
+    steps: int = 0
+    elapsed: float | None = None
+    rate: float | None = None
+    eta: float | None = None
+    loss: float | None = None
+    checkpoint_step: int | None = None
+    eval: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    sample_eval: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    nfe: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    types: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    record: RunRecord | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def short_id(self) -> str:
+        """The random tail of the id (``20260101-120000-name-1a2b3c`` → ``1a2b3c``): unique in
+        a store and short enough for a legend."""
+        return self.id.rsplit("-", 1)[-1]
+
+    @property
+    def label(self) -> str:
+        """How a run is named wherever runs are told apart: ``name · seed 3 · 1a2b3c``."""
+        seed = f" · seed {self.seed}" if self.seed is not None else ""
+        return f"{self.name}{seed} · {self.short_id}"
+
+    @property
+    def fraction(self) -> float:
+        """How much of the training budget is done, in [0, 1]."""
+        return min(self.step / self.steps, 1.0) if self.steps > 0 else 0.0
+
+    @property
+    def resumable(self) -> bool:
+        """A run not live that ended `RESUMABLE` (`diffsde.jobs.resume` can continue it)."""
+        return not self.live and self.record is not None and self.state in RESUMABLE
+
+
+def _last(values: np.ndarray | None) -> float | None:
+    return float(values[-1]) if values is not None and len(values) else None
+
+
+def _rate(steps: np.ndarray, wall: np.ndarray) -> float | None:
+    """Steps per second between the last rows of the last `RATE_WINDOW` dispatches (the rows of
+    one dispatch share a wall time); with one dispatch only, since training started."""
+    length = min(len(wall), len(steps))
+    wall, steps = wall[:length].astype(float), steps[:length].astype(float)
+    ends = np.append(wall[1:] != wall[:-1], True)  # the last row of each dispatch
+    times, counts = wall[ends], steps[ends]
+    if len(times) >= 2:
+        first = max(0, len(times) - 1 - RATE_WINDOW)
+        seconds, done = times[-1] - times[first], counts[-1] - counts[first]
+    else:
+        seconds, done = times[-1], counts[-1]
+    ok = seconds > 0 and done > 0 and math.isfinite(seconds)
+    return float(done / seconds) if ok else None
+
+
+def summarise(record: RunRecord) -> RunSummary:
+    """The `RunSummary` of a run read with `open_run`."""
+    spec = record.spec
+    training = spec.get("training") if isinstance(spec.get("training"), dict) else {}
+    total = training.get("steps", 0)
+    total = total if _is_int(total, 0, 2**62) else 0
+    seed = spec.get("seed")
+    metrics = record.metrics
+    step = _last(metrics.get("step"))
+    wall = metrics.get("wall_time")
+    rate = None
+    if step is not None and wall is not None and len(wall):
+        rate = _rate(metrics["step"], wall)
+    step = int(step) if step is not None and math.isfinite(step) else 0
+    return RunSummary(
+        path=record.path,
+        id=record.id,
+        name=record.name,
+        state=record.status,
+        live=record.status == "running",
+        message=record.message,
+        failed_step=record.failed_step,
+        seed=seed if _is_int(seed, -(2**62), 2**62) else None,
+        created=record.created,
+        step=step,
+        steps=total,
+        elapsed=_last(wall),
+        rate=rate,
+        eta=max(total - step, 0) / rate if rate else None,
+        loss=_last(metrics.get("loss")),
+        checkpoint_step=record.checkpoint_step,
+        eval={k: v for k, v in record.eval.items() if "." not in k},
+        sample_eval={k: v for k, v in record.eval.items() if "." in k},
+        nfe=dict(record.nfe),
+        types={
+            section: str(spec[section].get("type", "-"))
+            for section in SECTIONS
+            if isinstance(spec.get(section), dict)
+        },
+        problems=record.problems,
+        record=record,
+    )
 
 
 def _number(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.4g}"
 
 
-def summary_row(record: RunRecord) -> dict[str, str]:
-    """One line of ``diffsde runs`` for ``record``: id, name, types, status, progress, metrics."""
-
-    def section_type(section: str) -> str:
-        value = record.spec.get(section) if isinstance(record.spec, dict) else None
-        return str(value.get("type", "-")) if isinstance(value, dict) else "-"
-
-    steps = record.metrics.get("step")
-    if steps is not None and len(steps):
-        progress = str(int(steps[-1]))
-    else:
-        progress = str(min((len(v) for v in record.metrics.values()), default=0))
-    status = record.status
-    if record.failed_step is not None:
-        status = f"{status}@{record.failed_step}"
-    loss = record.metrics.get("loss")
+def summary_row(record: RunRecord | RunSummary) -> dict[str, str]:
+    """One line of ``diffsde runs`` for a run: id, name, types, status, progress, metrics."""
+    summary = record if isinstance(record, RunSummary) else summarise(record)
+    status = summary.state
+    if summary.failed_step is not None:
+        status = f"{status}@{summary.failed_step}"
     row = {
-        "id": record.id,
-        "name": record.name,
-        "sde": section_type("sde"),
-        "objective": section_type("objective"),
+        "id": summary.id,
+        "name": summary.name,
+        "sde": summary.types.get("sde", "-"),
+        "objective": summary.types.get("objective", "-"),
         "status": status,
-        "steps": progress,
-        "loss": _number(float(loss[-1])) if loss is not None and len(loss) else "-",
+        "steps": str(summary.step),
+        "loss": "-" if summary.loss is None else _number(summary.loss),
     }
-    for key, value in record.eval.items():
-        if "." not in key:  # the run's own metrics; `diffsde sample` adds "label.metric" ones
-            row[key] = _number(value)
+    row.update({key: _number(value) for key, value in summary.eval.items()})
     return row
 
 

@@ -33,6 +33,7 @@ from ._runs import (
     _checkpoint_step,
     _pid_alive,
     add_results,
+    scan_store,
 )
 
 KEPT_SUFFIX = ".format1"
@@ -184,12 +185,8 @@ except Exception as e:
 
 def upgrade_runs(runs_dir: PathLike, *, time_limit: float = TIME_LIMIT) -> list[Upgrade]:
     """`upgrade_run` for every directory of ``runs_dir`` that holds a format-1 run."""
-    runs_dir = pathlib.Path(runs_dir)
     return [
-        upgrade_run(child, time_limit=time_limit)
-        for child in sorted(runs_dir.iterdir())
-        if child.is_dir()
-        and not child.is_symlink()
-        and (child / LEGACY_FILE).exists()
-        and not (child / RUN_FILE).exists()
+        upgrade_run(entry.path, time_limit=time_limit)
+        for entry in scan_store(runs_dir)
+        if entry.legacy and not entry.link
     ]

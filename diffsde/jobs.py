@@ -16,5 +16,6 @@ from ._jobs import (
     resume as resume,
     stop as stop,
     submit as submit,
+    summaries as summaries,
     worker_running as worker_running,
 )

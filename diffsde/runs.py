@@ -1,4 +1,6 @@
-"""Reading and writing runs: ``diffsde.runs.open_run(path)``, ``diffsde.runs.list_runs(dir)``.
+"""Reading and writing runs: ``diffsde.runs.open_run(path)``, ``diffsde.runs.list_runs(dir)``;
+``summarise(record)`` is the one summary of a run that every listing shows, and
+``scan_store(dir)`` the one walk of a store's directories.
 
 The format itself is documented in ``diffsde/_runs.py``.
 """
@@ -6,6 +8,7 @@ The format itself is documented in ``diffsde/_runs.py``.
 from ._runs import (
     CHECKPOINT_FILE as CHECKPOINT_FILE,
     CHECKPOINT_META_FILE as CHECKPOINT_META_FILE,
+    RATE_WINDOW as RATE_WINDOW,
     RUN_FILE as RUN_FILE,
     STATES as STATES,
     STATUSES as STATUSES,
@@ -16,7 +19,9 @@ from ._runs import (
     RunProblem as RunProblem,
     RunReadError as RunReadError,
     RunRecord as RunRecord,
+    RunSummary as RunSummary,
     RunWriter as RunWriter,
+    StoreEntry as StoreEntry,
     add_results as add_results,
     check_name as check_name,
     delete_run as delete_run,
@@ -30,7 +35,10 @@ from ._runs import (
     open_run as open_run,
     rename_run as rename_run,
     run_is_live as run_is_live,
+    run_state as run_state,
     save_checkpoint as save_checkpoint,
+    scan_store as scan_store,
+    summarise as summarise,
     summary_row as summary_row,
     writer_alive as writer_alive,
 )

@@ -9,48 +9,57 @@ import pathlib
 import shutil
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.data import (
-    MAX_FILTER_DEPTH,
-    FilterError,
+from app.compare import (
     best_per_column,
-    component_rows,
     curves,
-    default_columns,
-    filter_table,
     final_metrics,
     format_number,
-    image_tile,
-    load_table,
-    marginal_frame,
     mean_std_text,
     metric_directions,
-    parameter_rows,
-    run_label,
+    seed_groups,
+    seed_summary,
+    smooth,
+    spec_diff,
+)
+from app.components import parameter_rows
+from app.filter import MAX_FILTER_DEPTH, FilterError, filter_table
+from app.samples import (
+    image_tile,
+    marginal_frame,
     sample_sets,
     sample_view,
     scatter_frame,
-    seed_groups,
-    seed_summary,
-    short_id,
-    smooth,
-    spec_diff,
     square_domains,
     upscale,
 )
+from app.table import default_columns, runs_table
 from app.ui import plain
 from diffsde import get_registry
 from diffsde._cli import main
-from diffsde.runs import LazyArrays, list_runs
+from diffsde.runs import LazyArrays, list_runs, summarise
 from tests.dashboard_server import DashboardServer
 from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
 SPEC = tiny_spec("NAME", sde="SDE")
+
+
+def load_table(runs_dir):
+    return runs_table(list_runs(runs_dir))
+
+
+def run_label(record):
+    return summarise(record).label
+
+
+def short_id(run_id):
+    return run_id.rsplit("-", 1)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +110,16 @@ def test_filter_table(runs_dir):
 @pytest.mark.parametrize(
     "expression, message",
     [
-        ("__import__('os')", "function calls are not allowed"),
+        ("__import__('os')", "may not start with '_'"),
+        ("open('x') == 1", "unknown function 'open'"),
         ("eval.__class__ == 1", "may not start with '_'"),
+        ("lambda: 1", "lambdas are not allowed"),
         ('sde.typo == "vp"', "did you mean 'sde.type'"),
         ("sde.type ==", "syntax error"),
         ("eval.sliced_w2", "is not a condition"),
         ('eval.sliced_w2 < "a"', "cannot compare"),
-        ("-sde.type == 1", "cannot evaluate the filter: TypeError"),
+        ("-sde.type == 1", "text takes no sign"),
+        ("steps + sde.type > 1", "text takes no arithmetic"),
         ("not " * 400 + "True", "nested more than"),
         ("not " * 5000 + "True", "characters long"),
         ("-" * 1000 + "steps > 1", "nested more than"),
@@ -142,8 +154,8 @@ def test_runs_page(runs_dir, monkeypatch):
     at.text_input(key="filter").input('sde.type == "vp"').run()
     assert list(at.dataframe[0].value["name"]) == ["tiny-vp"]
     for bad, message in (
-        ("__import__('os')", "function calls are not allowed"),
-        ("-sde.type == 1", "TypeError"),
+        ("__import__('os')", "may not start with '_'"),
+        ("-sde.type == 1", "text takes no sign"),
         ("not " * 400 + "True", "nested more than"),
     ):
         at.text_input(key="filter").input(bad).run()
@@ -219,7 +231,7 @@ def test_runs_page_missing_dir(tmp_path, monkeypatch):
 
 
 def test_plugins_page():
-    rows = component_rows(get_registry())
+    rows = get_registry().rows()
     assert {("sde", "vp"), ("sde", "cvp")} <= {(r["kind"], r["name"]) for r in rows}
     vp = {r["parameter"]: r for r in parameter_rows(get_registry().get("sde", "vp").config)}
     assert "beta_max" in vp and vp["beta_max"]["default"] != "required"
@@ -248,6 +260,51 @@ def test_dashboard_command(tmp_path, monkeypatch):
     assert command[1:5] == ["-m", "streamlit", "run", str(APP / "main.py")]
     assert command[5:9] == ["--server.address", "127.0.0.1", "--server.port", "8600"]
     assert kwargs["env"]["DIFFSDE_RUNS_DIR"] == str(tmp_path.resolve())
+
+
+# A child Python in which the dashboard's packages cannot be imported (as without the extra).
+_WITHOUT_DASHBOARD = """
+import importlib.abc, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("streamlit", "altair"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+"""
+
+
+def test_dashboard_command_without_the_extra(tmp_path):
+    """Without streamlit, `diffsde dashboard` says in one line how to get it and exits 1,
+    starting nothing. Mutation: leaving streamlit out of the modules checked fails this."""
+    code = _WITHOUT_DASHBOARD + (
+        "from diffsde._cli import main\n"
+        f"sys.exit(main(['dashboard', '--runs-dir', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=APP.parent
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "diffsde dashboard: streamlit, altair not installed; install the dashboard with "
+        "`pip install 'diffsde[dashboard]'`"
+    ]
+    assert done.stdout == ""
+
+
+def test_core_does_not_import_the_dashboard():
+    """`import diffsde` (and its run store and jobs) loads no Streamlit, Altair or pandas, and
+    works where they are missing. Mutation: `import pandas` in diffsde/runs.py fails this."""
+    code = _WITHOUT_DASHBOARD + (
+        "import diffsde, diffsde.runs, diffsde.jobs\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('streamlit', 'altair', 'pandas', 'ruamel'))\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=APP.parent
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def _listening(port: int) -> set[str]:
@@ -397,12 +454,18 @@ def test_smooth_and_curves(runs_dir):
     with pytest.raises(ValueError):
         smooth(values, 1.0)
     vp, ve = list_runs(runs_dir)
-    long = curves([vp, ve], "loss", "wall_time", alpha=0.9)
-    assert list(long.columns) == ["run", "wall_time", "loss"]
+    long = curves([vp, ve], ["loss"], "wall_time", alpha=0.9)
+    assert list(long.columns) == ["run", "wall_time", "series", "value"]
     assert len(long) == len(vp.metrics["loss"]) + len(ve.metrics["loss"])
     assert long["run"].nunique() == 2
-    raw = curves([vp], "grad_norm", "step")
-    np.testing.assert_array_equal(raw["grad_norm"], vp.metrics["grad_norm"])
+    np.testing.assert_allclose(
+        long["value"][: len(vp.metrics["loss"])], smooth(vp.metrics["loss"], 0.9)
+    )
+    raw = curves([vp], ["grad_norm"], "step")
+    np.testing.assert_array_equal(raw["value"], vp.metrics["grad_norm"])
+    every = curves([vp])  # the Monitor's: each series of one run
+    assert list(every["series"].unique()) == ["loss", "lr", "grad_norm"]
+    np.testing.assert_array_equal(every.loc[every["series"] == "lr", "step"], vp.metrics["step"])
 
 
 def test_seed_groups(runs_dir):

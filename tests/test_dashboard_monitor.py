@@ -1,4 +1,5 @@
-"""The Monitor page: progress, ETA, checkpoint and log tail computed from real runs, the page
+"""The Monitor page: progress, ETA, checkpoint and log tail computed from real runs
+(`diffsde.runs.summarise`, `diffsde.jobs.summaries`), the page
 rendered with AppTest on a finished run, its Stop button ending a live background run as
 `stopped` (the run list following it: the list is drawn in the refreshing fragment), and its
 Resume button queueing that run again."""
@@ -12,13 +13,18 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.monitor import duration, entries, live_curves, log_tail, progress
+from app.compare import curves
+from app.monitor import duration, log_tail, offered
 from diffsde import jobs
 from diffsde._cli import main
-from diffsde.runs import list_runs, open_run
+from diffsde.runs import list_runs, open_run, summarise
 from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
+
+
+def entries(runs_dir, records, keep=None):
+    return offered(jobs.summaries(runs_dir, records), keep=keep)
 
 
 def spec(name: str, steps: int) -> str:
@@ -36,16 +42,17 @@ def finished(tmp_path_factory):
 
 def test_progress_checkpoint_and_curves(finished):
     (record,) = list_runs(finished)
-    done = progress(record)
-    assert (done.step, done.total, done.fraction, done.eta) == (40, 40, 1.0, 0.0)
+    done = summarise(record)
+    assert (done.step, done.steps, done.fraction, done.eta) == (40, 40, 1.0, 0.0)
     assert done.rate > 0 and done.elapsed == pytest.approx(record.metrics["wall_time"][-1])
-    assert record.checkpoint_step == 40
-    frame = live_curves(record)
+    assert record.checkpoint_step == done.checkpoint_step == 40
+    frame = curves([record])
     assert set(frame["series"]) == {"loss", "lr", "grad_norm"} and len(frame) == 3 * 40
     # Half way, at a constant 10 steps/s: 20 steps left take 2 s.
     series = {"step": [10.0, 20.0], "wall_time": [1.0, 2.0], "loss": [1.0, 0.5]}
     half = dataclasses.replace(record, metrics={k: np.array(v) for k, v in series.items()})
-    assert (progress(half).rate, progress(half).eta, progress(half).fraction) == (10.0, 2.0, 0.5)
+    half = summarise(half)
+    assert (half.rate, half.eta, half.fraction) == (10.0, 2.0, 0.5)
 
 
 def _rows(record, steps, wall):
@@ -60,17 +67,17 @@ def test_rate_over_dispatches(finished):
     (record,) = list_runs(finished)
     # three dispatches of 50 steps, one per second
     three = _rows(record, range(1, 151), [1.0] * 50 + [2.0] * 50 + [3.0] * 50)
-    assert progress(three).rate == pytest.approx(50.0)
+    assert summarise(three).rate == pytest.approx(50.0)
     # 40 steps in total (the run's budget) and 150 done: nothing left
-    assert progress(three).eta == 0.0
+    assert summarise(three).eta == 0.0
     # one dispatch so far: the time since training started
     one = _rows(record, range(1, 51), [2.0] * 50)
-    assert progress(one).rate == pytest.approx(25.0)
+    assert summarise(one).rate == pytest.approx(25.0)
     # many dispatches: the window covers the latest ones only (a slow start is forgotten)
     wall = [10.0] + [10.0 + 0.1 * i for i in range(1, 60)]
     many = _rows(record, range(1, 61), wall)
-    assert progress(many).rate == pytest.approx(10.0)
-    assert progress(_rows(record, [5], [0.0])).rate is None  # no time yet: unknown, not inf
+    assert summarise(many).rate == pytest.approx(10.0)
+    assert summarise(_rows(record, [5], [0.0])).rate is None  # no time yet: unknown, not inf
 
 
 def test_duration():

@@ -1,5 +1,6 @@
-"""The dashboard's New run page: app/editor.py (sources, validation as the CLI reports it, the
-annotated view, the form read off the JSON Schema, writing values back into the YAML) and the
+"""The dashboard's New run page: app/store.py (sources), app/validation.py (validation as the CLI
+reports it, the annotated view), app/form.py (the form read off the JSON Schema, writing values
+back into the YAML with a ruamel.yaml round trip) and the
 page under AppTest, up to a launch that runs `diffsde run` in the background to completion."""
 
 import dataclasses
@@ -11,26 +12,22 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from app.data import load_table
-from app.editor import (
+from app.form import (
     COMMON_FIELDS,
-    EDITOR_FILE,
-    annotate,
     apply_form,
-    flow,
     form_field,
     form_fields,
     form_values,
-    run_spec,
     set_key,
-    shipped_specs,
     spec_schema,
-    validate,
 )
+from app.store import run_spec, shipped_specs
+from app.table import runs_table
+from app.validation import EDITOR_FILE, annotate, validate
 from diffsde import get_registry
 from diffsde._spec._source import Location
 from diffsde._spec._validate import SpecIssue
-from diffsde.runs import open_run
+from diffsde.runs import list_runs, open_run
 from tests.tiny import tiny_spec
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "app"
@@ -198,7 +195,7 @@ def test_form_values(schema):
             8,
             "training: {steps: 20, batch_size: 8}\n",
         ),
-        ("training: {}\n", "training.steps", 5, "training: {steps: 5}\n"),
+        ("training: {}\n", "training.steps", 5, "training:\n  steps: 5\n"),
         (
             "training:\n  steps: 20\n\n# next\nseed: 1\n",
             "training.lr",
@@ -211,7 +208,7 @@ def test_form_values(schema):
             "sde:  # the SDE\n  type: vp\n  beta_min: 0.1\n\ndata: {type: gmm}\n",
             "sde",
             {"type": "ve"},
-            "sde: {type: ve}\n\ndata: {type: gmm}\n",
+            "sde: {type: ve} # the SDE\ndata: {type: gmm}\n",
         ),
         ("training:\nseed: 1\n", "training.steps", 3, "training: {steps: 3}\nseed: 1\n"),
         ("training: 5\n", "training.steps", 3, "training: {steps: 3}\n"),
@@ -221,13 +218,19 @@ def test_set_key_edits_in_place(text, key, value, expected):
     assert set_key(text, key, value) == expected
 
 
-def test_set_key_falls_back_and_refuses():
-    # a trailing comma defeats the in-place insertion: the data is still right
-    text = set_key("# gone\ntraining: {steps: 1,}\n", "training.batch_size", 2)
-    assert yaml.safe_load(text) == {"training": {"steps": 1, "batch_size": 2}}
-    assert flow({"type": "ve"}) == "{type: ve}" and flow(1e-10) == "1.0e-10"
+def test_set_key_keeps_comments_and_refuses():
+    """ruamel.yaml round trips: a trailing comma, an inline comment on the entry a key is added
+    after, and the comment of the next section all survive. Mutation: not moving the comment
+    that follows a block mapping's last entry (`_put`) puts the new key under `# next`."""
+    text = set_key("# kept\ntraining: {steps: 1,}\n", "training.batch_size", 2)
+    assert text == "# kept\ntraining: {steps: 1, batch_size: 2}\n"
+    text = set_key("training:\n  steps: 20  # few\n\n# next\nseed: 1\n", "training.lr", 0.5)
+    assert text == "training:\n  steps: 20  # few\n  lr: 0.5\n\n# next\nseed: 1\n"
+    assert yaml.safe_load(set_key("lr: 1.0e-3\n", "lr", 0.25)) == {"lr": 0.25}
     with pytest.raises(ValueError, match="not valid YAML"):
         set_key("a: [", "seed", 1)
+    with pytest.raises(ValueError, match="not a mapping"):
+        set_key("- 1\n", "seed", 1)
 
 
 def test_apply_form(schema):
@@ -350,7 +353,7 @@ def test_launch_runs_to_completion(launched, monkeypatch):
         at.button(key="new_run_refresh").click().run()  # the job is marked after its exit
         time.sleep(0.2)
     assert "finished (run completed)" in at.success[-1].value
-    assert list(load_table(launched.runs_dir)["status"]) == ["completed"]
+    assert list(runs_table(list_runs(launched.runs_dir))["status"]) == ["completed"]
 
 
 def _walk(node, out):

@@ -8,32 +8,34 @@ import altair as alt
 import numpy as np
 import streamlit as st
 
-from app.data import (
+from app import state
+from app.compare import (
     METRICS,
-    REFERENCE,
     X_AXES,
     best_per_column,
     curves,
     direction_note,
     final_metrics,
     format_number,
-    image_bounds,
-    image_tile,
-    is_integer_column,
-    marginal_frame,
     metric_direction,
     metric_directions,
-    run_label,
-    sample_sets,
-    sample_view,
-    scatter_frame,
     seed_groups,
     seed_summary,
     spec_diff,
+)
+from app.samples import (
+    REFERENCE,
+    image_bounds,
+    image_tile,
+    marginal_frame,
+    sample_sets,
+    sample_view,
+    scatter_frame,
     square_domains,
     upscale,
 )
-from app.ui import SELECTION_KEY, plain, run_store, seed_selection, show_selection
+from app.table import is_integer_column, summary
+from app.ui import plain, run_store, seed_selection, show_selection
 from diffsde import get_registry
 from diffsde.runs import RunReadError
 
@@ -41,20 +43,16 @@ COLOURS = {"samples": "#1f77b4", REFERENCE: "#ff7f0e"}  # distinct, colour-blind
 SCATTER_SIZE = 360  # px: square, so that x and y share one scale
 IMAGE_SCALE = 6  # each pixel of a digit shown as 6×6 (nearest neighbour)
 
-runs_dir, found, problems = run_store("Compare")
-for problem in problems:
-    st.warning(plain(f"skipped {problem.path}: {problem.reason}"))
+runs_dir, found = run_store("Compare")
 records = {record.id: record for record in found}
-if not records:
-    st.info(f"no runs in {runs_dir}: start one with `diffsde run SPEC --runs-dir {runs_dir}`")
-    st.stop()
+labels = {record.id: summary(record).label for record in found}
 
 seed_selection(records)
 chosen = st.multiselect(
     "Runs",
     options=list(records),
-    format_func=lambda i: run_label(records[i]),
-    key=SELECTION_KEY,
+    format_func=labels.__getitem__,
+    key=state.SELECTION,
     help="Also picked on the Runs page. Each run is named `name · seed · short id`.",
 )
 show_selection()
@@ -78,7 +76,7 @@ alpha = c4.slider(
     bind="query-params",
     persist_state="session",
 )
-lines = curves(selected, metric, x_axis, alpha=alpha)
+lines = curves(selected, [metric], x_axis, alpha=alpha).rename(columns={"value": metric})
 if lines.empty:
     st.info(f"no {metric} logged yet")
 else:
@@ -141,7 +139,7 @@ diff = spec_diff(selected, all_keys=show_all)
 if diff.empty:
     st.info("the resolved specs are identical")
 else:
-    labelled = diff.rename(columns={r.id: run_label(r) for r in selected})
+    labelled = diff.rename(columns={r.id: labels[r.id] for r in selected})
     st.dataframe(labelled, key="compare_diff")
 
 
@@ -167,7 +165,7 @@ st.header("Samples")
 columns = st.columns(min(len(selected), 3))
 for i, record in enumerate(selected):
     column = columns[i % len(columns)]
-    column.subheader(plain(run_label(record)), help=record.id)
+    column.subheader(plain(labels[record.id]), help=record.id)
     names = sample_sets(record)
     if not names:
         column.info("no samples stored")

@@ -2,7 +2,9 @@
 
 Everything that changes while a run trains (the queue, the run list and its states, the run's
 view) is drawn inside one fragment that re-runs every `REFRESH_SECONDS`; the charts keep their
-keys and specs between refreshes, so only their data changes.
+keys and specs between refreshes, so only their data changes. Each refresh reads the watched
+run alone (and the small queue and status files): the run list is read again only when a run
+is added, removed or changes state (`app.ui.run_list`).
 """
 
 import pathlib
@@ -10,19 +12,18 @@ import pathlib
 import pandas as pd
 import streamlit as st
 
-from app.data import runs_dir_from_env
-from app.monitor import duration, entries, job_rows, live_curves, log_tail, progress
-from app.ui import plain, read_runs
+from app import state
+from app.compare import curves
+from app.monitor import duration, entry_label, job_rows, log_tail, offered
+from app.ui import plain, run_list, title
 from diffsde import jobs
-from diffsde.runs import RunReadError
+from diffsde.runs import RunReadError, open_run, summarise
 
 REFRESH_SECONDS = 2.0
-SELECTED_KEY = "monitor_run"  # kept across pages: the run being watched
 CHART_HEIGHT = 220
+SERIES = ("loss", "lr", "grad_norm")
 
-runs_dir = runs_dir_from_env()
-st.title("Monitor")
-st.caption(f"run store: `{runs_dir}`")
+runs_dir = title("Monitor")
 if not runs_dir.is_dir():
     st.info(f"runs directory {runs_dir} does not exist yet: launch a run on the New run page")
     st.stop()
@@ -39,7 +40,7 @@ def _act(path: str, action: str) -> None:
         else:
             st.toast(plain(f"{name}: {jobs.stop(path, kill=action == 'kill')}"))
     except (RunReadError, ValueError, OSError) as err:
-        st.session_state["monitor_problem"] = f"could not {action} {name}: {err}"
+        st.session_state[state.MONITOR_PROBLEM] = f"could not {action} {name}: {err}"
 
 
 def _chart_spec(series: str, log: bool) -> dict:
@@ -82,37 +83,51 @@ def _run_view(entry) -> None:
             help="Queue `diffsde run --resume` for this run: it goes on from its last "
             "checkpoint (from step 0 if it has none).",
         )
-    if (problem := st.session_state.pop("monitor_problem", None)) is not None:
+    if (problem := st.session_state.pop(state.MONITOR_PROBLEM, None)) is not None:
         st.error(plain(problem))
-    record = entry.record
-    if record is None:
+    if entry.record is None:
         st.info(f"{entry.state}: the run has not written anything yet")
     else:
-        done = progress(record)
-        st.progress(done.fraction, text=f"{record.status}: step {done.step} of {done.total}")
-        if record.message:
-            st.caption(plain(record.message))
-        columns = st.columns(5)
-        loss = record.metrics.get("loss")
-        columns[0].metric("loss", f"{loss[-1]:.4g}" if loss is not None and len(loss) else "–")
-        columns[1].metric("steps/s", f"{done.rate:.1f}" if done.rate is not None else "?")
-        columns[2].metric("elapsed", duration(done.elapsed))
-        columns[3].metric("ETA", duration(done.eta) if record.status == "running" else "–")
-        checkpoint = record.checkpoint_step
-        columns[4].metric("last checkpoint", f"step {checkpoint}" if checkpoint else "none")
-        frame = live_curves(record)
-        charts = st.columns(3)
-        for column, series in zip(charts, ("loss", "lr", "grad_norm"), strict=True):
-            data = frame.loc[frame["series"] == series, ["step", "value"]]
-            # log y for loss and gradient norm (when every value allows it), linear for lr
-            log = series != "lr" and bool(len(data)) and bool((data["value"] > 0).all())
-            column.vega_lite_chart(
-                data, _chart_spec(series, log), width="stretch", key=f"monitor_{series}"
-            )
+        _progress(entry)
     tail = log_tail(entry.path)
     if tail is not None:
         st.caption(f"log tail ({jobs.LOG_FILE})")
         st.code(tail or "(empty)", language=None)
+
+
+def _progress(entry) -> None:
+    done = entry
+    st.progress(done.fraction, text=f"{done.state}: step {done.step} of {done.steps}")
+    if done.message:
+        st.caption(plain(done.message))
+    columns = st.columns(5)
+    columns[0].metric("loss", f"{done.loss:.4g}" if done.loss is not None else "–")
+    columns[1].metric("steps/s", f"{done.rate:.1f}" if done.rate is not None else "?")
+    columns[2].metric("elapsed", duration(done.elapsed))
+    columns[3].metric("ETA", duration(done.eta) if done.state == "running" else "–")
+    checkpoint = done.checkpoint_step
+    columns[4].metric("last checkpoint", f"step {checkpoint}" if checkpoint else "none")
+    frame = curves([entry], SERIES)
+    charts = st.columns(len(SERIES))
+    for column, series in zip(charts, SERIES, strict=True):
+        data = frame.loc[frame["series"] == series, ["step", "value"]]
+        # log y for loss and gradient norm (when every value allows it), linear for lr
+        log = series != "lr" and bool(len(data)) and bool((data["value"] > 0).all())
+        column.vega_lite_chart(
+            data, _chart_spec(series, log), width="stretch", key=f"monitor_{series}"
+        )
+
+
+def _watched(entry):
+    """The watched run read now (the run list may be older): its progress, state and curves."""
+    if entry.record is None:
+        return entry
+    try:
+        fresh = summarise(open_run(entry.path))
+    except RunReadError:
+        return entry
+    # a run queued to resume stays queued until its process writes `running`
+    return fresh if not (entry.state == "queued" and fresh.state != "running") else entry
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
@@ -122,23 +137,22 @@ def live() -> None:
     if queue:
         st.subheader("Queue")
         st.dataframe(pd.DataFrame(queue), hide_index=True, key="monitor_queue")
-    records, _ = read_runs(runs_dir)
-    shown = entries(runs_dir, records, keep=st.session_state.get(SELECTED_KEY))
+    shown = offered(run_list(runs_dir), keep=st.session_state.get(state.MONITOR_RUN))
     if not shown:
         st.info("nothing to monitor yet: launch a run on the New run page")
         return
     by_path = {str(e.path): e for e in shown}
-    if st.session_state.get(SELECTED_KEY) not in by_path:
-        st.session_state[SELECTED_KEY] = str(shown[0].path)
+    if st.session_state.get(state.MONITOR_RUN) not in by_path:
+        st.session_state[state.MONITOR_RUN] = str(shown[0].path)
     chosen = st.selectbox(
         "Run",
         options=list(by_path),
-        format_func=lambda p: by_path[p].label if p in by_path else p,
-        key=SELECTED_KEY,
+        format_func=lambda p: entry_label(by_path[p]) if p in by_path else p,
+        key=state.MONITOR_RUN,
         persist_state="session",
         help="Live runs and queued jobs first, then the latest finished runs.",
     )
-    _run_view(by_path[chosen])
+    _run_view(_watched(by_path[chosen]))
 
 
 live()

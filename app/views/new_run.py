@@ -2,42 +2,19 @@
 numbers, validated as the CLI does while it is typed; set the common fields in a form; launch it
 in the background (the Launch button and the verdict sit above the editor)."""
 
-import pathlib
-
 import streamlit as st
 
+from app import state
 from app.code_editor import code_editor
-from app.data import runs_dir_from_env
-from app.editor import (
-    DEFAULT_SPEC,
-    EDITOR_FILE,
-    annotate,
-    apply_form,
-    form_fields,
-    form_values,
-    run_spec,
-    shipped_specs,
-    spec_schema,
-    validate,
-)
-from app.ui import plain, read_runs
-from diffsde._spec._validate import SpecError
+from app.form import apply_form, form_fields, form_values, spec_schema
+from app.store import run_spec, shipped_specs
+from app.ui import VIEWS, plain, read_runs, title
+from app.validation import EDITOR_FILE, annotate, validate
+from diffsde import SpecError
 from diffsde.jobs import list_jobs, read_job, submit
 from diffsde.runs import RunReadError, open_run
 
-TEXT_KEY = "new_run_text"  # the editor's text: survives reruns and visits to other pages
-VERSION_KEY = "new_run_text_version"  # bumped whenever the page (not the person) sets the text
-EDITOR_KEY = "new_run_editor"  # the editor component's state: what the person typed
-CLONE_KEY = "new_run_clone"  # a run id the Runs page's Clone left: load its spec once
-SOURCE_KEY = "new_run_source"
-LOADED_KEY = "new_run_loaded"  # where the editor's text was last loaded from
-NOTES_KEY = "new_run_notes"  # what the last form change did beyond setting values
-PROBLEM_KEY = "new_run_problem"  # why the last load failed
-JOB_KEY = "new_run_job"  # the run directory of the last launch
-FORM_PREFIX = "new_run_form."
-QUERY_KEY = "from"  # /new_run?from=RUN_ID starts from an earlier run's resolved spec
-MONITOR_KEY = "monitor_run"  # the run the Monitor page watches (its SELECTED_KEY)
-MONITOR_PAGE = pathlib.Path(__file__).resolve().parent / "monitor.py"
+DEFAULT_SPEC = "vp_8gaussians"  # the spec of `make demo`: a sensible first thing to edit
 
 
 @st.cache_data(show_spinner="validating…", max_entries=32)
@@ -54,17 +31,17 @@ def _fields():
 
 def _reset_form() -> None:
     """Drop the form widgets' state so they are re-created from the editor text."""
-    for key in [k for k in st.session_state if str(k).startswith(FORM_PREFIX)]:
+    for key in [k for k in st.session_state if str(k).startswith(state.NEW_RUN_FORM)]:
         del st.session_state[key]
 
 
 def _edited() -> None:
     """The person typed in the editor: the form follows the text, old notes no longer apply."""
-    typed = st.session_state[EDITOR_KEY]["text"]
-    if typed is None or typed == st.session_state.get(TEXT_KEY):
+    typed = st.session_state[state.NEW_RUN_EDITOR]["text"]
+    if typed is None or typed == st.session_state.get(state.NEW_RUN_TEXT):
         return
-    st.session_state[TEXT_KEY] = typed
-    st.session_state[NOTES_KEY] = []
+    st.session_state[state.NEW_RUN_TEXT] = typed
+    st.session_state[state.NEW_RUN_NOTES] = []
     _reset_form()
 
 
@@ -77,11 +54,11 @@ def _issues(lines: list[str]) -> None:
 
 
 def _set_text(text: str, loaded: str, notes: list[str] | None = None) -> None:
-    st.session_state[TEXT_KEY] = text
-    st.session_state[VERSION_KEY] = st.session_state.get(VERSION_KEY, 0) + 1
-    st.session_state[LOADED_KEY] = loaded
-    st.session_state[NOTES_KEY] = notes or []
-    st.session_state.pop(PROBLEM_KEY, None)
+    st.session_state[state.NEW_RUN_TEXT] = text
+    st.session_state[state.NEW_RUN_VERSION] = st.session_state.get(state.NEW_RUN_VERSION, 0) + 1
+    st.session_state[state.NEW_RUN_LOADED] = loaded
+    st.session_state[state.NEW_RUN_NOTES] = notes or []
+    st.session_state.pop(state.NEW_RUN_PROBLEM, None)
     _reset_form()
 
 
@@ -100,21 +77,21 @@ def _source_text(source: str) -> str:
 
 
 def _load() -> None:
-    source = st.session_state[SOURCE_KEY]
+    source = st.session_state[state.NEW_RUN_SOURCE]
     try:
         _set_text(_source_text(source), source)
     except (ValueError, OSError, RunReadError) as err:
-        st.session_state[PROBLEM_KEY] = f"could not load {_label(source)}: {err}"
+        st.session_state[state.NEW_RUN_PROBLEM] = f"could not load {_label(source)}: {err}"
 
 
 def _apply_form() -> None:
-    values = {f.key: st.session_state.get(FORM_PREFIX + f.key) for f in fields}
+    values = {f.key: st.session_state.get(state.NEW_RUN_FORM + f.key) for f in fields}
     try:
-        text, notes = apply_form(st.session_state[TEXT_KEY], fields, values)
+        text, notes = apply_form(st.session_state[state.NEW_RUN_TEXT], fields, values)
     except ValueError as err:
-        st.session_state[PROBLEM_KEY] = str(err)
+        st.session_state[state.NEW_RUN_PROBLEM] = str(err)
         return
-    _set_text(text, st.session_state.get(LOADED_KEY, ""), notes)
+    _set_text(text, st.session_state.get(state.NEW_RUN_LOADED, ""), notes)
 
 
 def _launch(text: str) -> None:
@@ -125,8 +102,8 @@ def _launch(text: str) -> None:
     except OSError as err:
         st.error(plain(f"could not create the run in {runs_dir}: {err}"))
     else:
-        st.session_state[JOB_KEY] = str(job.path)
-        st.session_state[MONITOR_KEY] = str(job.path)  # the Monitor page opens on it
+        st.session_state[state.NEW_RUN_JOB] = str(job.path)
+        st.session_state[state.MONITOR_RUN] = str(job.path)  # the Monitor page opens on it
 
 
 def _launched(path: str) -> None:
@@ -145,13 +122,11 @@ def _launched(path: str) -> None:
         f"run directory `{job.path}`, its output in `{job.log}`."
     )
     monitor, refresh = st.columns([3, 1])
-    monitor.page_link(st.Page(MONITOR_PAGE, title="Monitor"), label="Follow it on Monitor")
+    monitor.page_link(st.Page(VIEWS / "monitor.py", title="Monitor"), label="Follow it on Monitor")
     refresh.button("Refresh", key="new_run_refresh")
 
 
-runs_dir = runs_dir_from_env()
-st.title("New run")
-st.caption(f"run store: `{runs_dir}`")
+runs_dir = title("New run")
 specs = shipped_specs()
 try:
     runs = [record.id for record in read_runs(runs_dir)[0]]  # cached: this reruns as one types
@@ -160,9 +135,9 @@ except FileNotFoundError:
 fields = _fields()
 
 sources = [f"spec:{name}" for name in specs] + [f"run:{run}" for run in reversed(runs)]
-clone = st.session_state.pop(CLONE_KEY, None)
-if TEXT_KEY not in st.session_state or clone is not None:
-    wanted = clone or st.query_params.get(QUERY_KEY)
+clone = st.session_state.pop(state.CLONE, None)
+if state.NEW_RUN_TEXT not in st.session_state or clone is not None:
+    wanted = clone or st.query_params.get(state.FROM_RUN)
     first = f"run:{wanted}" if wanted else f"spec:{DEFAULT_SPEC}"
     if first not in sources and not wanted:
         first = sources[0] if sources else ""
@@ -170,25 +145,25 @@ if TEXT_KEY not in st.session_state or clone is not None:
         _set_text(_source_text(first) if first else "", first)
     except (ValueError, OSError, RunReadError) as err:
         _set_text("", "")
-        st.session_state[PROBLEM_KEY] = f"could not start from {_label(first)}: {err}"
+        st.session_state[state.NEW_RUN_PROBLEM] = f"could not start from {_label(first)}: {err}"
     if first in sources:
-        st.session_state[SOURCE_KEY] = first
+        st.session_state[state.NEW_RUN_SOURCE] = first
 
 pick, load = st.columns([4, 1], vertical_alignment="bottom")
 pick.selectbox(
     "Start from",
     sources,
-    key=SOURCE_KEY,
+    key=state.NEW_RUN_SOURCE,
     format_func=_label,
     help="A shipped example from specs/, or the resolved spec stored with an earlier run.",
 )
 load.button("Load into editor", on_click=_load, disabled=not sources)
-if PROBLEM_KEY in st.session_state:
-    st.error(st.session_state[PROBLEM_KEY])
-if st.session_state.get(LOADED_KEY):
-    st.caption(f"editor loaded from {_label(st.session_state[LOADED_KEY])}")
+if state.NEW_RUN_PROBLEM in st.session_state:
+    st.error(st.session_state[state.NEW_RUN_PROBLEM])
+if st.session_state.get(state.NEW_RUN_LOADED):
+    st.caption(f"editor loaded from {_label(st.session_state[state.NEW_RUN_LOADED])}")
 
-text = st.session_state[TEXT_KEY]
+text = st.session_state[state.NEW_RUN_TEXT]
 try:
     validation = _validate(text)
     failure = None
@@ -220,14 +195,19 @@ if active:
     )
 if launch_clicked:
     _launch(text)
-if JOB_KEY in st.session_state:
-    _launched(st.session_state[JOB_KEY])
+if state.NEW_RUN_JOB in st.session_state:
+    _launched(st.session_state[state.NEW_RUN_JOB])
 
 left, right = st.columns([3, 2])
 with left:
     st.markdown("**Spec (YAML)** — checked as you type, as `diffsde validate` would")
-    code_editor(text, version=st.session_state[VERSION_KEY], key=EDITOR_KEY, on_change=_edited)
-    for note in st.session_state.get(NOTES_KEY, []):
+    code_editor(
+        text,
+        version=st.session_state[state.NEW_RUN_VERSION],
+        key=state.NEW_RUN_EDITOR,
+        on_change=_edited,
+    )
+    for note in st.session_state.get(state.NEW_RUN_NOTES, []):
         st.info(note)
     if validation is not None and not validation.ok:
         _issues(validation.lines())
@@ -243,7 +223,7 @@ with right:
         with st.form("new_run_form"):
             st.markdown("**Common fields** (the rest are in the editor)")
             for field in fields:
-                key, value = FORM_PREFIX + field.key, shown[field.key]
+                key, value = state.NEW_RUN_FORM + field.key, shown[field.key]
                 label = f"{field.title} (`{field.key}`)"
                 hint = field.description.split("\n\n")[0] or None
                 if field.bounds_text():

@@ -8,58 +8,30 @@ to another page.
 
 import hashlib
 import json
-import pathlib
 
 import streamlit as st
 
-from app.data import (
-    FilterError,
-    default_columns,
-    filter_table,
-    record_row,
-    table,
-)
-from app.ui import (
-    KEPT_KEY,
-    SELECTION_KEY,
-    keep_selection,
-    plain,
-    run_store,
-    seed_selection,
-    show_selection,
-)
+from app import state
+from app.filter import HELP, FilterError, filter_table
+from app.table import default_columns, runs_table
+from app.ui import VIEWS, keep_selection, plain, run_store, seed_selection, show_selection
 from diffsde import jobs
 from diffsde.runs import RunReadError, rename_run
 
-VIEWS = pathlib.Path(__file__).resolve().parent
-FILTER_KEY = "filter"  # also the query parameter
-TABLE_KEY = "runs_table"  # the data frame's key: this prefix and a digest of what it shows
-SHOWN_KEY = "runs_table_ids"  # the ids of the table's rows, in the order shown
-PENDING_KEY = "runs_pending_action"  # a rename or delete waiting for confirmation
-DONE_KEY = "runs_action_result"  # what the last confirmed one did, shown once
-MONITOR_KEY = "monitor_run"  # the Monitor page's run (its SELECTED_KEY)
-CLONE_KEY = "new_run_clone"  # the New run page loads this run's spec (its CLONE_KEY)
-
-runs_dir, records, problems = run_store("Runs")
-if (done := st.session_state.pop(DONE_KEY, None)) is not None:
+runs_dir, records = run_store("Runs")
+if (done := st.session_state.pop(state.RUNS_DONE, None)) is not None:
     getattr(st, done[0])(done[1])
-for problem in problems:
-    st.warning(plain(f"skipped {problem.path}: {problem.reason}"))
-frame = table(record_row(r) for r in records)
-if frame.empty:
-    st.info(f"no runs in {runs_dir}: start one with `diffsde run SPEC --runs-dir {runs_dir}`")
-    st.stop()
+frame = runs_table(records)
 labels = dict(zip(frame["id"], frame["label"], strict=True))
 paths = dict(zip(frame["id"], frame["path"], strict=True))
 
 expression = st.text_input(
     "Filter",
-    key=FILTER_KEY,
+    key=state.FILTER,
     bind="query-params",
     persist_state="session",
     placeholder='sde.type == "vp" and eval.sliced_w2 < 0.1',
-    help="Comparisons over columns (dotted spec keys, eval.<metric>, spec.eval.<key> for the "
-    "spec's own eval section) joined by and/or/not; in/not in a list of literals.",
+    help=HELP,
 )
 try:
     shown = filter_table(frame, expression)
@@ -84,22 +56,22 @@ except TypeError:  # a column mixing numbers and text (a plugin's field): sort i
         key=lambda c: c.astype(str),
     )
 visible = list(shown.columns) if all_columns else default_columns(shown)
-st.session_state[SHOWN_KEY] = list(shown["id"])
+st.session_state[state.RUNS_SHOWN] = list(shown["id"])
 seed_selection(labels)
-selected = list(st.session_state.get(SELECTION_KEY, []))
+selected = list(st.session_state.get(state.SELECTION, []))
 # The table's key names the rows it shows and the selection: after a sort, a filter or a pick
 # elsewhere it is a new table whose ticks come from the selection, never rows ticked at
 # positions that now hold other runs.
 _digest = hashlib.sha1(json.dumps([list(shown["id"]), selected]).encode()).hexdigest()[:12]
-st.session_state[f"{TABLE_KEY}_now"] = table_key = f"{TABLE_KEY}_{_digest}"
+st.session_state[state.RUNS_TABLE_NOW] = table_key = f"{state.RUNS_TABLE}_{_digest}"
 
 
 def _table_selected() -> None:
     """Rows ticked in the table become the selection (in the table's order); selected runs the
     filter hides stay selected."""
-    rows = st.session_state[st.session_state[f"{TABLE_KEY}_now"]]["selection"]["rows"]
-    ids = st.session_state.get(SHOWN_KEY, [])
-    hidden = [i for i in st.session_state.get(KEPT_KEY, []) if i not in ids]
+    rows = st.session_state[st.session_state[state.RUNS_TABLE_NOW]]["selection"]["rows"]
+    ids = st.session_state.get(state.RUNS_SHOWN, [])
+    hidden = [i for i in st.session_state.get(state.KEPT_SELECTION, []) if i not in ids]
     keep_selection([ids[r] for r in rows if r < len(ids)] + hidden)
 
 
@@ -134,13 +106,13 @@ st.multiselect(
     "Selected runs",
     options=list(labels),
     format_func=labels.__getitem__,
-    key=SELECTION_KEY,
+    key=state.SELECTION,
 )
 show_selection()
-selected = list(st.session_state.get(SELECTION_KEY, []))
+selected = list(st.session_state.get(state.SELECTION, []))
 compare, clone, monitor, _ = st.columns([1, 1, 1, 3])
 if compare.button("Compare selected", key="runs_compare", disabled=not selected):
-    st.switch_page(VIEWS / "compare.py", query_params={SELECTION_KEY: selected})
+    st.switch_page(VIEWS / "compare.py", query_params={state.SELECTION: selected})
 one = selected[0] if len(selected) == 1 else None
 if clone.button(
     "Clone",
@@ -148,12 +120,12 @@ if clone.button(
     disabled=one is None,
     help="Open New run with this run's resolved spec (select exactly one run).",
 ):
-    st.session_state[CLONE_KEY] = one
-    st.switch_page(VIEWS / "new_run.py", query_params={"from": one})
+    st.session_state[state.CLONE] = one
+    st.switch_page(VIEWS / "new_run.py", query_params={state.FROM_RUN: one})
 if monitor.button(
     "Monitor", key="runs_monitor", disabled=one is None, help="Watch this run (select one)."
 ):
-    st.session_state[MONITOR_KEY] = paths[one]
+    st.session_state[state.MONITOR_RUN] = paths[one]
     st.switch_page(VIEWS / "monitor.py")
 
 st.subheader("Rename or delete")
@@ -166,29 +138,32 @@ new_name = name_column.text_input("New name", key="runs_new_name")
 
 def _ask(action: str) -> None:
     """Nothing changes before the user confirms: remember what was asked."""
-    st.session_state[PENDING_KEY] = (action, target, new_name)
+    st.session_state[state.RUNS_PENDING] = (action, target, new_name)
 
 
 def _confirm() -> None:
-    action, run_id, name = st.session_state.pop(PENDING_KEY)
+    action, run_id, name = st.session_state.pop(state.RUNS_PENDING)
     try:
         if action == "delete":
             jobs.discard(paths[run_id], runs_dir)
-            keep_selection([i for i in st.session_state.get(SELECTION_KEY, []) if i != run_id])
-            st.session_state[DONE_KEY] = ("success", plain(f"deleted {labels[run_id]}"))
+            keep_selection([i for i in st.session_state.get(state.SELECTION, []) if i != run_id])
+            st.session_state[state.RUNS_DONE] = ("success", plain(f"deleted {labels[run_id]}"))
         else:
             rename_run(paths[run_id], name)  # the id stays: the selection keeps the run
             done = f"renamed {labels[run_id]} to {name.strip()}"
-            st.session_state[DONE_KEY] = ("success", plain(done))
+            st.session_state[state.RUNS_DONE] = ("success", plain(done))
     except (RunReadError, ValueError, OSError) as err:
-        st.session_state[DONE_KEY] = ("error", plain(f"could not {action} {labels[run_id]}: {err}"))
+        st.session_state[state.RUNS_DONE] = (
+            "error",
+            plain(f"could not {action} {labels[run_id]}: {err}"),
+        )
 
 
 rename_column.button(
     "Rename", key="runs_rename", on_click=_ask, args=("rename",), disabled=not new_name.strip()
 )
 delete_column.button("Delete", key="runs_delete", on_click=_ask, args=("delete",))
-pending = st.session_state.get(PENDING_KEY)
+pending = st.session_state.get(state.RUNS_PENDING)
 if pending is not None and pending[1] in labels:
     action, run_id, name = pending
     st.warning(
@@ -201,4 +176,6 @@ if pending is not None and pending[1] in labels:
     )
     yes, no, _ = st.columns([1, 1, 4])
     yes.button("Confirm", key="runs_confirm", type="primary", on_click=_confirm)
-    no.button("Cancel", key="runs_cancel", on_click=st.session_state.pop, args=(PENDING_KEY,))
+    no.button(
+        "Cancel", key="runs_cancel", on_click=st.session_state.pop, args=(state.RUNS_PENDING,)
+    )

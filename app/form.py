@@ -1,38 +1,27 @@
-"""The New run page's data: spec sources, validation, an annotated view, and the schema form.
+"""New run's form: the common fields, read off the spec's JSON Schema, and written back into the
+YAML text. Pure functions, no Streamlit.
 
-Pure functions, no Streamlit. Validation is the CLI's own (`validate_text` plus
-`require_runnable`), so the editor shows the very ``file:line dotted.key: message`` lines that
-``diffsde run`` would print. The form is generated from the spec's JSON Schema (what
-``diffsde schema`` prints), so a plugin's new SDE or sampler shows up among the choices without
-touching the dashboard.
-
-Form values are written back by editing the YAML text in place (the span of one value, or one
-new line), not by re-dumping the document: the comments and the flow/block layout a person
-wrote survive a change of ``training.steps``. Each edit is checked by re-parsing; when an
-unusual layout defeats it, the document is re-dumped instead (right data, comments lost).
+The form is generated from the JSON Schema (what ``diffsde schema`` prints), so a plugin's new
+SDE or sampler shows up among the choices without touching the dashboard. A value is written
+back with a ruamel.yaml round trip, so the comments and the flow/block layout a person wrote
+survive a change of ``training.steps``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-import pathlib
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.comments import CommentedMap
 
 from diffsde import get_registry
-from diffsde._run import require_runnable
-from diffsde._spec._model import spec_model
-from diffsde._spec._source import SourceError, load_yaml
-from diffsde._spec._validate import Setup, SpecError, SpecIssue, validate_text
-from diffsde.runs import open_run
+from diffsde._spec._model import spec_model  # to be diffsde.spec (requested)
+from diffsde._spec._source import SourceError, load_yaml  # to be diffsde.spec (requested)
 
-SPECS_DIR = pathlib.Path(__file__).resolve().parent.parent / "specs"
-DEFAULT_SPEC = "vp_8gaussians"  # the spec of `make demo`: a sensible first thing to edit
-EDITOR_FILE = "editor.yaml"  # the file name the editor's issues carry, as a CLI path would
 COMMON_FIELDS = (
     "name",
     "seed",
@@ -45,123 +34,6 @@ COMMON_FIELDS = (
     "training.learning_rate",
     "eval.n_samples",
 )
-
-
-# -- sources ---------------------------------------------------------------------------------
-
-
-def shipped_specs(specs_dir: str | os.PathLike[str] = SPECS_DIR) -> dict[str, pathlib.Path]:
-    """The example specs shipped in the repository's ``specs/``, by file stem, sorted."""
-    specs_dir = pathlib.Path(specs_dir)
-    if not specs_dir.is_dir():
-        return {}
-    return {path.stem: path for path in sorted(specs_dir.glob("*.yaml"))}
-
-
-def run_spec(runs_dir: str | os.PathLike[str], run: str) -> str:
-    """The resolved spec stored with run ``run`` (a directory name in ``runs_dir``).
-
-    ``run`` comes from a URL or a form, so anything but a plain directory name (``../x``, an
-    absolute path) is refused with a `ValueError` rather than read: the page only ever opens
-    runs inside its own store. An unreadable run raises `diffsde.runs.RunReadError`.
-    """
-    if not run or run in (".", "..") or pathlib.PurePath(run).name != run or "\\" in run:
-        raise ValueError(
-            f"{run!r} is not a run of {runs_dir}: give a run id (a directory name in the runs "
-            "directory); paths outside the runs directory are refused."
-        )
-    path = pathlib.Path(runs_dir) / run
-    if not path.is_dir():
-        raise ValueError(f"there is no run {run!r} in {runs_dir}.")
-    return open_run(path).spec_yaml
-
-
-# -- validation ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Validation:
-    """The outcome of validating the editor text: the CLI's issues, or a one-line summary."""
-
-    issues: tuple[SpecIssue, ...]
-    summary: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.issues
-
-    def lines(self) -> list[str]:
-        """Each issue exactly as ``diffsde validate`` prints it."""
-        return [str(issue) for issue in self.issues]
-
-
-def describe(setup: Setup) -> str:
-    """One line saying what a valid spec will train, for the ✓ under the editor."""
-    spec = setup.spec
-    return (
-        f"{spec.name}: {spec.sde.type} SDE on {spec.data.type} data (dim {setup.dim}), "
-        f"{spec.model.type} model, {spec.objective.type} objective, {spec.sampler.type} sampler; "
-        f"{spec.training.steps} steps of batch {spec.training.batch_size}, "
-        f"evaluated on {spec.eval.n_samples} samples"
-    )
-
-
-def validate(
-    text: str, file: str = EDITOR_FILE, *, base_dir: str | os.PathLike[str] | None = None
-) -> Validation:
-    """Validate ``text`` as ``diffsde run`` would (the spec, then that it is runnable)."""
-    try:
-        setup = validate_text(text, file, (), base_dir=base_dir)
-        require_runnable(setup)
-    except SpecError as err:
-        return Validation(tuple(err.issues))
-    return Validation((), describe(setup))
-
-
-def annotate(
-    text: str, issues: Sequence[SpecIssue], *, file: str = EDITOR_FILE, context: int = 1
-) -> str:
-    """The lines of ``text`` that carry issues, numbered, each followed by a caret under the
-    issue's column and its message; ``context`` lines around each, ``…`` for the gaps.
-
-    Issues located elsewhere (a ``--set`` override) are left out, and an issue past the end (a
-    YAML error at the end of the stream) is shown on an empty last line. Empty when no issue is
-    located in ``file``.
-    """
-    lines = text.splitlines()
-    marks: dict[int, list[SpecIssue]] = {}
-    for issue in issues:
-        if issue.location.file == file:
-            line = min(max(issue.location.line, 1), len(lines) + 1)
-            marks.setdefault(line, []).append(issue)
-    if not marks:
-        return ""
-    if max(marks) > len(lines):
-        lines.append("")
-    shown = sorted(
-        {
-            n
-            for line in marks
-            for n in range(line - context, line + context + 1)
-            if 1 <= n <= len(lines)
-        }
-    )
-    width = len(str(shown[-1]))
-    out: list[str] = []
-    for i, n in enumerate(shown):
-        if i and n != shown[i - 1] + 1:
-            out.append(f"{'…':>{width}}")
-        source = lines[n - 1]
-        out.append(f"{n:>{width}} | {source}")
-        for issue in sorted(marks.get(n, []), key=lambda i: i.location.column):
-            # keep tabs so the caret lines up under the same character
-            lead = "".join(c if c == "\t" else " " for c in source[: issue.location.column - 1])
-            label = f"{issue.key}: {issue.message}" if issue.key else issue.message
-            out.append(f"{'':>{width}} | {lead}^ {label}")
-    return "\n".join(out)
-
-
-# -- the form --------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,114 +289,59 @@ def apply_form(
 # -- writing one key into YAML text ----------------------------------------------------------
 
 
-def flow(value: Any) -> str:
-    """``value`` as one line of YAML flow style (``20``, ``vp``, ``'a: b'``, ``{type: ve}``)."""
-    wrapped = yaml.safe_dump([value], default_flow_style=True, width=2**31, allow_unicode=True)
-    return wrapped.strip()[1:-1]
+def _round_trip() -> YAML:
+    yaml = YAML()  # round trip: comments, key order, flow/block style and quotes are kept
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
 
 
-def _assign(data: dict, path: Sequence[str], value: Any) -> None:
-    for part in path[:-1]:
-        if not isinstance(data.get(part), dict):
-            data[part] = {}
-        data = data[part]
-    data[path[-1]] = value
+def _section(value: Any) -> Any:
+    """A mapping written as one flow line (``{type: ve}``), as a person writes a short one."""
+    if not isinstance(value, Mapping):
+        return value
+    out = CommentedMap((k, _section(v)) for k, v in value.items())
+    out.fa.set_flow_style()
+    return out
 
 
-def _nested(path: Sequence[str], value: Any) -> Any:
-    for part in reversed(path):
-        value = {part: value}
-    return value
-
-
-def _last_line(node: yaml.Node) -> int:
-    """The 0-based last line holding ``node``'s content (a block's end mark lies past trailing
-    blank lines and comments, so blocks are measured by their last child)."""
-    if isinstance(node, yaml.ScalarNode):
-        end = node.end_mark
-        return end.line if end.column > 0 or end.line == node.start_mark.line else end.line - 1
-    if node.flow_style or not node.value:
-        return node.end_mark.line
-    children = node.value
-    if isinstance(node, yaml.MappingNode):
-        children = [child for pair in node.value for child in pair]
-    return max(_last_line(child) for child in children)
-
-
-def _lines(text: str) -> list[str]:
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(("\n", "\r")):
-        lines[-1] += "\n"
-    return lines
-
-
-def _replace(text: str, key: yaml.Node, node: yaml.Node, new: str) -> str:
-    """``text`` with the value ``node`` of ``key`` replaced by the flow text ``new``."""
-    if isinstance(node, yaml.ScalarNode) or node.flow_style:
-        start, end = node.start_mark.index, node.end_mark.index
-        if start == end:  # an empty value (`sde:`): keep a space after the colon
-            new = f" {new}"
-        return text[:start] + new + text[end:]
-    lines = _lines(text)
-    first, last = key.start_mark.line, _last_line(node)
-    prefix = lines[first][: key.start_mark.column]  # indentation, or a sequence's "- "
-    key_text = text[key.start_mark.index : key.end_mark.index]
-    return "".join([*lines[:first], f"{prefix}{key_text}: {new}\n", *lines[last + 1 :]])
-
-
-def _insert(text: str, mapping: yaml.MappingNode, key: str, new: str) -> str:
-    """``text`` with ``key: new`` added to ``mapping`` as its last entry."""
-    if mapping.flow_style:
-        if mapping.value:
-            at = mapping.value[-1][1].end_mark.index
-            return f"{text[:at]}, {flow(key)}: {new}{text[at:]}"
-        at = mapping.end_mark.index - 1  # just before the "}"
-        return f"{text[:at]}{flow(key)}: {new}{text[at:]}"
-    lines = _lines(text)
-    column = mapping.value[0][0].start_mark.column
-    after = _last_line(mapping)
-    entry = f"{' ' * column}{flow(key)}: {new}\n"
-    return "".join([*lines[: after + 1], entry, *lines[after + 1 :]])
-
-
-def _edit(text: str, path: Sequence[str], value: Any) -> str:
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is None:  # empty, or only comments
-        joined = text if not text or text.endswith("\n") else f"{text}\n"
-        return f"{joined}{flow(path[0])}: {flow(_nested(path[1:], value))}\n"
-    node = root
-    for i, part in enumerate(path):
-        entry = next(
-            (
-                (k, v)
-                for k, v in node.value
-                if isinstance(k, yaml.ScalarNode) and k.value == str(part)
-            ),
-            None,
-        )
-        if entry is None:
-            return _insert(text, node, part, flow(_nested(path[i + 1 :], value)))
-        key, child = entry
-        if i == len(path) - 1 or not isinstance(child, yaml.MappingNode):
-            return _replace(text, key, child, flow(_nested(path[i + 1 :], value)))
-        node = child
-    raise AssertionError("unreachable: the loop returns at the last part")
+def _put(node: CommentedMap, key: str, value: Any) -> None:
+    """``node[key] = value``; a key added to a block mapping goes after the mapping's last
+    entry but before the comments and blank lines that follow it (ruamel keeps those with the
+    last entry, so the new key would land below a comment about the next section)."""
+    last = next(reversed(node), None) if key not in node and not node.fa.flow_style() else None
+    node[key] = value
+    comments = node.ca.items.get(last)
+    token = comments[2] if comments and len(comments) > 2 else None
+    if token is None or "\n" not in token.value:
+        return
+    inline, _, rest = token.value.partition("\n")
+    moved = copy.copy(token)
+    token.value, moved.value = inline + "\n", "\n" + rest
+    node.ca.items[key] = [None, None, moved, None]
 
 
 def set_key(text: str, key: str, value: Any) -> str:
-    """``text`` with dotted ``key`` set to ``value``, creating missing sections.
-
-    Edits the text in place (comments and layout kept) and checks the result parses to the
-    expected data; if it does not, re-dumps the data instead. `ValueError` when ``text`` is not
-    a YAML mapping (nothing sensible to edit).
-    """
-    path = key.split(".")
-    expected = copy.deepcopy(_parse(text))
-    _assign(expected, path, value)
+    """``text`` with dotted ``key`` set to ``value``, creating missing sections (as flow
+    mappings); everything else, comments included, is kept as written. `ValueError` when
+    ``text`` is not a YAML mapping (nothing sensible to edit)."""
+    _parse(text)  # the validator's bounded loader first: no alias bomb reaches ruamel
     try:
-        edited = _edit(text, path, value)
-        if _parse(edited) == expected:
-            return edited
-    except ValueError:
-        pass  # the edit broke an unusual layout: fall back to re-dumping below
-    return yaml.safe_dump(expected, sort_keys=False, allow_unicode=True)
+        data = _round_trip().load(text)
+    except YAMLError as err:
+        raise ValueError(f"the editor text is not valid YAML: {err}") from None
+    if data is None:  # empty, or only comments: keep the comments above the new key
+        data = CommentedMap()
+        head = text if not text or text.endswith("\n") else f"{text}\n"
+    else:
+        head = ""
+    *sections, last = key.split(".")
+    node = data
+    for part in sections:
+        if not isinstance(node.get(part), Mapping):
+            node[part] = _section({})
+        node = node[part]
+    _put(node, last, _section(value))
+    out = io.StringIO()
+    _round_trip().dump(data, out)
+    return head + out.getvalue()
