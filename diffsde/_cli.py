@@ -89,14 +89,84 @@ def _print_run(path) -> int:
     return 0 if record.status == "completed" else 1
 
 
+TRANSFORM_SYNTAX = "TYPE or TYPE:KEY=VALUE,KEY=VALUE (values in YAML), e.g. temperature:tau=0.5"
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside brackets, parentheses, braces and quotes."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == separator and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def parse_transform(text: str) -> dict:
+    """A ``--transform`` option as a spec item ``{"type": TYPE, KEY: VALUE, …}``: ``TYPE`` or
+    ``TYPE:KEY=VALUE,KEY=VALUE``, each VALUE read as YAML (``[true, false]``, ``{c: 1.0}``);
+    commas inside brackets, parentheses or quotes do not separate settings, so expressions
+    such as ``maximum(x, 0)`` need no quoting. ValueError says what is wrong."""
+    import yaml
+
+    from ._spec._source import BoundedLoader
+
+    tag, _, rest = text.partition(":")
+    if not tag.strip() or not tag.strip().isidentifier():
+        raise ValueError(f"{tag.strip()!r} is not a transform type")
+    item: dict = {"type": tag.strip()}
+    for setting in _split_top_level(rest, ",") if rest.strip() else []:
+        key, sep, raw = setting.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"setting {setting.strip()!r} is not KEY=VALUE")
+        if key in item:
+            raise ValueError(f"{key} is given twice")
+        try:
+            item[key] = yaml.load(raw, Loader=BoundedLoader) if raw.strip() else ""  # noqa: S506
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0]
+            raise ValueError(f"the value of {key} is not valid YAML: {first}") from None
+    return item
+
+
 def _sample(args) -> int:
     from ._run import sample_run
-    from ._spec._validate import SpecError
+    from ._spec._source import Location
+    from ._spec._validate import SpecError, SpecIssue
 
+    texts = args.transform or []
+    items = []
+    for text in texts:
+        try:
+            items.append(parse_transform(text))
+        except ValueError as err:
+            print(
+                f"diffsde sample: --transform {text!r}: {err}; write {TRANSFORM_SYNTAX}",
+                file=sys.stderr,
+            )
+            return EXIT_SPEC_ERROR
     try:
-        label, evaluation, nfe = sample_run(args.run, args.sampler, args.n, args.set or ())
+        label, evaluation, nfe = sample_run(
+            args.run, args.sampler, args.n, args.set or (), transforms=items
+        )
     except SpecError as err:
-        return _report_spec_error(err, args.run)
+        where = {
+            f"transforms[{i}]": Location(f"--transform {t}", 1, 1) for i, t in enumerate(texts)
+        }
+        issues = [
+            SpecIssue(where.get(issue.location.file, issue.location), issue.key, issue.message)
+            for issue in err.issues
+        ]
+        return _report_spec_error(SpecError(issues), args.run)
     print(f"{label}: nfe {nfe}")
     for name, value in sorted(evaluation.items()):
         print(f"  {name:<12} {value:.6g}")
@@ -179,9 +249,23 @@ def _plugins(args) -> int:
 
     registry = get_registry()
     rows = registry.rows()
-    errors = [str(e) for e in registry.errors]
+    failed = [*registry.errors, *(e for e in args.command_errors if e not in registry.errors)]
+    errors = [str(e) for e in failed]
+    commands = [
+        {"name": name, "plugin": parser.get_default("diffsde_plugin") or "?", "help": help}
+        for name, (parser, help) in sorted(args.plugin_commands.items())
+    ]
+    pages = [
+        {"title": p.title, "plugin": p.plugin, "distribution": p.distribution}
+        for p in registry.pages
+    ]
     if args.json:
-        print(json.dumps({"components": rows, "errors": errors}, indent=2))
+        print(
+            json.dumps(
+                {"components": rows, "commands": commands, "pages": pages, "errors": errors},
+                indent=2,
+            )
+        )
         return 0
     for kind in registry.components:
         print(f"{kind}s:")
@@ -191,6 +275,16 @@ def _plugins(args) -> int:
         for name in names:
             c = registry.get(kind, name)
             print(f"  {name:<16} {c.distribution:<14} {c.doc}")
+    print("commands (diffsde COMMAND):")
+    if not commands:
+        print("  (none added by plugins)")
+    for command in commands:
+        print(f"  {command['name']:<16} {command['plugin']:<14} {command['help']}")
+    print("dashboard pages:")
+    if not pages:
+        print("  (none added by plugins)")
+    for page in pages:
+        print(f"  {page['title']:<16} {page['distribution']:<14} plugin {page['plugin']}")
     if errors:
         print("plugin errors:")
         for e in errors:
@@ -276,6 +370,14 @@ def parser() -> argparse.ArgumentParser:
     sa.add_argument("--sampler", help="sampler type (default: the run's own)")
     sa.add_argument("--n", type=int, help="number of samples (default: the run's eval.n_samples)")
     _add_overrides(sa, "e.g. sampler.steps=50, repeatable")
+    sa.add_argument(
+        "--transform",
+        action="append",
+        metavar="TYPE[:KEY=VALUE,...]",
+        help="apply a score transform before the sampler, repeatable, in order (the first wraps "
+        "the model): temperature:tau=0.5, guidance:log_potential=-0.5*sum((x-1)**2),weight=2, "
+        "inpaint:mask=[true,false],values=[1.5]; values are YAML",
+    )
     sa.set_defaults(handler=_sample)
 
     ev = sub.add_parser(
@@ -326,11 +428,53 @@ def parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
     d.set_defaults(handler=_dashboard)
+    _add_plugin_commands(p, sub)
     return p
 
 
+def _add_plugin_commands(p: argparse.ArgumentParser, sub) -> None:
+    """The subcommands plugins add (``register_commands``). A plugin that fails, or names a
+    built-in command (argparse refuses the duplicate), is skipped: its error is listed by
+    `diffsde plugins`, counted in `diffsde --help`, and named on stderr when the command given
+    is not found (it may be the failed plugin's)."""
+    from ._plugins import add_plugin_commands
+
+    builtin = set(sub.choices)
+    errors = add_plugin_commands(sub)
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    added = {
+        name: (parser, helps.get(name) or "")
+        for name, parser in sub.choices.items()
+        if name not in builtin
+    }
+    p.set_defaults(command_errors=errors, plugin_commands=added, commands=tuple(sub.choices))
+    if errors:
+        names = ", ".join(sorted({e.plugin for e in errors}))
+        p.epilog = (
+            f"plugins that failed to load or to add their commands: {names} "
+            "(`diffsde plugins` says why)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser()
+    failed = p.get_default("command_errors")
+    if failed and argv and not argv[0].startswith("-") and argv[0] not in p.get_default("commands"):
+        names = ", ".join(sorted({e.plugin for e in failed}))
+        print(
+            f"diffsde: no command {argv[0]!r}; plugin(s) {names} failed to add their commands "
+            "(`diffsde plugins` says why)",
+            file=sys.stderr,
+        )
+    args = p.parse_args(argv)
+    if vars(args).get("handler") is None:
+        print(
+            f"diffsde {args.command}: this command has no handler; its plugin must call "
+            "set_defaults(handler=fn) on its parser",
+            file=sys.stderr,
+        )
+        return 1
     from ._runs import CheckpointError, RunReadError, _is_disk_full
 
     try:

@@ -3,6 +3,7 @@
 import json
 import pathlib
 
+import numpy as np
 import pytest
 import yaml
 
@@ -88,3 +89,78 @@ def test_run_commands_fail_with_one_line(tmp_path, capsys):
     assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("skipped ") for line in err)  # queued: no problem
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished 20-step run of the tiny 2-D spec (tests/tiny.py)."""
+    from tests.tiny import tiny_spec
+
+    directory = tmp_path_factory.mktemp("transforms")
+    spec = directory / "tiny.yaml"
+    spec.write_text(tiny_spec())
+    assert main(["run", str(spec), "--runs-dir", str(directory / "runs"), "-q"]) == 0
+    (run,) = (directory / "runs").iterdir()
+    return run
+
+
+def test_sample_applies_transforms_in_order_and_labels_them(tiny_run, capsys):
+    """`sample --transform temperature:tau=0.5 --transform inpaint:…` stores exactly what the
+    run's `_generate` gives with [Temperature(0.5), Inpaint] on its model, under a label naming
+    both; the observed coordinate ends near its value. Mutation: dropping `transforms` from the
+    `_generate` call in sample_run stores untransformed samples and fails it."""
+    from diffsde._builtin.transforms import Inpaint, Temperature
+    from diffsde._run import _generate, load_model
+
+    inpaint = "inpaint:mask=[true,false],values=[1.5]"
+    command = ["sample", str(tiny_run), "--n", "50", "--set", "sampler.steps=100"]
+    command += ["--transform", "temperature:tau=0.5", "--transform", inpaint]
+    assert main(command) == 0
+    label = capsys.readouterr().out.split(": nfe")[0]
+    assert label.endswith("-n=50+temperature-tau=0.5+inpaint-mask=_True,_False_-values=_1.5_")
+    stored = diffsde.runs.open_run(tiny_run).samples[label]
+    setup, model, keys, _, _ = load_model(tiny_run, ["eval.n_samples=50", "sampler.steps=100"])
+    transforms = [Temperature(tau=0.5), Inpaint([True, False], [1.5], sde=setup.sde)]
+    np.testing.assert_array_equal(stored, np.asarray(_generate(setup, model, keys, transforms).x))
+    plain = np.asarray(_generate(setup, model, keys).x)
+    assert np.max(np.abs(stored[:, 0] - 1.5)) < 0.05 < np.max(np.abs(plain[:, 0] - 1.5))
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("temperature:tau=0", "--transform temperature:tau=0:1:1 tau: Input should be greater"),
+        ("temperature:tau", "--transform 'temperature:tau': setting 'tau' is not KEY=VALUE"),
+        ("warm", "type: unknown transform 'warm'; choose one of guidance, inpaint, temperature"),
+        (
+            "inpaint:mask=[true,true,false],values=[1.0,2.0]",
+            "mask: has 3 entries but the data has dimension 2: give one true/false per",
+        ),
+    ],
+)
+def test_sample_reports_a_bad_transform_at_its_option(tiny_run, capsys, option, message):
+    """Each bad --transform is one line naming the option, the field and the fix, exit 2,
+    before anything is sampled."""
+    assert main(["sample", str(tiny_run), "--transform", option]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_transform_options_split_at_top_level_commas_and_read_yaml():
+    from diffsde._cli import parse_transform
+
+    text = "guidance:log_potential=-0.5*sum((x-c)**2, axis=0)/maximum(s, 1),params={c: 1.0, s: 2}"
+    assert parse_transform(text + ",weight=2") == {
+        "type": "guidance",
+        "log_potential": "-0.5*sum((x-c)**2, axis=0)/maximum(s, 1)",
+        "params": {"c": 1.0, "s": 2},
+        "weight": 2,
+    }
+    assert parse_transform("inpaint:mask=[true, false],values=[1.5]") == {
+        "type": "inpaint",
+        "mask": [True, False],
+        "values": [1.5],
+    }
+    assert parse_transform("temperature") == {"type": "temperature"}
+    for bad, why in [(":tau=1", "not a transform type"), ("t:tau=1,tau=2", "given twice")]:
+        with pytest.raises(ValueError, match=why):
+            parse_transform(bad)
