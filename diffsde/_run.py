@@ -1,4 +1,9 @@
-"""The main job: train a spec's score model, sample it, evaluate, and store it all in one run.
+"""The main job: train a spec's model with its training method, sample it, evaluate, and store it
+all in one run.
+
+The spec layer builds the core objects (`build_method`, `Trainer`); the loop here gives every
+training method the same checkpoints, bit-for-bit resume, NaN stop, SIGTERM stop, progress line
+and metric rows (``step``, ``wall_time`` and the method's ``metric_names``).
 
 Everything a run produces goes to its run directory as it happens (metric rows after every
 dispatch, checkpoints, results; see `diffsde._runs`), so a crash, a NaN, a full disk, Ctrl-C,
@@ -380,7 +385,8 @@ def load_model(
     run_path: str | pathlib.Path, overrides: Sequence[str] = (), sampler: str | None = None
 ):
     """The run's setup (with ``overrides``, and ``sampler`` as a fresh sampler section) and its
-    EMA score model from the last checkpoint."""
+    model to sample with from the last checkpoint (the method's ``sampling_model``: for score
+    matching, the EMA score model)."""
     record = open_run(run_path)
     spec = yaml.safe_load(record.spec_yaml)
     if sampler is not None:
@@ -486,9 +492,10 @@ def evaluate_run(run_path: str | pathlib.Path) -> dict[str, float]:
 
 
 def likelihood_run(run_path: str | pathlib.Path, **settings) -> tuple[dict[str, float], int]:
-    """Log-likelihood of a finished run's held-out data under its EMA model (last checkpoint),
-    through the probability-flow ODE (``diffsde eval RUN --likelihood``); returns the metric's
-    values (``nll``, and ``bpd``/``nll_se`` where they apply) and the NFE of one solve.
+    """Log-likelihood of a finished run's held-out data under its sampling model (the last
+    checkpoint's; for score matching the EMA), through the probability-flow ODE (``diffsde eval
+    RUN --likelihood``); returns the metric's values (``nll``, and ``bpd``/``nll_se`` where they
+    apply) and the NFE of one solve.
 
     ``settings`` are fields of the ``log_likelihood`` metric (``n``, ``divergence``, ``probes``,
     ``eps``, ``rtol``, ``atol``, …), over the spec's own ``log_likelihood`` item if it has one,
