@@ -42,6 +42,17 @@ from ._metrics import (
 from ._model import MLPScore as MLPScore
 from ._objective import (
     AbstractObjective as AbstractObjective,
+    AbstractTimeDistribution as AbstractTimeDistribution,
+    AbstractWeighting as AbstractWeighting,
+    AbstractXtSource as AbstractXtSource,
+    AutoSource as AutoSource,
+    G2Weighting as G2Weighting,
+    ImportanceTimes as ImportanceTimes,
+    KernelSource as KernelSource,
+    Sigma2Weighting as Sigma2Weighting,
+    SimulationSource as SimulationSource,
+    UniformTimes as UniformTimes,
+    UniformWeighting as UniformWeighting,
     DenoisingScoreMatching as DenoisingScoreMatching,
     ExplicitScoreMatching as ExplicitScoreMatching,
     ImplicitScoreMatching as ImplicitScoreMatching,

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal, Union
 import pydantic
 
 from ._config import ComponentConfig
-from ._errors import SpecFieldError
+from ._errors import REQUIREMENTS, SpecFieldError
 
 CONTEXT: dict[str, tuple[str, ...]] = {
     "sde": ("dim",),
@@ -48,9 +48,11 @@ CONTEXT: dict[str, tuple[str, ...]] = {
 """Constructor parameters of each kind that the pipeline fills; every other parameter is a spec
 key. Part kinds (weightings, time distributions, …) have no context."""
 
-REQUIREMENTS: dict[type, str] = {}
-"""Readable names of context requirements (``AbstractGaussianSDE`` → "an SDE with a Gaussian
-transition kernel"), filled by the modules that define those types."""
+
+MOVED_KEYS: dict[str, set[str]] = {}
+"""Older names of keys that ``spec_aliases`` move into a part (``steps`` ← ``simulation_steps``),
+collected from the components' ``spec_moved``, so an error in a moved value is reported where
+the user wrote it."""
 
 
 def describe_requirement(annotation: type, what: str) -> str:
@@ -197,6 +199,8 @@ class SpecModels:
             fields[p.name] = (self.field_type(p.annotation), self._default_after(default))
         base = PartConfig if kind not in CONTEXT else ComponentConfig
         validators = {}
+        for new, old in getattr(cls, "spec_moved", {}).items():
+            MOVED_KEYS.setdefault(new, set()).add(old)
         if callable(getattr(cls, "spec_aliases", None)):
             validators["_spec_aliases"] = pydantic.model_validator(mode="before")(
                 _aliases(cls.spec_aliases)
@@ -276,7 +280,8 @@ def _build_method(cls: type, kind: str, params: list[Parameter]) -> Callable:
                     raise SpecFieldError(
                         "type",
                         f"{kind} '{cls.tag}' needs {describe_requirement(needed, p.name)}, and "
-                        f"{type(given).__name__} is not one",
+                        f"{type(given).__name__} is not one: change the {p.name}, or choose "
+                        f"another {kind} (`diffsde plugins` lists them)",
                     )
                 values[p.name] = given
             else:

@@ -21,3 +21,9 @@ class SpecFieldErrors(ValueError):
     def __init__(self, errors: list[SpecFieldError]):
         super().__init__("; ".join(str(e) for e in errors))
         self.errors = errors
+
+
+REQUIREMENTS: dict[type, str] = {}
+"""Readable names of what a component's context parameter requires, by its annotation
+(``AbstractGaussianSDE`` → "an SDE with a Gaussian transition kernel"), for the located error a
+spec gets when the requirement fails; filled by the modules that define those types."""

@@ -6,142 +6,192 @@ not the value it estimates.
 """
 
 import abc
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import pydantic
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar, ScoreFn, Vector
-from ._sde._base import AbstractSDE
+from ._data import GaussianMixture
+from ._errors import REQUIREMENTS, SpecFieldError
+from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
-Weighting = Literal["sigma2", "g2", "uniform"]
-TimeSampling = Literal["uniform", "importance"]
+REQUIREMENTS[GaussianMixture] = "Gaussian-mixture data (data type 'gmm'), whose exact score it uses"
 
 Times = Float[Array, " m"]
 Points = Float[Array, "m dim"]
-
-WEIGHTINGS = ("sigma2", "g2", "uniform")
-TIME_SAMPLINGS = ("uniform", "importance")
+Positive = Annotated[float, pydantic.Field(gt=0)]
 
 
 class AbstractObjective(eqx.Module):
     """A training loss for a score model ``model(x, t) -> score`` (one point)."""
+
+    kind: ClassVar[str] = "objective"
 
     @abc.abstractmethod
     def loss(self, model: ScoreFn, x0: Float[Array, "n dim"], *, key: PRNGKeyArray) -> Scalar:
         """A Monte-Carlo estimate of the objective on the data batch ``x0``."""
 
 
-class AbstractWeightedScoreMatching(AbstractObjective):
-    """E_{t~U[ε,T]} λ(t) E_{x_t} ℓ(s_θ, t, x_t): the time-weighted score-matching integral.
+def _needs_kernel(part: eqx.Module, field: str, sde: AbstractSDE, fix: str) -> None:
+    if part.needs_kernel and not isinstance(sde, AbstractGaussianSDE):
+        raise SpecFieldError(
+            field,
+            f"'{part.tag}' needs σ_t of a Gaussian transition kernel, which "
+            f"{type(sde).__name__} has not: {fix}",
+        )
 
-    Where x_t comes from:
 
-    - an SDE with a Gaussian kernel: x_t = m_t(x₀) + σ_t z, one draw per data point at a time
-      drawn per point;
-    - any other SDE: the forward SDE is simulated from the batch with diffrax (Euler–Maruyama
-      over ``simulation_steps`` steps, the grid shifted by a random offset per batch so training
-      sees every t, not a fixed set), and ``times_per_path`` points (t, x_t) with t ≥ ε are
-      taken from each simulated path. One batch's paths are the trajectory bank its loss is
-      averaged over; the simulation carries no gradient.
+# weightings λ(t) -----------------------------------------------------------------------------
 
-    - ``weighting``: λ(t) = σ_t² (``"sigma2"``), g(t)² (``"g2"``, likelihood weighting) or 1;
-    - ``time_sampling``: t ~ U[ε, T] (``"uniform"``), or t ~ π ∝ 1/σ_t² (``"importance"``),
-      drawn by inverse CDF on a grid of ``n_grid`` points (trapezoid rule, linear
-      interpolation); the loss is reweighted by 1/(π(t)(T − ε)) with π the exact density of that
-      piecewise-linear inverse CDF, so the estimator stays unbiased.
 
-    σ_t exists only for a Gaussian kernel, so ``"sigma2"`` and ``"importance"`` need one.
-    """
+class AbstractWeighting(eqx.Module):
+    """A part of an objective: the time weighting λ(t). ``needs_kernel``: it reads σ_t."""
 
-    sde: eqx.AbstractVar[AbstractSDE]
-    weighting: eqx.AbstractVar[Weighting]
-    time_sampling: eqx.AbstractVar[TimeSampling]
-    eps: eqx.AbstractVar[float]
-    simulation_steps: eqx.AbstractVar[int]
-    times_per_path: eqx.AbstractVar[int]
-    n_grid: ClassVar[int] = 1024
-    needs_gaussian_kernel: ClassVar[bool] = False
-
-    def __check_init__(self):
-        name = type(self).__name__
-        kernel = self.sde.has_gaussian_kernel
-        if self.needs_gaussian_kernel and not kernel:
-            raise ValueError(
-                f"{name} draws x_t from the SDE's transition kernel, but "
-                f"{type(self.sde).__name__} has no Gaussian transition kernel; use an SDE with "
-                "one (ou, ve, vp, subvp, affine) or an objective that only needs samples of p_t "
-                "(ism, ssm)"
-            )
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(
-                f"weighting={self.weighting!r} is unknown; choose one of {list(WEIGHTINGS)}"
-            )
-        if self.time_sampling not in TIME_SAMPLINGS:
-            raise ValueError(
-                f"time_sampling={self.time_sampling!r} is unknown; choose one of "
-                f"{list(TIME_SAMPLINGS)}"
-            )
-        if not kernel and (self.weighting == "sigma2" or self.time_sampling == "importance"):
-            raise ValueError(
-                f"weighting={self.weighting!r} with time_sampling={self.time_sampling!r} needs "
-                f"σ_t of a Gaussian kernel, which {type(self.sde).__name__} has not; use "
-                "weighting 'g2' or 'uniform' and time_sampling 'uniform'"
-            )
-        if not 0 < self.eps < self.sde.T:
-            raise ValueError(
-                f"eps={self.eps} must lie in (0, T={self.sde.T}); typical cut-offs are 1e-3 "
-                "(VP) and 1e-5 (VE)"
-            )
-        if self.simulation_steps < 2 or self.times_per_path < 1:
-            raise ValueError(
-                f"simulation_steps={self.simulation_steps} and times_per_path="
-                f"{self.times_per_path}: give at least 2 steps and 1 time per path"
-            )
+    kind: ClassVar[str] = "weighting"
+    needs_kernel: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def pointwise(
-        self, model: ScoreFn, t: Scalar, xt: Vector, x0: Vector, key: PRNGKeyArray
-    ) -> Scalar:
-        """ℓ at one (t, x_t), x_t drawn from x₀ (whose conditional only DSM uses)."""
-
-    def weight(self, t: Scalar) -> Scalar:
+    def __call__(self, sde: AbstractSDE, t: Scalar) -> Scalar:
         """λ(t)."""
-        if self.weighting == "sigma2":
-            return self.sde.marginal_std(t) ** 2
-        if self.weighting == "g2":
-            return self.sde.diffusion(t) ** 2
+
+
+class Sigma2Weighting(AbstractWeighting):
+    """λ(t) = σ_t² (Song & Ermon: every time contributes comparably)."""
+
+    tag: ClassVar[str] = "sigma2"
+    needs_kernel: ClassVar[bool] = True
+
+    def __call__(self, sde, t):
+        return sde.marginal_std(t) ** 2
+
+
+class G2Weighting(AbstractWeighting):
+    """λ(t) = g(t)², the likelihood weighting (Song et al. 2021)."""
+
+    tag: ClassVar[str] = "g2"
+
+    def __call__(self, sde, t):
+        return sde.diffusion(t) ** 2
+
+
+class UniformWeighting(AbstractWeighting):
+    """λ(t) = 1."""
+
+    tag: ClassVar[str] = "uniform"
+
+    def __call__(self, sde, t):
         return jnp.ones_like(t)
 
-    def sample_times(
-        self, n: int, *, key: PRNGKeyArray
+
+# time distributions --------------------------------------------------------------------------
+
+
+class AbstractTimeDistribution(eqx.Module):
+    """A part of an objective: how t is drawn on [ε, T], and the correction 1/(π(t)(T − ε))
+    that keeps the estimator of the U[ε, T] average unbiased."""
+
+    kind: ClassVar[str] = "time_distribution"
+    needs_kernel: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def sample(
+        self, sde: AbstractSDE, eps: float, n: int, *, key: PRNGKeyArray
     ) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
-        """``n`` times and their weights λ(t)/(π(t)(T − ε)) (just λ(t) when π is uniform)."""
-        T, eps = self.sde.T, self.eps
+        """``n`` times and their corrections."""
+
+
+class UniformTimes(AbstractTimeDistribution):
+    """t ~ U[ε, T] (correction 1)."""
+
+    tag: ClassVar[str] = "uniform"
+
+    def sample(self, sde, eps, n, *, key):
+        t = eps + (sde.T - eps) * jr.uniform(key, (n,))
+        return t, jnp.ones_like(t)
+
+
+class ImportanceTimes(AbstractTimeDistribution):
+    """t ~ π ∝ 1/σ_t², drawn by inverse CDF on a grid of ``n_grid`` points (trapezoid rule,
+    linear interpolation); the correction uses π the exact density of that piecewise-linear
+    inverse CDF, so the estimator stays unbiased."""
+
+    tag: ClassVar[str] = "importance"
+    needs_kernel: ClassVar[bool] = True
+    n_grid: Annotated[int, pydantic.Field(ge=2, le=1_000_000)] = eqx.field(
+        static=True, default=1024
+    )
+
+    def sample(self, sde, eps, n, *, key):
+        T = sde.T
         u = jr.uniform(key, (n,))
-        if self.time_sampling == "uniform":
-            t = eps + (T - eps) * u
-            return t, jax.vmap(self.weight)(t)
         grid = jnp.linspace(eps, T, self.n_grid)
-        density = 1 / jax.vmap(self.sde.marginal_std)(grid) ** 2
+        density = 1 / jax.vmap(sde.marginal_std)(grid) ** 2
         cells = 0.5 * (density[1:] + density[:-1]) * jnp.diff(grid)
         cdf = jnp.concatenate([jnp.zeros(1), jnp.cumsum(cells)])
         t = jnp.interp(u * cdf[-1], cdf, grid)
         # the sampler's exact density: constant on each grid cell
         cell = jnp.clip(jnp.searchsorted(grid, t, side="right") - 1, 0, self.n_grid - 2)
         pi = cells[cell] / (grid[cell + 1] - grid[cell]) / cdf[-1]
-        return t, jax.vmap(self.weight)(t) / (pi * (T - eps))
+        return t, 1 / (pi * (T - eps))
+
+
+# sources of x_t ------------------------------------------------------------------------------
+
+
+class AbstractXtSource(eqx.Module):
+    """A part of an objective: where the points (t, x_t) the loss averages over come from."""
+
+    kind: ClassVar[str] = "xt_source"
+    needs_kernel: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def draw(
+        self, objective: "AbstractWeightedScoreMatching", x0: Float[Array, "n dim"], *, key
+    ) -> tuple[Times, Times, Points, Points]:
+        """Points (t, weight, x_t, x₀)."""
+
+
+class KernelSource(AbstractXtSource):
+    """x_t = m_t(x₀) + σ_t z from the SDE's Gaussian kernel, one draw per data point at a time
+    drawn per point."""
+
+    tag: ClassVar[str] = "kernel"
+    needs_kernel: ClassVar[bool] = True
+
+    def draw(self, objective, x0, *, key):
+        tkey, zkey = jr.split(key)
+        n, sde = x0.shape[0], objective.sde
+        t, w = objective.sample_times(n, key=tkey)
+        xt = jax.vmap(lambda t, x, k: sde.sample_marginal(t, x, key=k)[0])(t, x0, jr.split(zkey, n))
+        return t, w, xt, x0
+
+
+Steps = Annotated[int, pydantic.Field(ge=2)]  # the memory estimate bounds it
+PerPath = Annotated[int, pydantic.Field(ge=1, le=10_000)]
+
+
+class SimulationSource(AbstractXtSource):
+    """The forward SDE simulated from the batch with diffrax (Euler–Maruyama over ``steps``
+    steps of T/steps, the grid shifted by one random offset per batch so training sees every t,
+    not a fixed set); ``times_per_path`` points (t, x_t) with t ≥ ε are taken from each path.
+    One batch's paths are the trajectory bank its loss is averaged over; the simulation carries
+    no gradient. Any SDE; t is uniform on the grid (no importance sampling)."""
+
+    tag: ClassVar[str] = "simulation"
+    steps: Steps = eqx.field(static=True, default=100)
+    times_per_path: PerPath = eqx.field(static=True, default=4)
 
     def simulate(
-        self, x0: Float[Array, "n dim"], *, key: PRNGKeyArray
+        self, sde: AbstractSDE, x0: Float[Array, "n dim"], *, key: PRNGKeyArray
     ) -> tuple[Float[Array, " k"], Float[Array, "n k dim"]]:
-        """Forward paths of the SDE from ``x0`` on a grid of ``simulation_steps`` steps of
-        T/steps, shifted by one random offset in [0, T/steps): times (ε..T) and states."""
-        T, steps = self.sde.T, self.simulation_steps
+        """Forward paths from ``x0`` on the shifted grid: times (ε..T) and states."""
+        T, steps = sde.T, self.steps
         okey, bkey = jr.split(key)
         dt = T / steps
         offset = jr.uniform(okey, (), minval=0.0, maxval=dt)
@@ -149,9 +199,9 @@ class AbstractWeightedScoreMatching(AbstractObjective):
         ts = jnp.clip(ts, 0.0, T)
 
         def path(x, key):
-            brownian = diffrax.UnsafeBrownianPath(shape=(self.sde.dim,), key=key)
+            brownian = diffrax.UnsafeBrownianPath(shape=(sde.dim,), key=key)
             solution = diffrax.diffeqsolve(
-                self.sde.forward_terms(brownian),
+                sde.forward_terms(brownian),
                 diffrax.Euler(),
                 t0=0.0,
                 t1=T,
@@ -167,29 +217,98 @@ class AbstractWeightedScoreMatching(AbstractObjective):
         paths = jax.vmap(path)(x0, jr.split(bkey, x0.shape[0]))
         return ts, jax.lax.stop_gradient(paths)
 
-    def draw(
-        self, x0: Float[Array, "n dim"], *, key: PRNGKeyArray
-    ) -> tuple[
-        Float[Array, " m"], Float[Array, " m"], Float[Array, "m dim"], Float[Array, "m dim"]
-    ]:
-        """Points (t, weight, x_t, x₀) the loss averages over: one per data point from the
-        kernel, or ``times_per_path`` per simulated path."""
+    def draw(self, objective, x0, *, key):
         tkey, zkey = jr.split(key)
-        n = x0.shape[0]
-        if self.sde.has_gaussian_kernel:
-            t, w = self.sample_times(n, key=tkey)
-            xt = jax.vmap(lambda t, x, k: self.sde.sample_marginal(t, x, key=k)[0])(
-                t, x0, jr.split(zkey, n)
-            )
-            return t, w, xt, x0
-        ts, paths = self.simulate(x0, key=zkey)
-        usable = ts >= self.eps  # t = 0 (and t < ε) never enter the loss
+        n, sde = x0.shape[0], objective.sde
+        ts, paths = self.simulate(sde, x0, key=zkey)
+        usable = ts >= objective.eps  # t = 0 (and t < ε) never enter the loss
         choice = jr.categorical(
             tkey, jnp.where(usable, 0.0, -jnp.inf), shape=(n, self.times_per_path)
         )
         t = ts[choice].reshape(-1)
-        xt = jnp.take_along_axis(paths, choice[..., None], axis=1).reshape(-1, self.sde.dim)
-        return t, jax.vmap(self.weight)(t), xt, jnp.repeat(x0, self.times_per_path, axis=0)
+        xt = jnp.take_along_axis(paths, choice[..., None], axis=1).reshape(-1, sde.dim)
+        w = jax.vmap(lambda t: objective.weighting(sde, t))(t)
+        return t, w, xt, jnp.repeat(x0, self.times_per_path, axis=0)
+
+
+class AutoSource(SimulationSource):
+    """The SDE's Gaussian kernel when it has one (``kernel``), else ``simulation`` with these
+    settings."""
+
+    tag: ClassVar[str] = "auto"
+
+    def resolve(self, sde: AbstractSDE) -> AbstractXtSource:
+        if isinstance(sde, AbstractGaussianSDE):
+            return KernelSource()
+        return SimulationSource(self.steps, self.times_per_path)
+
+    def draw(self, objective, x0, *, key):
+        return self.resolve(objective.sde).draw(objective, x0, key=key)
+
+
+# the objectives ------------------------------------------------------------------------------
+
+
+class AbstractWeightedScoreMatching(AbstractObjective):
+    """E_{t~U[ε,T]} λ(t) E_{x_t} ℓ(s_θ, t, x_t): the time-weighted score-matching integral, a
+    loss ℓ × a ``weighting`` λ × a ``time_sampling`` distribution × a ``source`` of x_t (all
+    parts, docs/math.md §3). σ_t exists only for a Gaussian kernel, so the ``sigma2`` weighting
+    and ``importance`` times need one; this is checked once, here."""
+
+    sde: eqx.AbstractVar[AbstractSDE]
+    weighting: eqx.AbstractVar[AbstractWeighting]
+    time_sampling: eqx.AbstractVar[AbstractTimeDistribution]
+    eps: eqx.AbstractVar[float]
+
+    def __check_init__(self):
+        sde = self.sde
+        if not 0 < self.eps < sde.T:
+            raise SpecFieldError(
+                "eps",
+                f"must lie in (0, T) for the SDE's horizon T = {sde.T}, got {self.eps}: "
+                "typical cut-offs are 1e-3 (VP) and 1e-5 (VE)",
+            )
+        _needs_kernel(self.weighting, "weighting", sde, "use weighting g2 or uniform")
+        _needs_kernel(self.time_sampling, "time_sampling", sde, "use time_sampling uniform")
+        _needs_kernel(
+            self.source,
+            "source",
+            sde,
+            "use source simulation (or auto), or an SDE with a Gaussian kernel "
+            "(ou, ve, vp, subvp, affine)",
+        )
+        simulated = isinstance(self.source, SimulationSource) and not (
+            isinstance(self.source, AutoSource) and isinstance(sde, AbstractGaussianSDE)
+        )
+        if simulated and not isinstance(self.time_sampling, UniformTimes):
+            raise SpecFieldError(
+                "time_sampling",
+                f"'{self.time_sampling.tag}' cannot apply to simulated paths, whose times lie "
+                "on their uniform grid: use time_sampling uniform",
+            )
+
+    @abc.abstractmethod
+    def pointwise(
+        self, model: ScoreFn, t: Scalar, xt: Vector, x0: Vector, key: PRNGKeyArray
+    ) -> Scalar:
+        """ℓ at one (t, x_t), x_t drawn from x₀ (whose conditional only DSM uses)."""
+
+    def weight(self, t: Scalar) -> Scalar:
+        """λ(t)."""
+        return self.weighting(self.sde, t)
+
+    def sample_times(
+        self, n: int, *, key: PRNGKeyArray
+    ) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
+        """``n`` times and their weights λ(t)/(π(t)(T − ε)) (just λ(t) when π is uniform)."""
+        t, correction = self.time_sampling.sample(self.sde, self.eps, n, key=key)
+        return t, jax.vmap(self.weight)(t) * correction
+
+    def draw(
+        self, x0: Float[Array, "n dim"], *, key: PRNGKeyArray
+    ) -> tuple[Times, Times, Points, Points]:
+        """Points (t, weight, x_t, x₀) the loss averages over (from ``source``)."""
+        return self.source.draw(self, x0, key=key)
 
     def loss(self, model: ScoreFn, x0: Float[Array, "n dim"], *, key: PRNGKeyArray) -> Scalar:
         t, w, xt, x0 = self.draw(x0, key=key)
@@ -197,6 +316,23 @@ class AbstractWeightedScoreMatching(AbstractObjective):
         # split(key)[1], the key of the x_t noise, and correlate v with z (a biased gradient).
         keys = jr.split(jr.fold_in(key, 2**31 - 1), t.shape[0])
         return jnp.mean(w * jax.vmap(lambda *a: self.pointwise(model, *a))(t, xt, x0, keys))
+
+    spec_moved: ClassVar[dict[str, str]] = {"steps": "simulation_steps"}
+
+    @classmethod
+    def spec_aliases(cls, data: dict) -> dict:
+        """The flat keys of diffsde 0.1, ``simulation_steps`` and ``times_per_path``, are the
+        ``source``'s ``steps`` and ``times_per_path``."""
+        moved = {
+            new: data.pop(old)
+            for old, new in (("simulation_steps", "steps"), ("times_per_path", "times_per_path"))
+            if old in data
+        }
+        if moved:
+            source = data.get("source", "auto")
+            source = {"type": source} if isinstance(source, str) else dict(source)
+            data["source"] = {**source, **moved}
+        return data
 
 
 class AbstractRegressionScoreMatching(AbstractWeightedScoreMatching):
@@ -214,35 +350,37 @@ class AbstractRegressionScoreMatching(AbstractWeightedScoreMatching):
 
 
 class DenoisingScoreMatching(AbstractRegressionScoreMatching):
-    """Denoising score matching (Vincent 2011): the target is ∇ log p(x_t | x₀)."""
+    """Denoising score matching (Vincent 2011): regress on ∇ log p(x_t | x₀) of the SDE's
+    Gaussian kernel."""
 
-    sde: AbstractSDE
-    weighting: Weighting = eqx.field(static=True, default="sigma2")
-    time_sampling: TimeSampling = eqx.field(static=True, default="uniform")
-    eps: float = eqx.field(static=True, default=1e-3)
-    simulation_steps: int = eqx.field(static=True, default=100)
-    times_per_path: int = eqx.field(static=True, default=1)
-    needs_gaussian_kernel: ClassVar[bool] = True
+    tag: ClassVar[str] = "dsm"
+    sde: AbstractGaussianSDE
+    weighting: AbstractWeighting = Sigma2Weighting()
+    time_sampling: AbstractTimeDistribution = UniformTimes()
+    eps: Positive = eqx.field(static=True, default=1e-3)
+    source: ClassVar[AbstractXtSource] = KernelSource()
+    spec_aliases: ClassVar[None] = None  # no simulation: nothing to move
 
     def target(self, t: Scalar, xt: Vector, x0: Vector) -> Vector:
         return self.sde.conditional_score(t, xt, x0)
 
 
 class ExplicitScoreMatching(AbstractRegressionScoreMatching):
-    """Explicit score matching against a known score ``score(x, t)`` of p_t (for calibration:
-    a Gaussian mixture's score under an SDE with a Gaussian kernel)."""
+    """Explicit score matching: regress on the exact score of p_t of Gaussian-mixture data
+    under an SDE with a Gaussian kernel (for calibration)."""
 
-    sde: AbstractSDE
-    score: ScoreFn
-    weighting: Weighting = eqx.field(static=True, default="sigma2")
-    time_sampling: TimeSampling = eqx.field(static=True, default="uniform")
-    eps: float = eqx.field(static=True, default=1e-3)
-    simulation_steps: int = eqx.field(static=True, default=100)
-    times_per_path: int = eqx.field(static=True, default=1)
+    tag: ClassVar[str] = "esm"
+    sde: AbstractGaussianSDE
+    data: GaussianMixture
+    weighting: AbstractWeighting = Sigma2Weighting()
+    time_sampling: AbstractTimeDistribution = UniformTimes()
+    eps: Positive = eqx.field(static=True, default=1e-3)
+    source: ClassVar[AbstractXtSource] = KernelSource()
+    spec_aliases: ClassVar[None] = None
 
     def target(self, t: Scalar, xt: Vector, x0: Vector) -> Vector:
         del x0
-        return self.score(xt, t)
+        return self.data.score(xt, t, self.sde)
 
 
 class ImplicitScoreMatching(AbstractWeightedScoreMatching):
@@ -252,12 +390,12 @@ class ImplicitScoreMatching(AbstractWeightedScoreMatching):
     Twice the textbook ½|s|² + ∇·s, so that ℓ equals |s_θ − ∇log p_t|² − |∇log p_t|² in
     expectation: the same gradient as ESM and DSM with the same weighting."""
 
+    tag: ClassVar[str] = "ism"
     sde: AbstractSDE
-    weighting: Weighting = eqx.field(static=True, default="g2")
-    time_sampling: TimeSampling = eqx.field(static=True, default="uniform")
-    eps: float = eqx.field(static=True, default=1e-3)
-    simulation_steps: int = eqx.field(static=True, default=100)
-    times_per_path: int = eqx.field(static=True, default=4)
+    weighting: AbstractWeighting = G2Weighting()
+    time_sampling: AbstractTimeDistribution = UniformTimes()
+    eps: Positive = eqx.field(static=True, default=1e-3)
+    source: AbstractXtSource = AutoSource()
 
     def pointwise(
         self, model: ScoreFn, t: Scalar, xt: Vector, x0: Vector, key: PRNGKeyArray
@@ -277,22 +415,24 @@ class SlicedScoreMatching(AbstractWeightedScoreMatching):
     cost independent of d. ``variance_reduction`` replaces (vᵀs_θ)² by its expectation |s_θ|²
     (SSM-VR). Scaled like `ImplicitScoreMatching`, whose ℓ it estimates without bias."""
 
+    tag: ClassVar[str] = "ssm"
     sde: AbstractSDE
-    weighting: Weighting = eqx.field(static=True, default="g2")
-    time_sampling: TimeSampling = eqx.field(static=True, default="uniform")
-    eps: float = eqx.field(static=True, default=1e-3)
-    simulation_steps: int = eqx.field(static=True, default=100)
-    times_per_path: int = eqx.field(static=True, default=4)
-    n_projections: int = eqx.field(static=True, default=1)
+    weighting: AbstractWeighting = G2Weighting()
+    time_sampling: AbstractTimeDistribution = UniformTimes()
+    eps: Positive = eqx.field(static=True, default=1e-3)
+    source: AbstractXtSource = AutoSource()
+    n_projections: Annotated[int, pydantic.Field(ge=1, le=10_000)] = eqx.field(
+        static=True, default=1
+    )
     projection: Projection = eqx.field(static=True, default="rademacher")
     variance_reduction: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if self.n_projections < 1:
-            raise ValueError(f"n_projections={self.n_projections}: use at least one")
+            raise SpecFieldError("n_projections", f"is {self.n_projections}: use at least one")
         if self.projection not in ("rademacher", "gaussian"):
-            raise ValueError(
-                f"projection={self.projection!r} is unknown; choose 'rademacher' or 'gaussian'"
+            raise SpecFieldError(
+                "projection", f"{self.projection!r} is unknown; choose 'rademacher' or 'gaussian'"
             )
 
     def pointwise(
@@ -312,3 +452,23 @@ class SlicedScoreMatching(AbstractWeightedScoreMatching):
         score, vjv, vs = jax.vmap(along)(v)
         square = jnp.sum(score[0] ** 2) if self.variance_reduction else jnp.mean(vs**2)
         return square + 2 * jnp.mean(vjv)
+
+
+OBJECTIVES = (
+    DenoisingScoreMatching,
+    ExplicitScoreMatching,
+    ImplicitScoreMatching,
+    SlicedScoreMatching,
+)
+"""The built-in objectives (registered by ``diffsde._builtin``)."""
+OBJECTIVE_PARTS = (
+    Sigma2Weighting,
+    G2Weighting,
+    UniformWeighting,
+    UniformTimes,
+    ImportanceTimes,
+    KernelSource,
+    SimulationSource,
+    AutoSource,
+)
+"""The built-in parts of objectives."""

@@ -40,7 +40,7 @@ class SampleObjective(diffsde.ObjectiveConfig):
 
     def build(self, *, sde, data):
         del data
-        return diffsde.SlicedScoreMatching(sde, weighting="uniform")
+        return diffsde.SlicedScoreMatching(sde, weighting=diffsde.UniformWeighting())
 
 
 def _plugin(**hooks):

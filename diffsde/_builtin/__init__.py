@@ -4,7 +4,7 @@ from ..hookspecs import hookimpl
 from .datasets import DATASET_CONFIGS
 from .metrics import METRIC_CONFIGS
 from .models import MODEL_CONFIGS
-from .objectives import OBJECTIVE_CONFIGS
+from .objectives import OBJECTIVE_PARTS, OBJECTIVES
 from .samplers import SAMPLER_PARTS, SAMPLERS
 from .sdes import SDE_CONFIGS
 
@@ -29,8 +29,8 @@ def register_models(register):
 
 @hookimpl
 def register_objectives(register):
-    for config in OBJECTIVE_CONFIGS:
-        register(config)
+    for objective in OBJECTIVES:
+        register(objective)
 
 
 @hookimpl
@@ -41,7 +41,7 @@ def register_samplers(register):
 
 @hookimpl
 def register_parts(register):
-    for part in SAMPLER_PARTS:
+    for part in (*OBJECTIVE_PARTS, *SAMPLER_PARTS):
         register(part)
 
 

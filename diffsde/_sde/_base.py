@@ -11,6 +11,7 @@ import lineax as lx
 from jaxtyping import PRNGKeyArray
 
 from .._custom_types import Scalar, ScalarLike, ScoreFn, Vector
+from .._errors import REQUIREMENTS
 from .._prior import AbstractPrior
 
 
@@ -130,3 +131,8 @@ class AbstractGaussianSDE(AbstractSDE):
     def conditional_score(self, t: ScalarLike, xt: Vector, x0: Vector) -> Vector:
         """∇ log p(x_t | x_0) = −(x_t − m_t(x0)) / σ_t²."""
         return -(xt - self.marginal_mean(t, x0)) / self.marginal_std(t) ** 2
+
+
+REQUIREMENTS[AbstractGaussianSDE] = (
+    "an SDE with a Gaussian transition kernel (ou, ve, vp, subvp, affine, or a plugin's)"
+)

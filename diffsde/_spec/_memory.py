@@ -90,7 +90,8 @@ def phases(
     objective = spec.objective
     if spec.model is not None and objective is not None:
         batch = spec.training.batch_size
-        paths = 1 if sde.has_gaussian_kernel else getattr(objective, "times_per_path", 1)
+        source = getattr(objective, "source", None)
+        paths = 1 if sde.has_gaussian_kernel else getattr(source, "times_per_path", 1)
         points = batch * paths
         divergence = {"ism": dim, "ssm": getattr(objective, "n_projections", 1) + 1}.get(
             objective.type, 1
@@ -117,11 +118,11 @@ def phases(
                     f"the exact mixture score of {batch:,} points (components × dim = {exact:,})",
                 )
             )
-        steps = getattr(objective, "simulation_steps", 0)
+        steps = getattr(source, "steps", 0)
         if not sde.has_gaussian_kernel and steps:
             terms.append(
                 Term(
-                    ("objective", "simulation_steps"),
+                    ("objective", "source", "steps"),
                     batch * steps * dim * FLOAT,
                     f"{batch:,} forward paths of {steps:,} steps",
                 )

@@ -20,11 +20,12 @@ import numpy as np
 import pydantic
 import yaml
 
+from .._component import MOVED_KEYS, requirement
 from .._config import SpecFieldError, SpecFieldErrors
 from .._data import AbstractDataset
-from .._plugins import Registry, get_registry
+from .._plugins import Component, Registry, get_registry
 from .._prior import AbstractPrior
-from .._sde._base import AbstractSDE
+from .._sde._base import AbstractGaussianSDE, AbstractSDE
 from ._memory import memory_problems
 from ._model import SECTIONS, GaussianPriorConfig, GibbsPriorConfig, SpecBase, spec_model
 from ._source import (
@@ -115,14 +116,28 @@ def _data_path(data: Any, loc: Sequence[Any]) -> Path:
             continue  # pydantic names the union member by its tag
         elif isinstance(node, dict) and isinstance(part, str):
             last = loc[-1]
-            if part != last and isinstance(last, str) and last in node:
-                path.append(last)  # a key a section's spec_aliases moved (sampler.rtol)
+            written = [k for k in (last, *MOVED_KEYS.get(last, ())) if k in node]
+            if part != last and isinstance(last, str) and written:
+                path.append(written[0])  # a key a section's spec_aliases moved (sampler.rtol)
                 break
             path.append(part)  # a key that is missing from the data
             node = None
         else:
             break
     return tuple(path)
+
+
+def _as_written(source: SourceMap, path: Path) -> Path:
+    """``path``, or where the user wrote its value under an older key that a section's
+    ``spec_aliases`` moved (``objective.simulation_steps`` for ``objective.source.steps``)."""
+    if path in source.values or path in source.keys:
+        return path
+    for old in MOVED_KEYS.get(str(path[-1]), ()):
+        for k in range(len(path) - 1, 0, -1):
+            candidate = (*path[:k], old)
+            if candidate in source.values:
+                return candidate
+    return path
 
 
 def _is_tag(node: Any, part: str) -> bool:
@@ -418,7 +433,11 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
             )
         )
     objective = spec.objective
-    if objective is not None and objective.needs_gaussian_kernel and not sde.has_gaussian_kernel:
+    if (
+        objective is not None
+        and needs_gaussian_kernel(registry.get("objective", objective.type))
+        and not isinstance(sde, AbstractGaussianSDE)
+    ):
         # why DSM (or ESM) cannot train this SDE, and what can
         usable = compatible_objectives(sde, registry)
         alternatives = (
@@ -471,7 +490,10 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
     if issues:
         return issues
     for path, message in memory_problems(spec, sde, data, built.get("model")):
-        issues.append(_issue(source, path, message))
+        written = _as_written(source, path)
+        if written != path:
+            message = message.replace(_dotted(path), _dotted(written))
+        issues.append(_issue(source, written, message))
     if issues:
         return issues
     return _probe(spec, sde, prior, data, source)
@@ -577,13 +599,23 @@ def _probe_fix(key: Path) -> str:
     return f"check the {key[0]} parameters (are they too large?)"
 
 
+def needs_gaussian_kernel(objective: Component) -> bool:
+    """Whether a registered objective needs an SDE with a Gaussian kernel: its ``sde``
+    parameter is annotated ``AbstractGaussianSDE`` (a one-class objective), or its spec model
+    says ``needs_gaussian_kernel``."""
+    if objective.cls is not None:
+        needed = requirement(objective.cls, "objective", "sde")
+        return needed is not None and issubclass(needed, AbstractGaussianSDE)
+    return bool(getattr(objective.config, "needs_gaussian_kernel", False))
+
+
 def compatible_objectives(sde: AbstractSDE, registry: Registry) -> list[str]:
     """Names of registered objectives that can train a score for ``sde``."""
     return [
         name
         for name in registry.names("objective")
-        if sde.has_gaussian_kernel
-        or not registry.get("objective", name).config.needs_gaussian_kernel
+        if isinstance(sde, AbstractGaussianSDE)
+        or not needs_gaussian_kernel(registry.get("objective", name))
     ]
 
 
