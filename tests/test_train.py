@@ -127,3 +127,20 @@ def test_training_learns_the_exact_score():
     assert after < 0.1 * before, (before, after)
     assert after_ema < 0.1 * before, (before, after_ema)
     assert np.isfinite(rows["loss"]).all()
+
+
+def test_checkpoint_leaves_keep_their_order():
+    """A checkpoint is the state's leaves in order (``eqx.tree_serialise_leaves``): the step,
+    then the parameters, their EMA and the optimiser state, as before training methods existed,
+    so runs saved by earlier versions still resume.
+    Mutation: declaring ``ema`` before ``params`` in ScoreMatchingState makes this fail (they
+    start equal, so the check runs after a chunk)."""
+    (trainer, state), _ = _trainer()
+    state, _ = trainer.run_chunk(state)
+    inner = state.method
+    expected = [state.step, *_leaves(inner.params), *_leaves(inner.ema), *_leaves(inner.opt_state)]
+    got = _leaves(state)
+    assert len(got) == len(expected)
+    for x, y in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(_leaves(inner.params)[0], _leaves(inner.ema)[0])
