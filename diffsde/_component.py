@@ -130,6 +130,16 @@ class PartConfig(ComponentConfig):
         return data["type"] if isinstance(data, dict) and list(data) == ["type"] else data
 
 
+def _python_only(annotation: Any) -> bool:
+    """A union member a spec cannot write: an equinox Module that is not a part (such as an
+    already compiled ``Expression`` next to ``Expr``, the string the spec gives)."""
+    if not isinstance(annotation, type):
+        return False
+    import equinox as eqx
+
+    return issubclass(annotation, eqx.Module) and kind_of(annotation) is None
+
+
 def _bare_to_mapping(value):
     return {"type": value} if isinstance(value, str) else value
 
@@ -164,7 +174,10 @@ class SpecModels:
             inner, *meta = typing.get_args(annotation)
             return Annotated[(self.field_type(inner), *meta)]
         if origin in (Union, types.UnionType):
-            return Union[tuple(self.field_type(a) for a in typing.get_args(annotation))]  # noqa: UP007
+            members = [a for a in typing.get_args(annotation) if not _python_only(a)]
+            if len(members) == 1:
+                return self.field_type(members[0])
+            return Union[tuple(self.field_type(a) for a in members)]  # noqa: UP007
         if origin is list:
             (item,) = typing.get_args(annotation)
             return list[self.field_type(item)]

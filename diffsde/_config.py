@@ -8,22 +8,24 @@ import abc
 import functools
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 import jax
-import jax.numpy as jnp
 import pydantic
-from pydantic_core import PydanticCustomError
 
-from ._errors import SpecFieldError, SpecFieldErrors
-from ._expression import Expression, ExpressionError, check_syntax, compile_expression
+from ._errors import SpecFieldError, SpecFieldErrors  # noqa: F401  (re-exported)
+from ._fields import (  # noqa: F401  (re-exported: the spec-layer names of 0.1)
+    Expr,
+    ParamValue,
+    compile_field,
+    compile_fields,
+)
 
 STRICT = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 """The model config of every spec section: unknown keys are errors, no value is coerced (a YAML
 boolean such as ``yes`` is not the number 1, the string "3" is not a number; an integer is
 accepted where a float is expected), and infinite or NaN numbers are refused."""
 
-ParamValue = float | list[float] | list[list[float]]
 Seed = Annotated[int, pydantic.Field(ge=0, lt=2**32)]
 """A random seed, 0 ≤ seed < 2³² (what jax.random.key and numpy's PCG64 take as they are)."""
 
@@ -66,91 +68,6 @@ def format_bytes(n: int | float) -> str:
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024
     raise AssertionError
-
-
-def compile_fields(
-    config: pydantic.BaseModel,
-    fields: Mapping[str, tuple[tuple[str, ...], str]],
-    *,
-    dim: int,
-    params: Mapping[str, Any] | None = None,
-) -> dict[str, Expression]:
-    """:func:`compile_field` for several fields ``{name: (variables, output)}``, reporting every
-    failing field at once (:class:`SpecFieldErrors`)."""
-    compiled, errors = {}, []
-    for name, (variables, output) in fields.items():
-        try:
-            compiled[name] = compile_field(
-                config, name, variables, dim=dim, output=output, params=params
-            )
-        except SpecFieldError as err:
-            errors.append(err)
-    if errors:
-        raise SpecFieldErrors(errors)
-    return compiled
-
-
-def _syntax_only(value: str) -> str:
-    try:
-        check_syntax(value)
-    except ExpressionError as err:
-        raise PydanticCustomError(
-            "expression", "{message}", {"message": err.message, "column": err.column}
-        ) from None
-    return value
-
-
-Expr = Annotated[
-    str,
-    pydantic.AfterValidator(_syntax_only),
-    pydantic.Field(json_schema_extra={"format": "diffsde-expression"}),
-]
-"""A spec expression: a string checked for syntax and whitelist at parse time."""
-
-
-def compile_field(
-    config: pydantic.BaseModel,
-    field: str,
-    variables: tuple[str, ...],
-    *,
-    dim: int,
-    output: str,
-    params: Mapping[str, Any] | None = None,
-) -> Expression:
-    """Compile the expression in ``config.<field>`` and check it by tracing.
-
-    ``output`` is ``"scalar"`` (shape ()) or ``"vector"`` (shape (dim,), a scalar broadcasts).
-    The expression is traced with ``jax.eval_shape`` on a dummy x of shape (dim,) and scalar t,
-    so unknown names, shape and dtype mismatches become :class:`SpecFieldError` at validation.
-    """
-    source = getattr(config, field)
-    try:
-        expression = compile_expression(source, variables, params)
-    except ExpressionError as err:
-        raise SpecFieldError(field, err.message, err.column) from None
-    dummies = {
-        "x": jax.ShapeDtypeStruct((dim,), jnp.float32),
-        "t": jax.ShapeDtypeStruct((), jnp.float32),
-    }
-    try:
-        out = jax.eval_shape(lambda kw: expression(**kw), {v: dummies[v] for v in variables})
-    except Exception as err:  # jax's shape/type errors: reported, never a traceback
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SpecFieldError(
-            field, f"cannot be evaluated with x of shape ({dim},): {first}"
-        ) from None
-    allowed = [()] if output == "scalar" else [(), (dim,)]
-    if out.shape not in allowed:
-        want = "a scalar" if output == "scalar" else f"a vector of shape ({dim},) or a scalar"
-        raise SpecFieldError(
-            field, f"must give {want} for data of dimension {dim}, but gives shape {out.shape}"
-        )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise SpecFieldError(
-            field,
-            f"gives {out.dtype} values, expected floats (wrap comparisons in where(cond, a, b))",
-        )
-    return expression
 
 
 class ComponentConfig(pydantic.BaseModel, abc.ABC):

@@ -55,9 +55,9 @@ BAD_SPECS = [
     (
         "inconsistent values",
         "sde:\n  type: vp\n  beta_min: 30\n  beta_max: 20\n" + GOOD_DATA,
-        "2:3",
-        "sde",
-        "beta_min (30.0) must not exceed beta_max (20.0)",
+        "3:13",
+        "sde.beta_min",
+        "30.0 exceeds beta_max 20.0: swap them",
     ),
     (
         "missing required section",

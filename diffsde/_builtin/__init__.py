@@ -6,13 +6,13 @@ from .metrics import METRIC_CONFIGS
 from .models import MODEL_CONFIGS
 from .objectives import OBJECTIVE_PARTS, OBJECTIVES
 from .samplers import SAMPLER_PARTS, SAMPLERS
-from .sdes import SDE_CONFIGS
+from .sdes import SDES
 
 
 @hookimpl
 def register_sdes(register):
-    for config in SDE_CONFIGS:
-        register(config)
+    for sde in SDES:
+        register(sde)
 
 
 @hookimpl

@@ -1,11 +1,18 @@
 """SDEs with closed-form Gaussian kernels: OU, VE, VP, sub-VP (docs/math.md §2 table)."""
 
+from typing import Annotated, ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
+import pydantic
 
 from .._custom_types import Scalar, ScalarLike, Vector
+from .._errors import SpecFieldError
 from .._prior import GaussianPrior
 from ._base import AbstractGaussianSDE
+
+Positive = Annotated[float, pydantic.Field(gt=0)]
+NonNegative = Annotated[float, pydantic.Field(ge=0)]
 
 
 class LinearBeta(eqx.Module):
@@ -16,10 +23,12 @@ class LinearBeta(eqx.Module):
     T: float
 
     def __check_init__(self):
-        if not (0 <= self.beta_min <= self.beta_max):
-            raise ValueError(
-                f"need 0 <= beta_min <= beta_max, got beta_min={self.beta_min}, "
-                f"beta_max={self.beta_max}: swap them or make beta_min non-negative"
+        if not 0 <= self.beta_min:
+            raise SpecFieldError("beta_min", f"must be non-negative, got {self.beta_min}")
+        if not self.beta_min <= self.beta_max:
+            raise SpecFieldError(
+                "beta_min",
+                f"{self.beta_min} exceeds beta_max {self.beta_max}: swap them",
             )
 
     def beta(self, t: ScalarLike) -> Scalar:
@@ -33,7 +42,7 @@ class LinearBeta(eqx.Module):
 
 def _check_horizon(T: float):
     if not T > 0:
-        raise ValueError(f"the time horizon T must be positive, got T={T}")
+        raise SpecFieldError("T", f"the time horizon must be positive, got T={T}")
 
 
 class OU(AbstractGaussianSDE):
@@ -42,15 +51,17 @@ class OU(AbstractGaussianSDE):
     The defaults θ = 1, σ = √2 have stationary law N(0, I).
     """
 
+    tag: ClassVar[str] = "ou"
     dim: int = eqx.field(static=True)
-    theta: float = 1.0
-    sigma: float = 2.0**0.5
-    T: float = eqx.field(static=True, default=5.0)
+    theta: Positive = 1.0
+    sigma: Positive = 2.0**0.5
+    T: Positive = eqx.field(static=True, default=5.0)
 
     def __check_init__(self):
         _check_horizon(self.T)
-        if not (self.theta > 0 and self.sigma > 0):
-            raise ValueError(f"OU needs theta > 0 and sigma > 0, got {self.theta}, {self.sigma}")
+        for name in ("theta", "sigma"):
+            if not getattr(self, name) > 0:
+                raise SpecFieldError(name, f"must be positive, got {getattr(self, name)}")
 
     def drift(self, t: ScalarLike, x: Vector) -> Vector:
         del t
@@ -75,16 +86,19 @@ class VE(AbstractGaussianSDE):
     λ_t = 1, σ_t² = σ(t)² − σ_min²; prior N(0, σ_max² I).
     """
 
+    tag: ClassVar[str] = "ve"
     dim: int = eqx.field(static=True)
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    T: float = eqx.field(static=True, default=1.0)
+    sigma_min: Positive = 0.01
+    sigma_max: Positive = 50.0
+    T: Positive = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
         _check_horizon(self.T)
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(
-                f"VE needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"
+        if not 0 < self.sigma_min:
+            raise SpecFieldError("sigma_min", f"must be positive, got {self.sigma_min}")
+        if not self.sigma_min < self.sigma_max:
+            raise SpecFieldError(
+                "sigma_min", f"{self.sigma_min} is not below sigma_max {self.sigma_max}: swap them"
             )
 
     @property
@@ -114,7 +128,13 @@ class AbstractLinearBetaSDE(AbstractGaussianSDE):
     schedule: LinearBeta
     T: float = eqx.field(static=True)
 
-    def __init__(self, dim: int, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
+    def __init__(
+        self,
+        dim: int,
+        beta_min: NonNegative = 0.1,
+        beta_max: Positive = 20.0,
+        T: Positive = 1.0,
+    ):
         _check_horizon(T)
         self.dim = dim
         self.T = T
@@ -130,6 +150,8 @@ class AbstractLinearBetaSDE(AbstractGaussianSDE):
 class VP(AbstractLinearBetaSDE):
     """Variance preserving (DDPM): b = −½β(t) x, g = √β(t); λ_t = e^{−B/2}, σ_t² = 1 − e^{−B}."""
 
+    tag: ClassVar[str] = "vp"
+
     def diffusion(self, t: ScalarLike) -> Scalar:
         return jnp.sqrt(self.schedule.beta(t))
 
@@ -140,6 +162,8 @@ class VP(AbstractLinearBetaSDE):
 
 class SubVP(AbstractLinearBetaSDE):
     """sub-VP: b = −½β(t) x, g = √(β(t)(1 − e^{−2B(t)})); λ_t = e^{−B/2}, σ_t = 1 − e^{−B}."""
+
+    tag: ClassVar[str] = "subvp"
 
     def diffusion(self, t: ScalarLike) -> Scalar:
         B = self.schedule.integral(t)

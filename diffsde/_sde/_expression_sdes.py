@@ -1,14 +1,44 @@
-"""SDEs written as spec expressions: affine (f(t), g(t)), Langevin (U(x)), general (b(t, x))."""
+"""SDEs written as spec expressions: affine (f(t), g(t)), Langevin (U(x)), general (b(t, x)).
+
+
+Each takes its expressions as strings (with ``params``) and compiles them through the safe
+evaluator, checking them by tracing; an ``Expression`` already compiled is taken as it is.
+"""
+
+from typing import Annotated, ClassVar
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pydantic
 
 from .._custom_types import Scalar, ScalarLike, Vector
+from .._errors import SpecFieldError
 from .._expression import Expression
+from .._fields import Expr, Params, compile_fields
 from .._prior import AbstractPrior, GaussianPrior, GibbsPrior
 from ._base import AbstractGaussianSDE, AbstractSDE
+
+Positive = Annotated[float, pydantic.Field(gt=0)]
+
+
+def _compiled(dim: int, params: Params | None, **fields) -> dict[str, Expression]:
+    """``{name: (source, variables, output)}`` compiled (strings) or kept (Expressions)."""
+    sources = {k: v[0] for k, v in fields.items() if isinstance(v[0], str)}
+    compiled = compile_fields(
+        sources,
+        {k: fields[k][1:] for k in sources},
+        dim=dim,
+        params=params or {},
+    )
+    return {k: compiled.get(k, v[0]) for k, v in fields.items()}
+
+
+def _check_horizon(T: float) -> None:
+    if not T > 0:
+        raise SpecFieldError("T", f"the time horizon must be positive, got T={T}")
 
 
 def _kernel_moments(t, y, args):
@@ -28,29 +58,63 @@ class Affine(AbstractGaussianSDE):
     which ignores the mean λ_T x₀ (the noise-approximation bias, small when λ_T ≈ 0).
     """
 
+    tag: ClassVar[str] = "affine"
     dim: int = eqx.field(static=True)
     f: Expression
     g: Expression
     T: float = eqx.field(static=True)
     solution: diffrax.Solution
 
-    def __init__(self, dim: int, f: Expression, g: Expression, T: float = 1.0, rtol: float = 1e-7):
-        if not T > 0:
-            raise ValueError(f"the time horizon T must be positive, got T={T}")
-        self.dim, self.f, self.g, self.T = dim, f, g, T
-
-        self.solution = diffrax.diffeqsolve(
-            diffrax.ODETerm(_kernel_moments),
-            diffrax.Tsit5(),
-            t0=0.0,
-            t1=T,
-            dt0=T * 1e-4,
-            y0=jnp.zeros(2),
-            args=(f, g),
-            saveat=diffrax.SaveAt(dense=True),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=1e-10),
-            max_steps=16384,
+    def __init__(
+        self,
+        dim: int,
+        f: Expr | Expression,
+        g: Expr | Expression,
+        params: Params = {},  # noqa: B006  (read, never changed)
+        T: Positive = 1.0,
+        rtol: Annotated[float, pydantic.Field(gt=0, lt=1)] = 1e-7,
+    ):
+        _check_horizon(T)
+        e = _compiled(dim, params, f=(f, ("t",), "scalar"), g=(g, ("t",), "scalar"))
+        self.dim, self.f, self.g, self.T = dim, e["f"], e["g"], T
+        times = np.linspace(0.0, T, 9, dtype=np.float32)
+        # before the kernel solve, which a NaN would run to max_steps
+        on_grid = jax.jit(
+            lambda f, g: (jax.vmap(lambda t: f(t=t))(times), jax.vmap(lambda t: g(t=t))(times))
         )
+        for name, values in zip(("f", "g"), on_grid(self.f, self.g), strict=True):
+            values = np.asarray(values)
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                raise SpecFieldError(
+                    name,
+                    f"gives {values[bad[0]]} at t={times[bad[0]]:g} (of [0, T={T:g}]): fix the "
+                    "expression or its params so it is finite on the whole interval",
+                )
+        try:
+            self.solution = diffrax.diffeqsolve(
+                diffrax.ODETerm(_kernel_moments),
+                diffrax.Tsit5(),
+                t0=0.0,
+                t1=T,
+                dt0=T * 1e-4,
+                y0=jnp.zeros(2),
+                args=(self.f, self.g),
+                saveat=diffrax.SaveAt(dense=True),
+                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=1e-10),
+                max_steps=16384,
+            )
+        except Exception as err:  # diffrax's max_steps on a stiff or exploding f
+            why = (
+                "the solver ran out of steps"
+                if "max_steps" in str(err)
+                else (str(err).strip().splitlines() or [type(err).__name__])[0]
+            )
+            raise SpecFieldError(
+                "f",
+                f"the kernel ODE d log λ/dt = f, dσ²/dt = 2fσ² + g² cannot be solved on "
+                f"[0, {T:g}] ({why}): make f and g smaller or smoother",
+            ) from None
 
     def drift(self, t: ScalarLike, x: Vector) -> Vector:
         return self.f(t=t) * x
@@ -73,13 +137,23 @@ class Langevin(AbstractSDE):
     this SDE is treated as having none.
     """
 
+    tag: ClassVar[str] = "langevin"
     dim: int = eqx.field(static=True)
     potential: Expression
-    T: float = eqx.field(static=True, default=5.0)
+    T: float = eqx.field(static=True)
 
-    def __check_init__(self):
-        if not self.T > 0:
-            raise ValueError(f"the time horizon T must be positive, got T={self.T}")
+    def __init__(
+        self,
+        dim: int,
+        potential: Expr | Expression = "0.5 * sum(x**2)",
+        params: Params = {},  # noqa: B006  (read, never changed)
+        T: Positive = 5.0,
+    ):
+        _check_horizon(T)
+        self.dim, self.T = dim, T
+        self.potential = _compiled(dim, params, potential=(potential, ("x",), "scalar"))[
+            "potential"
+        ]
 
     def drift(self, t: ScalarLike, x: Vector) -> Vector:
         del t
@@ -100,14 +174,28 @@ class General(AbstractSDE):
     objectives that need only samples of p_t (simulating this SDE forwards) can train it.
     """
 
+    tag: ClassVar[str] = "general"
     dim: int = eqx.field(static=True)
     b: Expression
     g: Expression
-    T: float = eqx.field(static=True, default=1.0)
+    T: float = eqx.field(static=True)
 
-    def __check_init__(self):
-        if not self.T > 0:
-            raise ValueError(f"the time horizon T must be positive, got T={self.T}")
+    def __init__(
+        self,
+        dim: int,
+        drift: Expr | Expression,
+        diffusion: Expr | Expression,
+        params: Params = {},  # noqa: B006  (read, never changed)
+        T: Positive = 1.0,
+    ):
+        _check_horizon(T)
+        e = _compiled(
+            dim,
+            params,
+            drift=(drift, ("t", "x"), "vector"),
+            diffusion=(diffusion, ("t",), "scalar"),
+        )
+        self.dim, self.b, self.g, self.T = dim, e["drift"], e["diffusion"], T
 
     def drift(self, t: ScalarLike, x: Vector) -> Vector:
         return jnp.broadcast_to(self.b(t=t, x=x), x.shape)
