@@ -50,8 +50,10 @@ def test_registry_finds_the_plugin(plugin_env):
         component = registry.get("sde", name)
         assert component.distribution == "diffsde-cdpm"
         assert component.plugin == "cdpm"
-        assert component.doc, f"{name}: the config needs a docstring (`diffsde plugins` shows it)"
-        assert issubclass(component.config, diffsde.SDEConfig)
+        assert component.doc, f"{name}: the class needs a docstring (`diffsde plugins` shows it)"
+        # one class: the SDE itself, its spec model generated from its constructor
+        assert issubclass(component.cls, diffsde.AbstractGaussianSDE)
+        assert component.config().build(dim=2) == component.cls(2)
 
 
 def test_empty_allow_list_hides_the_plugin(plugin_env):

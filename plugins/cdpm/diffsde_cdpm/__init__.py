@@ -14,16 +14,13 @@ found through the entry point ``cdpm`` in the group ``diffsde``.
 
 import diffsde
 
-from ._config import (
-    SDE_CONFIGS,
-    COUConfig as COUConfig,
-    CSubVPConfig as CSubVPConfig,
-    CVPConfig as CVPConfig,
-)
 from ._sde import COU as COU, CVP as CVP, CSubVP as CSubVP
+
+SDES = (COU, CVP, CSubVP)
+"""Each SDE is one class: its constructor's keyword parameters are its spec section."""
 
 
 @diffsde.hookimpl
 def register_sdes(register):
-    for config in SDE_CONFIGS:
-        register(config)
+    for sde in SDES:
+        register(sde)

@@ -11,8 +11,11 @@ and λ_T > 1 does not vanish; the noise prior N(μ, σ_T² I) drops that mean. T
 CDPM uses moderate drifts (COU θ = 1, σ = 1; CVP/CsubVP β from 1 to 8).
 """
 
+from typing import Annotated, ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
+import pydantic
 from jaxtyping import Array, ArrayLike, Float
 
 import diffsde
@@ -20,6 +23,8 @@ import diffsde
 Scalar = Float[Array, ""]
 ScalarLike = float | Float[ArrayLike, ""]
 Vector = Float[Array, " dim"]
+Positive = Annotated[float, pydantic.Field(gt=0)]
+NonNegative = Annotated[float, pydantic.Field(ge=0)]
 
 # log of the largest kernel variance σ_T² allowed: float32 overflows at about e^88.7, and
 # scores divide by σ_t², so keep a margin.
@@ -28,14 +33,17 @@ _MAX_LOG_VARIANCE = 80.0
 
 def _check_horizon(name: str, T: float):
     if not T > 0:
-        raise ValueError(f"{name}: the time horizon T must be positive, got T={T}: use e.g. T=1.0")
+        raise diffsde.SpecFieldError(
+            "T", f"{name}: the time horizon must be positive, got T={T}: use e.g. T=1.0"
+        )
 
 
-def _check_growth(name: str, log_variance: float, fix: str):
+def _check_growth(name: str, log_variance: float, field: str, fix: str):
     if not log_variance <= _MAX_LOG_VARIANCE:
-        raise ValueError(
+        raise diffsde.SpecFieldError(
+            field,
             f"{name}: the kernel variance at T grows like e^{log_variance:.4g}, beyond float32 "
-            f"(e^{_MAX_LOG_VARIANCE:g} at most): {fix}"
+            f"(e^{_MAX_LOG_VARIANCE:g} at most): {fix}",
         )
 
 
@@ -54,22 +62,26 @@ class COU(diffsde.AbstractGaussianSDE):
     Prior N(μ, σ_T² I), which ignores the mean term (x₀ − μ) e^{θT} (noise approximation bias).
     """
 
+    tag: ClassVar[str] = "cou"
     dim: int = eqx.field(static=True)
-    theta: float = 1.0
-    sigma: float = 1.0
+    theta: Positive = 1.0
+    sigma: Positive = 1.0
     mu: float = 0.0
-    T: float = eqx.field(static=True, default=1.0)
+    T: Positive = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
         _check_horizon("COU", self.T)
         if not self.theta > 0:
-            raise ValueError(
+            raise diffsde.SpecFieldError(
+                "theta",
                 f"COU: theta must be positive (the forward drift expands), got "
-                f"theta={self.theta}: for an ordinary, contracting OU use the built-in 'ou'"
+                f"theta={self.theta}: for an ordinary, contracting OU use the built-in 'ou'",
             )
         if not self.sigma > 0:
-            raise ValueError(f"COU: sigma must be positive, got sigma={self.sigma}: use e.g. 1.0")
-        _check_growth("COU", 2 * self.theta * self.T, "lower theta or T (2·theta·T <= 80)")
+            raise diffsde.SpecFieldError(
+                "sigma", f"COU: sigma must be positive, got sigma={self.sigma}: use e.g. 1.0"
+            )
+        _check_growth("COU", 2 * self.theta * self.T, "theta", "lower theta or T (2·theta·T <= 80)")
 
     def drift(self, t: ScalarLike, x: Vector) -> Vector:
         del t
@@ -100,7 +112,14 @@ class AbstractContractiveBetaSDE(diffsde.AbstractGaussianSDE):
     schedule: diffsde.LinearBeta
     T: float = eqx.field(static=True)
 
-    def __init__(self, dim: int, beta_min: float = 1.0, beta_max: float = 8.0, T: float = 1.0):
+    def __init__(
+        self,
+        dim: int,
+        beta_min: NonNegative = 1.0,
+        beta_max: Positive = 8.0,
+        T: Positive = 1.0,
+    ):
+        _check_horizon(type(self).__name__, T)
         self.dim = dim
         self.T = T
         self.schedule = diffsde.LinearBeta(beta_min, beta_max, T)
@@ -119,12 +138,15 @@ class CVP(AbstractContractiveBetaSDE):
     ignores the mean λ_T x₀ (noise approximation bias).
     """
 
+    tag: ClassVar[str] = "cvp"
+
     def __check_init__(self):
         _check_horizon("CVP", self.T)
         _check_schedule("CVP", self.schedule, self.T)
         _check_growth(
             "CVP",
             float(self.schedule.integral(self.T)),
+            "beta_max",
             "lower beta_max or T (B(T) = (beta_min + beta_max)·T/2 <= 80)",
         )
 
@@ -143,12 +165,15 @@ class CSubVP(AbstractContractiveBetaSDE):
     Prior N(0, (e^{B(T)} − 1)² I), which ignores the mean λ_T x₀ (noise approximation bias).
     """
 
+    tag: ClassVar[str] = "csubvp"
+
     def __check_init__(self):
         _check_horizon("CsubVP", self.T)
         _check_schedule("CsubVP", self.schedule, self.T)
         _check_growth(
             "CsubVP",
             2 * float(self.schedule.integral(self.T)),
+            "beta_max",
             "lower beta_max or T (2·B(T) = (beta_min + beta_max)·T <= 80)",
         )
 
