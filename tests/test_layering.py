@@ -71,8 +71,6 @@ KNOWN: set[str] = {
     "diffsde/_jobs.py imports private name diffsde._runs._write_json",
     "diffsde/_runs_legacy.py imports private name diffsde._runs._checkpoint_step",
     "diffsde/_runs_legacy.py imports private name diffsde._runs._pid_alive",
-    # helper "transforms": the core module builds its spec model (lazily) from _component
-    "diffsde/_transforms.py (core) imports the spec layer diffsde._component",
     # helper "dash"'s app/: diffsde.spec now has these names (spec_model, SourceError,
     # load_yaml, require_runnable)
     "app/form.py imports non-public module diffsde._spec._model",
