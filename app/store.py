@@ -42,11 +42,15 @@ def _entry_stamp(path: pathlib.Path) -> tuple:
 
 
 def store_stamp(runs_dir: str | os.PathLike[str]) -> tuple:
-    """A cache key of the whole store: `_entry_stamp` of each run directory (by name).
+    """A cache key of the whole store: `_entry_stamp` of each run directory (by name) and of
+    its ``metrics/`` (a segment grows in place, which changes no directory's own stamp).
 
     Raises `FileNotFoundError` (with what to do) when the store does not exist.
     """
-    return tuple((e.path.name, _entry_stamp(e.path)) for e in scan_store(runs_dir))
+    return tuple(
+        (e.path.name, _entry_stamp(e.path), _entry_stamp(e.path / "metrics"))
+        for e in scan_store(runs_dir)
+    )
 
 
 def head_stamp(runs_dir: str | os.PathLike[str]) -> tuple:

@@ -6,6 +6,7 @@ Resume button queueing that run again."""
 
 import dataclasses
 import json
+import os
 import pathlib
 import time
 
@@ -202,3 +203,41 @@ def test_monitor_page_stops_and_resumes_a_live_run(tmp_path, monkeypatch):
     _wait(lambda: jobs.read_job(job.path).state == "running", "the resumed run did not start")
     jobs.stop(job.path)
     _wait(lambda: jobs.read_job(job.path).state == "finished", "the resumed run did not stop")
+
+
+def _metrics(step, wall, loss):
+    return {"step": np.array(step), "wall_time": np.array(wall), "loss": np.array(loss)}
+
+
+def test_monitor_reads_only_the_watched_run_while_it_trains(tmp_path, monkeypatch):
+    """While a run trains, a refresh re-reads that run alone: the run list (every run of the
+    store) is read again only when a run is added or changes state. Mutation: keying the run
+    list on `store_stamp` (every file) re-lists the store on each refresh and fails this;
+    leaving ``metrics/`` out of `store_stamp` fails its check."""
+    import app.store
+    from diffsde.runs import RunWriter
+
+    listed = []
+    real = app.store.list_runs
+    monkeypatch.setattr(app.store, "list_runs", lambda *a, **k: listed.append(1) or real(*a, **k))
+    monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(tmp_path))
+    spec_text = spec("watched", 1000)
+    metrics = ("step", "wall_time", "loss")
+    with RunWriter.create(tmp_path, "watched", spec_text, {}, metrics=metrics) as writer:
+        writer.append_metrics(_metrics([1, 2], [1.0, 1.0], [1.0, 0.9]))
+        before = app.store.head_stamp(tmp_path)
+        at = AppTest.from_file(str(APP / "views" / "monitor.py"), default_timeout=30).run()
+        assert not at.exception and "step 2 of 1000" in at.get("progress")[0].proto.text
+        first, every_file = len(listed), app.store.store_stamp(tmp_path)
+        writer.append_metrics(_metrics([3, 4], [2.0, 2.0], [0.8, 0.7]))
+        assert app.store.store_stamp(tmp_path) != every_file  # the Runs page's key sees rows
+        beat = time.time() + 1  # the writer's heartbeat, touched every 2 s
+        os.utime(writer.path / "heartbeat", (beat, beat))
+        assert app.store.head_stamp(tmp_path) == before  # metrics grew: the list stands
+        at.run()
+        assert not at.exception and "step 4 of 1000" in at.get("progress")[0].proto.text
+        assert len(listed) == first  # the watched run was read, the store was not listed
+    assert app.store.head_stamp(tmp_path) != before  # completed: the list is read again
+    at.run()
+    assert len(listed) == first + 1
+    assert "completed" in at.selectbox(key="monitor_run").format_func(at.selectbox[0].value)

@@ -260,12 +260,14 @@ def test_dead_writer_is_killed_not_running(tmp_path):
     run_dir = child.stdout.readline().strip()
     try:
         assert runs.open_run(run_dir).status == "running" and runs.run_is_live(run_dir)
+        assert runs.run_state(run_dir) == "running"
     finally:
         child.kill()
         child.wait()
         child.stdout.close()
     record = runs.open_run(run_dir)
     assert record.status == "killed" and not runs.run_is_live(run_dir)
+    assert runs.run_state(run_dir) == "killed" and runs.run_state(tmp_path) is None
     np.testing.assert_array_equal(record.metrics["step"], [0, 1, 2])
     assert runs.mark_abandoned(run_dir, "stopped", "killed by test")
     assert runs.open_run(run_dir).status == "stopped"
@@ -468,3 +470,62 @@ def test_a_replaced_result_is_read_from_its_new_file(tmp_path):
     runs.add_results(writer.path, "lik", kind="likelihood", samples={"x": np.ones(2)})
     assert len(list((writer.path / "results").glob("lik.*.h5"))) == 1  # the old file is gone
     np.testing.assert_array_equal(record.samples["x"], np.ones(2))
+
+
+def test_summarise(tmp_path):
+    """The one summary every listing shows: progress against ``training.steps``, the rate over
+    dispatches and the ETA at it, the run's own results apart from labelled sets, the spec's
+    types, the label. Mutation: taking the ETA from ``step`` instead of the steps left (or
+    counting ``label.metric`` among the run's own results) fails this."""
+    spec = SPEC + "training: {steps: 100}\n"
+    with diffsde.RunWriter.create(tmp_path, "sum", spec, ENV, metrics=METRICS) as writer:
+        # two dispatches of 10 steps, 2 s apart: 5 steps/s, 80 steps left take 16 s
+        writer.append_metrics({**rows(1, 20), "wall_time": np.repeat([1.0, 3.0], 10)})
+        writer.write_results({"mmd": 0.25}, {}, {"em": 100})
+        runs.add_results(writer.path, "pf", kind="sample", evaluation={"mmd": 0.5}, prefixed=True)
+        live = runs.summarise(runs.open_run(writer.path))
+    assert (live.state, live.live, live.step, live.steps, live.fraction) == (
+        "running",
+        True,
+        20,
+        100,
+        0.2,
+    )
+    assert live.rate == pytest.approx(5.0) and live.eta == pytest.approx(16.0)
+    assert live.elapsed == 3.0 and live.loss == pytest.approx(1 / 21)
+    assert live.eval == {"mmd": 0.25} and live.sample_eval == {"pf.mmd": 0.5}
+    assert live.nfe == {"em": 100} and live.seed == 0
+    assert live.types == {"sde": "vp", "data": "toy", "objective": "dsm"}
+    assert live.label == f"sum · seed 0 · {live.short_id}" and writer.id.endswith(live.short_id)
+    done = runs.summarise(runs.open_run(writer.path))
+    assert (done.state, done.live, done.resumable) == ("completed", False, False)
+    assert runs.summary_row(done) == runs.summary_row(done.record)
+
+
+def test_scan_store_is_the_one_walk(tmp_path):
+    """Runs, queued jobs, format-1 runs and in-store links are entries (by name); hidden names,
+    plain files and links out of the store are not, the latter a problem each. Mutation:
+    following a link out of the store fails this."""
+    with create(tmp_path, name="a") as writer:
+        pass
+    (tmp_path / "b-job").mkdir()
+    (tmp_path / "b-job" / "job.json").write_text("{}")
+    (tmp_path / "c-old").mkdir()
+    (tmp_path / "c-old" / "run.h5").write_bytes(b"")
+    (tmp_path / "d-link").symlink_to(writer.path)
+    (tmp_path / ".queue.lock").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "e-out").symlink_to(tmp_path.parent)
+    problems = []
+    found = runs.scan_store(tmp_path, problems=problems)
+    flags = {e.path.name: (e.run, e.job, e.legacy, e.link) for e in found}
+    assert flags == {
+        writer.id: (True, False, False, False),
+        "b-job": (False, True, False, False),
+        "c-old": (False, False, True, False),
+        "d-link": (True, False, False, True),
+    }
+    assert [p.path.name for p in problems] == ["e-out"]
+    assert "outside the store" in problems[0].reason
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        runs.scan_store(tmp_path / "missing")
