@@ -54,6 +54,7 @@ import diffsde
 
 DEFAULT_SPEC = "sde: {type: vp}\ndata: {type: gmm, dim: 2, components: 5, std: 0.3}\n"
 SOLVERS = {"euler": 1, "heun": 2, "rk4": 4}
+FIXED_STEP_SOLVERS = {cls.tag: cls for cls in (diffsde.Euler, diffsde.Heun, diffsde.ClassicalRK4)}
 KINDS = ("constant", "linear", "sinusoidal")
 FLOOR_FACTOR = 10  # points used in a fit lie this far above the floor they are measured against
 FIT_POINTS = 4  # slopes in h: over the smallest h above the floor
@@ -156,13 +157,18 @@ class Study:
         return PerturbedScore(self.mixture, self.sde, weights)
 
     def reference(self, tol) -> np.ndarray:
+        controller = diffsde.PIDSteps(rtol=tol, atol=tol, dt0=1e-3, max_steps=100_000)
         sampler = diffsde.ProbabilityFlow(
-            solver="tsit5", rtol=tol, atol=tol, dt0=1e-3, max_steps=100_000, eps=self.eps
+            solver=diffsde.Tsit5(), controller=controller, eps=self.eps
         )
         return self._solve(sampler, self.score())
 
     def solve(self, solver, steps, **deltas) -> np.ndarray:
-        sampler = diffsde.ProbabilityFlow(solver=solver, steps=steps, eps=self.eps)
+        sampler = diffsde.ProbabilityFlow(
+            solver=FIXED_STEP_SOLVERS[solver](),
+            controller=diffsde.FixedSteps(steps=steps),
+            eps=self.eps,
+        )
         return self._solve(sampler, self.score(**deltas))
 
     def _solve(self, sampler, score) -> np.ndarray:
