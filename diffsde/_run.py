@@ -32,6 +32,7 @@ from . import _faults
 from ._errors import SpecFieldError
 from ._methods import AbstractTrainingMethod
 from ._metrics import EvalContext
+from ._plugins import get_registry
 from ._runs import (
     RUN_FILE,
     CheckpointError,
@@ -253,9 +254,13 @@ def _train(
     return state
 
 
-def _generate(setup: Setup, model, keys: Keys, transforms: Sequence[AbstractScoreTransform] = ()):
+def _generate(
+    setup: Setup, model, keys: Keys, transforms: Sequence[AbstractScoreTransform] | None = None
+):
     """Draw ``eval.n_samples`` points with the spec's sampler, from the prior, the score
-    ``transforms`` applied to the model's score first (the first wraps the model)."""
+    ``transforms`` (by default the spec's ``transforms:``) applied to the model's score first,
+    in order (the first wraps the model)."""
+    transforms = setup.transforms if transforms is None else transforms
     x_T = setup.prior.sample(key=jr.fold_in(keys.sample, 0), n=setup.spec.eval.n_samples)
     sampler = setup.spec.sampler.build(sde=setup.sde)
     times = sorted(set(setup.spec.eval.save_times), reverse=True)  # the order the sampler visits
@@ -431,13 +436,19 @@ def sample_run(
     overrides: Sequence[str] = (),
     transforms: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[str, dict[str, float], int]:
-    """Sample a finished run's model with another sampler (or settings), the score
-    ``transforms`` (spec items ``{"type": tag, field: value}``, applied in order) before it, and
-    evaluate it against the run's held-out data; the results are stored in the run under a
-    label naming the sampler settings and the transforms."""
+    """Sample a finished run's model with another sampler (or settings) and evaluate it against
+    the run's held-out data. ``transforms`` (spec items ``{"type": tag, field: value}``, applied
+    in order) replace the spec's ``transforms:`` when given. The results are stored in the run
+    under a label naming the sampler settings and the transforms applied."""
     extra = [f"eval.n_samples={n}"] if n is not None else []
     setup, model, keys, record, step = load_model(run_path, [*overrides, *extra], sampler)
-    built = _build_transforms(setup, transforms)
+    if transforms:
+        built = _build_transforms(setup, transforms)
+    else:
+        built = setup.transforms
+        transforms = [
+            {"type": t.type, **t.model_dump(exclude_defaults=True)} for t in setup.spec.transforms
+        ]
     label = _sample_label(setup)  # before computing: a label that cannot be stored fails here
     if transforms:
         label = transforms_label(label, transforms)
@@ -460,15 +471,14 @@ def sample_run(
 def _build_transforms(
     setup: Setup, items: Sequence[Mapping[str, Any]]
 ) -> list[AbstractScoreTransform]:
-    """The score transforms of spec ``items`` for the run's SDE; every bad item is a SpecIssue
-    at ``transforms[i]`` naming its field."""
-    from ._builtin.transforms import TRANSFORMS
-
-    classes = {c.tag: c for c in TRANSFORMS}
+    """The score transforms (any registered) of spec ``items`` for the run's SDE; every bad item
+    is a SpecIssue at ``transforms[i]`` naming its field."""
+    registry = get_registry()
+    configs = {n: registry.get("transform", n).config for n in registry.names("transform")}
     built, issues = [], []
     for i, item in enumerate(items):
         try:
-            built.append(build_transform(item, sde=setup.sde, classes=classes))
+            built.append(build_transform(item, sde=setup.sde, configs=configs))
         except SpecFieldError as err:
             issues.append(SpecIssue(Location(f"transforms[{i}]", 1, 1), err.field, err.message))
     if issues:

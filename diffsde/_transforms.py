@@ -83,24 +83,19 @@ def apply_transforms(score: ScoreFn, transforms: Sequence[AbstractScoreTransform
 
 
 def build_transform(
-    item: Mapping[str, Any],
-    *,
-    sde: AbstractSDE,
-    classes: Mapping[str, type[AbstractScoreTransform]],
+    item: Mapping[str, Any], *, sde: AbstractSDE, configs: Mapping[str, type[pydantic.BaseModel]]
 ) -> AbstractScoreTransform:
-    """The transform of one spec item ``{"type": tag, field: value, …}``, validated by the spec
-    model generated from its class (``diffsde._component``); :class:`SpecFieldError` names the
-    field and the fix."""
-    from ._component import SpecModels
-
+    """The transform of one spec item ``{"type": tag, field: value, …}``, validated by its
+    spec model (``configs[tag]``, e.g. ``get_registry().get("transform", tag).config``) and
+    built for ``sde``; :class:`SpecFieldError` names the field and the fix."""
     if not isinstance(item, Mapping):
         raise SpecFieldError("type", f"a transform is a mapping with a `type:`, got {item!r}")
     tag = item.get("type")
-    if tag not in classes:
+    if tag not in configs:
         raise SpecFieldError(
-            "type", f"unknown transform {tag!r}; choose one of {', '.join(sorted(classes))}"
+            "type", f"unknown transform {tag!r}; choose one of {', '.join(sorted(configs))}"
         )
-    config = SpecModels({}).config(classes[tag], "transform")
+    config = configs[tag]
     try:
         section = config.model_validate(dict(item))
     except pydantic.ValidationError as err:

@@ -93,12 +93,15 @@ def test_run_commands_fail_with_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A finished 20-step run of the tiny 2-D spec (tests/tiny.py)."""
+    """A finished 20-step run of the tiny 2-D spec (tests/tiny.py) whose spec holds coordinate 1
+    at −1 (`transforms:`)."""
     from tests.tiny import tiny_spec
 
     directory = tmp_path_factory.mktemp("transforms")
     spec = directory / "tiny.yaml"
-    spec.write_text(tiny_spec())
+    spec.write_text(
+        tiny_spec() + "transforms:\n  - {type: inpaint, mask: [false, true], values: [-1.0]}\n"
+    )
     assert main(["run", str(spec), "--runs-dir", str(directory / "runs"), "-q"]) == 0
     (run,) = (directory / "runs").iterdir()
     return run
@@ -122,7 +125,7 @@ def test_sample_applies_transforms_in_order_and_labels_them(tiny_run, capsys):
     setup, model, keys, _, _ = load_model(tiny_run, ["eval.n_samples=50", "sampler.steps=100"])
     transforms = [Temperature(tau=0.5), Inpaint([True, False], [1.5], sde=setup.sde)]
     np.testing.assert_array_equal(stored, np.asarray(_generate(setup, model, keys, transforms).x))
-    plain = np.asarray(_generate(setup, model, keys).x)
+    plain = np.asarray(_generate(setup, model, keys, []).x)
     assert np.max(np.abs(stored[:, 0] - 1.5)) < 0.05 < np.max(np.abs(plain[:, 0] - 1.5))
 
 
@@ -164,3 +167,30 @@ def test_transform_options_split_at_top_level_commas_and_read_yaml():
     for bad, why in [(":tau=1", "not a transform type"), ("t:tau=1,tau=2", "given twice")]:
         with pytest.raises(ValueError, match=why):
             parse_transform(bad)
+
+
+def test_the_spec_transforms_apply_to_the_run_and_to_sample(tiny_run, capsys):
+    """The spec's `transforms:` are applied by the run's own sampling and by `diffsde sample`
+    without --transform (labelled with them); --transform replaces them. Mutation: `_generate`
+    ignoring `setup.transforms` by default fails it."""
+    from diffsde._builtin.transforms import Inpaint
+    from diffsde._run import _generate, load_model
+
+    record = diffsde.runs.open_run(tiny_run)
+    setup, model, keys, _, _ = load_model(tiny_run)
+    assert setup.transforms == (Inpaint([False, True], [-1.0], sde=setup.sde),)
+    own = np.asarray(_generate(setup, model, keys, setup.transforms).x)
+    np.testing.assert_allclose(record.samples["samples"], own, atol=1e-5)
+    plain = np.asarray(_generate(setup, model, keys, []).x)
+    assert np.max(np.abs(own[:, 1] - plain[:, 1])) > 0.1
+    assert main(["sample", str(tiny_run), "--n", "40"]) == 0
+    label = capsys.readouterr().out.split(": nfe")[0]
+    assert label.endswith("-n=40+inpaint-mask=_False,_True_-values=_-1.0_")
+    setup40, _, _, _, _ = load_model(tiny_run, ["eval.n_samples=40"])
+    sampled = diffsde.runs.open_run(tiny_run).samples[label]
+    np.testing.assert_array_equal(sampled, np.asarray(_generate(setup40, model, keys).x))
+    assert main(["sample", str(tiny_run), "--n", "40", "--transform", "temperature:tau=1"]) == 0
+    label = capsys.readouterr().out.split(": nfe")[0]
+    assert label.endswith("-n=40+temperature-tau=1")
+    replaced = diffsde.runs.open_run(tiny_run).samples[label]
+    np.testing.assert_array_equal(replaced, np.asarray(_generate(setup40, model, keys, []).x))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import diffsde
-from diffsde._builtin.transforms import TRANSFORMS, Guidance, Inpaint, Temperature
+from diffsde._builtin.transforms import Guidance, Inpaint, Temperature
 from diffsde._errors import SpecFieldError
 from diffsde._transforms import (
     AbstractScoreTransform,
@@ -18,7 +18,8 @@ from diffsde._transforms import (
     transforms_label,
 )
 
-CLASSES = {c.tag: c for c in TRANSFORMS}
+REGISTRY = diffsde.get_registry()
+CONFIGS = {n: REGISTRY.get("transform", n).config for n in REGISTRY.names("transform")}
 VP = diffsde.VP(2)
 PF_ODE = diffsde.ProbabilityFlow(controller=diffsde.PIDSteps(rtol=1e-6, atol=1e-6, dt0=1e-2))
 
@@ -270,7 +271,7 @@ def general_sde():
             {"type": "inpaint", "mask": [True, False], "values": [1.0]},
             "general",
             "type",
-            "AbstractGaussianSDE",
+            "needs an SDE with a Gaussian transition kernel (ou, ve, vp, subvp, affine",
         ),
         ({"type": "guidance", "log_potential": "x"}, VP, "log_potential", "must give one float"),
         ({"type": "guidance", "log_potential": "x.T"}, VP, "log_potential", "attribute"),
@@ -288,7 +289,7 @@ def test_bad_items_name_the_field_and_the_fix(item, sde, field, fix):
     Mutation: dropping Inpaint's dimension check lets the 1-entry mask through and fails it."""
     sde = general_sde() if sde == "general" else sde
     with pytest.raises(SpecFieldError) as info:
-        build_transform(item, sde=sde, classes=CLASSES)
+        build_transform(item, sde=sde, configs=CONFIGS)
     assert info.value.field == field
     assert fix in info.value.message
 
@@ -296,7 +297,7 @@ def test_bad_items_name_the_field_and_the_fix(item, sde, field, fix):
 def test_items_build_the_classes_and_label_their_settings():
     sde = VP
     built = [
-        build_transform(i, sde=sde, classes=CLASSES)
+        build_transform(i, sde=sde, configs=CONFIGS)
         for i in (
             {"type": "temperature", "tau": 0.5},
             {"type": "guidance", "log_potential": "-0.5*sum(x**2)", "weight": 2},

@@ -13,10 +13,10 @@ import numpy as np
 import pydantic
 from jaxtyping import Array, Bool, Float, PyTree
 
-from .._config import Expr, ParamValue
 from .._custom_types import Scalar, ScalarLike, ScoreFn, Vector
 from .._errors import SpecFieldError
 from .._expression import Expression, ExpressionError, compile_expression
+from .._fields import Expr, ParamValue
 from .._sde._base import AbstractGaussianSDE, AbstractSDE
 from .._transforms import AbstractScoreTransform
 
