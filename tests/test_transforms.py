@@ -311,3 +311,46 @@ def test_items_build_the_classes_and_label_their_settings():
     assert label == "pf_ode-n=10+temperature-tau=0.5"
     long = transforms_label("x", [{"type": "guidance", "log_potential": "x" * 400}])
     assert len(long) == 200 and long.startswith("x+guidance-log_potential=xxx")
+
+
+class ClipNorm(AbstractScoreTransform):
+    """A throwaway plugin transform: the score with its norm clipped to at most max_norm."""
+
+    tag = "clip_norm"
+    max_norm: float = 10.0
+
+    def __call__(self, score, x, t, condition=None):
+        del condition
+        s = score(x, t)
+        return s * jnp.minimum(1.0, self.max_norm / (jnp.linalg.norm(s) + 1e-12))
+
+
+class ClipPlugin:
+    @diffsde.hookimpl
+    def register_score_transforms(self, register):
+        register(ClipNorm)
+
+
+def test_a_plugin_transform_is_a_spec_item_and_a_command_line_one():
+    """A transform registered by a plugin is listed, validated in `transforms:` (its fields
+    from its constructor, errors at its line) and built for the spec's SDE. Mutation:
+    `apply_transforms` returning the score unwrapped fails it."""
+    diffsde.register_plugin(ClipPlugin(), "clip")
+    try:
+        registry = diffsde.get_registry()
+        assert "clip_norm" in registry.names("transform")
+        spec = "sde: {type: vp}\ndata: {type: gmm, dim: 2, components: 2}\ntransforms:\n"
+        setup = diffsde.validate_text(spec + "  - {type: clip_norm, max_norm: 2.0}\n")
+        (clip,) = setup.transforms
+        assert clip == ClipNorm(max_norm=2.0)
+        score = apply_transforms(lambda x, t: -x / 0.01, setup.transforms)
+        assert float(jnp.linalg.norm(score(jnp.ones(2), 0.5))) == pytest.approx(2.0)
+        with pytest.raises(diffsde.SpecError) as err:
+            diffsde.validate_text(spec + "  - {type: clip_norm, max_nrm: 2.0}\n", "s.yaml")
+        assert str(err.value).startswith("s.yaml:4:")
+        configs = {n: registry.get("transform", n).config for n in registry.names("transform")}
+        item = {"type": "clip_norm", "max_norm": 3}
+        assert build_transform(item, sde=VP, configs=configs) == ClipNorm(max_norm=3.0)
+    finally:
+        diffsde.unregister_plugin("clip")
+    assert "clip_norm" not in diffsde.get_registry().names("transform")
