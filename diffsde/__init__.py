@@ -1,6 +1,11 @@
 """diffsde: score-based diffusion models declared as SDEs, with plugins."""
 
 from . import runs as runs
+from ._builtin.transforms import (
+    Guidance as Guidance,
+    Inpaint as Inpaint,
+    Temperature as Temperature,
+)
 from ._config import (
     DatasetConfig as DatasetConfig,
     Expr as Expr,
@@ -31,6 +36,10 @@ from ._likelihood import (
     bits_per_dim as bits_per_dim,
     log_likelihood as log_likelihood,
 )
+from ._methods import (
+    AbstractTrainingMethod as AbstractTrainingMethod,
+    ScoreMatching as ScoreMatching,
+)
 from ._metrics import (
     MMD as MMD,
     AbstractMetric as AbstractMetric,
@@ -46,17 +55,17 @@ from ._objective import (
     AbstractWeighting as AbstractWeighting,
     AbstractXtSource as AbstractXtSource,
     AutoSource as AutoSource,
+    DenoisingScoreMatching as DenoisingScoreMatching,
+    ExplicitScoreMatching as ExplicitScoreMatching,
     G2Weighting as G2Weighting,
+    ImplicitScoreMatching as ImplicitScoreMatching,
     ImportanceTimes as ImportanceTimes,
     KernelSource as KernelSource,
     Sigma2Weighting as Sigma2Weighting,
     SimulationSource as SimulationSource,
+    SlicedScoreMatching as SlicedScoreMatching,
     UniformTimes as UniformTimes,
     UniformWeighting as UniformWeighting,
-    DenoisingScoreMatching as DenoisingScoreMatching,
-    ExplicitScoreMatching as ExplicitScoreMatching,
-    ImplicitScoreMatching as ImplicitScoreMatching,
-    SlicedScoreMatching as SlicedScoreMatching,
 )
 from ._plugins import (
     Component as Component,
@@ -116,6 +125,11 @@ from ._spec._validate import (
     SpecIssue as SpecIssue,
     load_spec as load_spec,
     validate_text as validate_text,
+)
+from ._transforms import (
+    AbstractScoreTransform as AbstractScoreTransform,
+    TransformedScore as TransformedScore,
+    apply_transforms as apply_transforms,
 )
 from .hookspecs import hookimpl as hookimpl
 

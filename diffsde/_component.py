@@ -43,7 +43,17 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "sampler": (),
     "metric": (),
     "transform": ("sde",),
-    "method": ("objective", "sde", "data"),
+    "method": (
+        "model",
+        "objective",
+        "optimizer",
+        "schedule",
+        "ema_decay",
+        "sde",
+        "data",
+        "prior",
+        "dim",
+    ),
 }
 """Constructor parameters of each kind that the pipeline fills; every other parameter is a spec
 key. Part kinds (weightings, time distributions, …) have no context."""

@@ -6,6 +6,7 @@ not the value it estimates.
 """
 
 import abc
+import dataclasses
 from typing import Annotated, ClassVar, Literal
 
 import diffrax
@@ -328,6 +329,8 @@ class AbstractWeightedScoreMatching(AbstractObjective):
             for old, new in (("simulation_steps", "steps"), ("times_per_path", "times_per_path"))
             if old in data
         }
+        if moved and "source" not in {f.name for f in dataclasses.fields(cls)}:
+            return data  # dsm, esm: always the kernel; 0.1 accepted (and ignored) these keys
         if moved:
             source = data.get("source", "auto")
             source = {"type": source} if isinstance(source, str) else dict(source)
@@ -359,7 +362,6 @@ class DenoisingScoreMatching(AbstractRegressionScoreMatching):
     time_sampling: AbstractTimeDistribution = UniformTimes()
     eps: Positive = eqx.field(static=True, default=1e-3)
     source: ClassVar[AbstractXtSource] = KernelSource()
-    spec_aliases: ClassVar[None] = None  # no simulation: nothing to move
 
     def target(self, t: Scalar, xt: Vector, x0: Vector) -> Vector:
         return self.sde.conditional_score(t, xt, x0)
@@ -376,7 +378,6 @@ class ExplicitScoreMatching(AbstractRegressionScoreMatching):
     time_sampling: AbstractTimeDistribution = UniformTimes()
     eps: Positive = eqx.field(static=True, default=1e-3)
     source: ClassVar[AbstractXtSource] = KernelSource()
-    spec_aliases: ClassVar[None] = None
 
     def target(self, t: Scalar, xt: Vector, x0: Vector) -> Vector:
         del x0

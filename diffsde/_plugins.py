@@ -27,6 +27,8 @@ HOOKS: dict[str, str] = {
     "model": "register_models",
     "dataset": "register_datasets",
     "metric": "register_metrics",
+    "method": "register_training_methods",
+    "transform": "register_score_transforms",
 }
 PART_HOOK = "register_parts"
 """The hook of parts (weightings, time distributions, step-size controllers, …): each class
@@ -38,6 +40,8 @@ MODULE_BASES: dict[str, str] = {
     "metric": "diffsde._metrics:AbstractMetric",
     "dataset": "diffsde._data:AbstractDataset",
     "model": "equinox:Module",
+    "method": "diffsde._methods:AbstractTrainingMethod",
+    "transform": "diffsde._transforms:AbstractScoreTransform",
 }
 """What a one-class component of each kind derives from (imported when the registry is made)."""
 ENTRY_POINT_GROUP = "diffsde"
@@ -291,6 +295,8 @@ class _PluginHost:
             before = dict(subparsers.choices)
             try:
                 impl.function(subparsers=subparsers)
+                for name in set(subparsers.choices) - set(before):
+                    subparsers.choices[name].set_defaults(diffsde_plugin=plugin)
             except Exception as err:
                 for name in set(subparsers.choices) - set(before):  # drop its half-made commands
                     del subparsers.choices[name]
@@ -319,7 +325,12 @@ def _check_component(kind: str, obj: Any, existing: dict[str, tuple]) -> str | N
         missing = ", ".join(sorted(obj.__abstractmethods__))
         return f"registered {label}, which is abstract: implement {missing}"
     if isinstance(obj, type) and issubclass(obj, ComponentConfig):
-        base = BASES[kind]
+        base = BASES.get(kind)
+        if base is None:
+            return (
+                f"registered {label}, a spec model, as {article} {kind}: a {kind} is one class "
+                f"deriving from {MODULE_BASES[kind].replace(':', '.')} with a `tag`"
+            )
         if not issubclass(obj, base):
             return (
                 f"registered {label} as {article} {kind}, but it does not subclass "

@@ -470,6 +470,7 @@ class ProbabilityFlow(AbstractSampler):
         ``rtol``/``atol``/``dt0``/``max_steps`` are the PID controller's (tsit5, dopri5). Flat
         keys update a given controller, so ``--set sampler.steps=20`` works on any spec."""
         flat = {k: data.pop(k) for k in _OLD_FLAT_KEYS if k in data}
+        flat = {k: v for k, v in flat.items() if v is not None}  # 0.1 stored unused keys as null
         controller = data.get("controller")
         if isinstance(controller, str):
             controller = {"type": controller}

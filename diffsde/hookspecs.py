@@ -50,6 +50,21 @@ def register_metrics(register):
 
 
 @hookspec
+def register_training_methods(register):
+    """Register training methods (subclasses of ``diffsde.training.AbstractTrainingMethod``
+    with a ``tag``), used in ``method:``. A method owns its train state, step and metrics; the
+    trainer gives it checkpoints, bit-for-bit resume, the NaN stop, SIGTERM, progress and the
+    run store's metric rows."""
+
+
+@hookspec
+def register_score_transforms(register):
+    """Register score transforms (subclasses of ``diffsde.AbstractScoreTransform`` with a
+    ``tag``), listed in ``transforms:`` and by ``diffsde sample --transform``: wrappers of any
+    model's score applied before any sampler (guidance, inpainting, temperature, …)."""
+
+
+@hookspec
 def register_parts(register):
     """Register parts that components are composed of — loss weightings, time distributions,
     sources of x_t, step-size controllers, time grids, … — each a class deriving from a part base

@@ -81,7 +81,7 @@ def test_builtins_are_registered_through_the_hooks():
     )
     assert {"gmm", "toy"} <= set(registry.names("dataset"))
     vp = registry.get("sde", "vp")
-    assert (vp.plugin, vp.distribution, vp.config.__name__) == ("diffsde", "diffsde", "VPConfig")
+    assert (vp.plugin, vp.distribution, vp.cls) == ("diffsde", "diffsde", diffsde.VP)
 
 
 def test_throwaway_plugin_adds_an_sde_usable_in_specs(throwaway, tmp_path):
@@ -110,7 +110,7 @@ def test_duplicate_name_is_one_clear_error_and_the_rest_works(throwaway):
         type: Literal["vp"] = "vp"
 
     registry = throwaway("dupe", "dupe-dist", register_sdes=_register(FakeVP, DoubleDriftConfig))
-    assert registry.get("sde", "vp").config.__name__ == "VPConfig"  # the first one stays
+    assert registry.get("sde", "vp").cls is diffsde.VP  # the first one stays
     assert "double_vp" in registry.names("sde")  # the rest of that plugin still registers
     (error,) = [e for e in registry.errors if e.plugin == "dupe"]
     assert str(error).startswith("plugin 'dupe' (distribution 'dupe-dist'): sde 'vp'")
@@ -122,7 +122,7 @@ def test_duplicate_name_is_one_clear_error_and_the_rest_works(throwaway):
     [
         (KernelObjective, "does not subclass diffsde.SDEConfig"),
         (dict, "neither a subclass of diffsde.AbstractSDE (one class with a `tag`) nor of"),
-        (diffsde.VP, "without a class attribute `tag"),
+        (type("UntaggedVP", (diffsde.VP,), {"tag": None}), "without a class attribute `tag"),
         (diffsde.SDEConfig, "which is abstract: implement build"),
     ],
 )

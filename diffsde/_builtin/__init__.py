@@ -2,11 +2,13 @@
 
 from ..hookspecs import hookimpl
 from .datasets import DATASET_CONFIGS
+from .methods import METHODS
 from .metrics import METRIC_CONFIGS
 from .models import MODEL_CONFIGS
 from .objectives import OBJECTIVE_PARTS, OBJECTIVES
 from .samplers import SAMPLER_PARTS, SAMPLERS
 from .sdes import SDES
+from .transforms import TRANSFORMS
 
 
 @hookimpl
@@ -49,3 +51,15 @@ def register_parts(register):
 def register_metrics(register):
     for config in METRIC_CONFIGS:
         register(config)
+
+
+@hookimpl
+def register_training_methods(register):
+    for method in METHODS:
+        register(method)
+
+
+@hookimpl
+def register_score_transforms(register):
+    for transform in TRANSFORMS:
+        register(transform)

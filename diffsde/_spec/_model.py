@@ -24,6 +24,7 @@ SECTIONS: dict[str, str] = {
     "model": "model",
     "objective": "objective",
     "sampler": "sampler",
+    "method": "method",
 }
 REQUIRED_SECTIONS = ("sde", "data")
 _Strict = STRICT
@@ -160,7 +161,27 @@ def _build_spec_model(registry: Registry) -> type[SpecBase]:
         variants = _variants(registry, kind)
         fields[section] = (variants if default is ... else Optional[variants], default)  # noqa: UP045
     fields["eval"] = (evaluation, evaluation())
+    if "score_matching" in registry.components.get("method", {}):
+        method = registry.get("method", "score_matching").config
+        fields["method"] = (fields["method"][0], method())  # the default method, shown
+    transform = _variants(registry, "transform")
+    fields["transforms"] = (
+        list[transform]
+        if registry.configs("transform")
+        else Annotated[list[object], pydantic.AfterValidator(_empty_transforms)],
+        [],
+    )
     return pydantic.create_model("Spec", __base__=SpecBase, **fields)
+
+
+def _empty_transforms(value):
+    if value:
+        raise PydanticCustomError(
+            "none_registered",
+            "no score transform is registered, so transforms must stay empty: install a plugin "
+            "that registers one (see `diffsde plugins`)",
+        )
+    return value
 
 
 def _empty_metrics(value):

@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import difflib
+import inspect
 import math
 import os
 import pathlib
@@ -20,7 +21,7 @@ import numpy as np
 import pydantic
 import yaml
 
-from .._component import MOVED_KEYS, requirement
+from .._component import MOVED_KEYS, parameters, requirement
 from .._config import SpecFieldError, SpecFieldErrors
 from .._data import AbstractDataset
 from .._plugins import Component, Registry, get_registry
@@ -72,6 +73,8 @@ class Setup:
     prior: AbstractPrior
     data: AbstractDataset
     file: str
+    transforms: tuple = ()
+    """The spec's score transforms (``transforms:``), built, in order."""
 
     @property
     def dim(self) -> int:
@@ -149,6 +152,8 @@ def _kind_of(path: Path) -> str | None:
         return SECTIONS[path[0]]
     if path[:2] == ("eval", "metrics"):
         return "metric"
+    if path[:1] == ("transforms",):
+        return "transform"
     if path[:1] == ("prior",):
         return "prior"
     return None
@@ -166,7 +171,9 @@ def _did_you_mean(value: Any, choices: Sequence[str]) -> str:
 
 
 def _section_path(path: Path) -> Path:
-    return path[:3] if path[:2] == ("eval", "metrics") else path[:1]
+    if path[:2] == ("eval", "metrics"):
+        return path[:3]
+    return path[:2] if path[:1] == ("transforms",) else path[:1]
 
 
 def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[Path, str, bool]:
@@ -455,9 +462,13 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
         )
     elif not issues:
         issues += _build_checks(spec, sde, prior, data, source)
+    transforms = []
+    for i, item in enumerate(getattr(spec, "transforms", [])):
+        built = _construct(("transforms", i), source, lambda item=item: item.build(sde=sde), issues)
+        transforms.append(built)
     if issues:
         return None, issues
-    return Setup(spec, sde, prior, data, file), []
+    return Setup(spec, sde, prior, data, file, tuple(transforms)), []
 
 
 def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecIssue]:
@@ -487,6 +498,14 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
             issues.append(
                 _issue(source, (section,), f"cannot be built: {type(err).__name__}: {first}")
             )
+    method = getattr(spec, "method", None)
+    if not issues and method is not None and "model" in built:
+        try:
+            _check_method(spec, sde, prior, data, built)
+        except (SpecFieldError, SpecFieldErrors) as err:
+            issues += _field_issues(source, ("method",), err)
+        except ValueError as err:
+            issues.append(_issue(source, ("method",), str(err)))
     if issues:
         return issues
     for path, message in memory_problems(spec, sde, data, built.get("model")):
@@ -497,6 +516,37 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
     if issues:
         return issues
     return _probe(spec, sde, prior, data, source)
+
+
+def _check_method(spec, sde, prior, data, built) -> None:
+    """Build the training method on the abstract model (no weights computed), so its own checks
+    run at validation."""
+    from ._optim import optimizer
+
+    component = get_registry().get("method", spec.method.type)
+    if component.cls is not None:
+        required = {
+            p.name
+            for p in parameters(component.cls, "method")
+            if p.context and p.default is inspect.Parameter.empty
+        }
+        if "objective" in required and built.get("objective") is None:
+            return  # `diffsde run` asks for the objective (require_runnable)
+    tx, schedule = optimizer(spec.training)
+    eqx.filter_eval_shape(
+        lambda model: spec.method.build(
+            model=model,
+            objective=built.get("objective"),
+            optimizer=tx,
+            schedule=schedule,
+            ema_decay=spec.training.ema_decay,
+            sde=sde,
+            data=data,
+            prior=prior,
+            dim=data.dim,
+        ),
+        built["model"],
+    )
 
 
 PROBE_POINTS = 3
