@@ -45,7 +45,7 @@ from ._runs import (
     save_checkpoint,
 )
 from ._sampler import sample
-from ._spec._optim import score_matching
+from ._spec._optim import build_method as build_spec_method, method_requires
 from ._spec._source import Location
 from ._spec._validate import Setup, SpecError, SpecIssue, validate_text
 from ._train import Trainer, TrainState
@@ -64,13 +64,15 @@ RUNNABLE = {
 
 
 def require_runnable(setup: Setup) -> None:
-    """`diffsde run` needs a model, an objective and a sampler: say which are missing."""
+    """`diffsde run` needs a sampler and, for a training method that takes them (score matching
+    does), a model and an objective: say which are missing."""
     issues = [
         SpecIssue(
             Location(setup.file, 1, 1), section, f"`diffsde run` needs this section, e.g. `{hint}`"
         )
         for section, hint in RUNNABLE.items()
         if getattr(setup.spec, section) is None
+        and (section == "sampler" or method_requires(setup.spec, section))
     ]
     if issues:
         raise SpecError(issues)
@@ -91,10 +93,13 @@ class Keys:
 
 
 def build_method(setup: Setup, model) -> AbstractTrainingMethod:
-    """The spec's training method for ``model``: score matching with the spec's objective and
-    ``training:`` settings (the one place a run chooses its method)."""
-    objective = setup.spec.objective.build(sde=setup.sde, data=setup.data)
-    return score_matching(setup.spec.training, objective, model)
+    """The spec's training method (``method:``, by default score matching) for ``model``, with
+    the spec's objective and ``training:`` settings: the one place a run chooses its method."""
+    section = setup.spec.objective
+    objective = None if section is None else section.build(sde=setup.sde, data=setup.data)
+    return build_spec_method(
+        setup.spec, model, objective, sde=setup.sde, data=setup.data, prior=setup.prior
+    )
 
 
 def run_metrics(trainer: Trainer) -> tuple[str, ...]:
@@ -105,7 +110,10 @@ def run_metrics(trainer: Trainer) -> tuple[str, ...]:
 
 def _build(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
     keys = Keys.from_seed(setup.spec.seed)
-    model = setup.spec.model.build(sde=setup.sde, key=keys.model, prior=setup.prior)
+    section = setup.spec.model
+    model = (
+        None if section is None else section.build(sde=setup.sde, key=keys.model, prior=setup.prior)
+    )
     config = setup.spec.training
     trainer = Trainer(
         build_method(setup, model),
@@ -514,12 +522,11 @@ def likelihood_run(run_path: str | pathlib.Path, **settings) -> tuple[dict[str, 
     stored as the run's ``eval`` metrics, the per-point log p as ``samples/log_likelihood`` and
     the NFE as ``nfe/likelihood``.
     """
-    from ._builtin.metrics import LogLikelihoodConfig
-
     setup, model, keys, record, step = load_model(run_path)
-    own = [m for m in setup.spec.eval.metrics if isinstance(m, LogLikelihoodConfig)]
+    config = get_registry().get("metric", "log_likelihood").config
+    own = [m for m in setup.spec.eval.metrics if m.type == "log_likelihood"]
     base = own[0].model_dump() if own else {}
-    metric = LogLikelihoodConfig(**{**base, **settings}).build()
+    metric = config.model_validate({**base, **settings}).build()
     reference = setup.data.held_out(key=keys.eval, n=max(setup.spec.eval.n_samples, metric.n))
     values, result = metric.evaluate(
         setup.data,
