@@ -50,9 +50,10 @@ KERNEL_VARIABLES = ("lam", "sigma")
 
 
 class Guidance(AbstractScoreTransform):
-    """s + w ∇ₓ log r(x, t): the score of p_t · r_t^w (up to normalisation), with the
-    log-potential log r a spec expression in ``x`` and ``t`` (and, on an SDE with a Gaussian
-    kernel, ``lam`` = λ_t and ``sigma`` = σ_t) and ``params``.
+    """s + w ∇ₓ log r(x, t): guidance by a log-potential, the score of p_t · r_t^w.
+
+    log r is a spec expression in ``x`` and ``t`` (and, on an SDE with a Gaussian kernel,
+    ``lam`` = λ_t and ``sigma`` = σ_t) and ``params``; its additive constants do not matter.
 
     Exact (the score of the diffused tilted target q ∝ p_0 r_0^w at every t) when r_t^w is
     q_t / p_t. A potential without t gives the tilted score only as t → 0, and over the whole
@@ -132,8 +133,10 @@ def _names(source: str) -> set[str]:
 
 
 class Inpaint(AbstractScoreTransform):
-    """Observed coordinates (``mask`` true) held at ``values``: on them the score is the
-    Gaussian kernel's −(x_O − m_t(y))/σ_t², the score of X_t | X_0,O = y; elsewhere the model's.
+    """Observed coordinates held at given values by the Gaussian kernel's conditional score.
+
+    On the coordinates where ``mask`` is true the score is −(x_O − m_t(y))/σ_t², the score of
+    X_t | X_0,O = y with y = ``values``; elsewhere it is the model's.
 
     Exact when the observed and unobserved coordinates of the data are independent: the target
     δ_y(x_O) p(x_U) diffuses to N(m_t(y), σ_t²) ⊗ p_t(x_U), whose score this is, so the
