@@ -4,8 +4,9 @@
 model, its SDE, prior and dataset) or raise :class:`SpecError`, whose :class:`SpecIssue` items
 each name a file:line:column, the dotted key and the fix. ``spec_model(registry)`` is the
 pydantic model of a spec for the registered components, ``json_schema()`` its JSON Schema.
-``optimizer(training)`` and ``score_matching(training, objective, model)`` build the core's
-training objects from a spec's ``training:`` section.
+``optimizer(training)`` and ``build_method(spec, model, objective, sde=, data=, prior=)`` build
+the core's training objects from a spec's ``training:`` and ``method:`` sections
+(``score_matching(training, objective, model)`` is the default method's).
 
 The implementation lives in ``diffsde/_spec/``.
 """
@@ -16,7 +17,12 @@ from ._spec._model import (
     TrainingConfig as TrainingConfig,
     spec_model as spec_model,
 )
-from ._spec._optim import optimizer as optimizer, score_matching as score_matching
+from ._spec._optim import (
+    build_method as build_method,
+    method_requires as method_requires,
+    optimizer as optimizer,
+    score_matching as score_matching,
+)
 from ._spec._schema import json_schema as json_schema
 from ._spec._source import (
     Location as Location,

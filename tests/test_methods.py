@@ -9,13 +9,13 @@ D_θ with θ = (μ, log v) contains it, and regressing D_θ(x_t, t) on x₀ reco
 score is Tweedie's, s(x, t) = (m_t(D(x, t)) − x)/σ_t², which for θ = (μ, v) is the exact score
 −(x − m_t(μ))/(λ_t² v + σ_t²) of the data under the SDE (docs/math.md §2).
 
-Until the spec has a ``method:`` section, runs are given the method by replacing
-``diffsde._run.build_method`` (the one place a run chooses its method).
+The method is registered by a throwaway plugin (``register_training_methods``) and chosen in the
+spec (``method: {type: gaussian_denoiser}``), which then needs no ``model:`` or ``objective:``.
 """
 
 import os
 import signal
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import equinox as eqx
 import jax
@@ -23,11 +23,14 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+import pydantic
 import pytest
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 import diffsde
-from diffsde import _faults, _run
+import diffsde.spec
+from diffsde import _faults
+from diffsde._cli import main
 from diffsde.training import AbstractTrainingMethod, Trainer, ema_update
 
 MEAN = (1.0, -1.0)
@@ -37,9 +40,15 @@ name: denoiser
 seed: 7
 sde: {{type: vp}}
 data: {{type: gmm, dim: 2, components: 1, means: [[{MEAN[0]}, {MEAN[1]}]], std: {STD}}}
-model: {{type: mlp, width: 8, depth: 1, n_frequencies: 2}}
-objective: {{type: dsm}}
-training: {{steps: STEPS, batch_size: 256, steps_per_dispatch: 25, checkpoint_every: 50}}
+method: {{type: gaussian_denoiser}}
+training:
+  steps: STEPS
+  batch_size: 256
+  steps_per_dispatch: 25
+  checkpoint_every: 50
+  learning_rate: 0.1
+  warmup_steps: 10
+  grad_clip: null
 sampler: {{type: pf_ode, solver: tsit5}}
 eval: {{n_samples: 2000, metrics: [{{type: moments}}]}}
 """
@@ -79,11 +88,11 @@ class GaussianDenoiser(AbstractTrainingMethod):
     tag: ClassVar[str] = "gaussian_denoiser"
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "grad_norm", "variance")
 
-    sde: diffsde.AbstractGaussianSDE
-    optimizer: optax.GradientTransformation
-    dim: int = eqx.field(static=True)
-    ema_decay: float = 0.99
-    eps: float = 1e-2
+    sde: diffsde.AbstractGaussianSDE  # context (the spec's SDE), needs a Gaussian kernel
+    optimizer: optax.GradientTransformation  # context (from training:)
+    dim: int = eqx.field(static=True)  # context
+    ema_decay: float = 0.99  # context (training.ema_decay)
+    eps: Annotated[float, pydantic.Field(gt=0, lt=1, description="smallest t trained")] = 1e-2
 
     def init(self, *, key: PRNGKeyArray) -> DenoiserState:
         params = DenoiserParams(jr.normal(key, (self.dim,)), jnp.zeros(self.dim))
@@ -116,6 +125,19 @@ class GaussianDenoiser(AbstractTrainingMethod):
 
     def sampling_model(self, state: DenoiserState) -> TweedieScore:
         return TweedieScore(state.average, self.sde)
+
+
+class DenoiserPlugin:
+    @diffsde.hookimpl
+    def register_training_methods(self, register):
+        register(GaussianDenoiser)
+
+
+@pytest.fixture(autouse=True)
+def denoiser_plugin():
+    diffsde.register_plugin(DenoiserPlugin(), "denoiser")
+    yield
+    diffsde.unregister_plugin("denoiser")
 
 
 def _method(setup, learning_rate=0.1, steps=None):
@@ -186,16 +208,70 @@ def _stop_at_dispatch(monkeypatch, n):
     monkeypatch.setattr(_faults, "point", fault)
 
 
-def test_runs_with_the_second_method_checkpoint_stop_and_resume_bit_for_bit(tmp_path, monkeypatch):
-    """One run straight through and one stopped by SIGTERM after its 5th dispatch (step 125,
-    its checkpoint saved on stopping), resumed: the same metric rows, checkpoint bytes, samples and
-    evaluation. The run stores the method's own metric columns, samples with its Tweedie score
-    (the sample mean within 0.05 of μ) and evaluates with it.
+def _spec(tmp_path, steps, name="spec.yaml", **training):
+    text = SPEC.replace("STEPS", str(steps))
+    for key, value in training.items():
+        text = text.replace(f"  {key}: ", f"  {key}: {value}  # was ")
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _only_run(runs_dir):
+    (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
+    return run
+
+
+def test_the_spec_chooses_the_method_and_validates_its_section(tmp_path):
+    """``method: {type: gaussian_denoiser}`` builds the plugin's method with its context (the
+    SDE, the optimiser of ``training:``, the dimension); its own key is checked at its line; a
+    spec for it needs no ``model:`` or ``objective:``, while score matching still asks for them.
+    Mutation: requiring the objective whatever the method (``section == "sampler" or True``
+    in ``require_runnable``) makes this fail."""
+    setup = diffsde.spec.load_spec(_spec(tmp_path, 10))
+    assert setup.spec.method.eps == 1e-2
+    diffsde.spec.require_runnable(setup)
+    method = diffsde.spec.build_method(
+        setup.spec, None, None, sde=setup.sde, data=setup.data, prior=setup.prior
+    )
+    assert isinstance(method, GaussianDenoiser) and method.dim == 2 and method.sde is setup.sde
+    bad = SPEC.replace("STEPS", "10").replace("gaussian_denoiser}", "gaussian_denoiser, eps: -1}")
+    with pytest.raises(diffsde.SpecError, match=r"^s.yaml:5:\d+ method.eps: "):
+        diffsde.validate_text(bad, "s.yaml")
+    default = diffsde.validate_text(SPEC.replace("STEPS", "10").replace("method: ", "# "))
+    assert default.spec.method.type == "score_matching"
+    with pytest.raises(diffsde.SpecError, match="model: `diffsde run` needs this section"):
+        diffsde.spec.require_runnable(default)
+
+
+def _stop_at_dispatch(monkeypatch, n):
+    """A real SIGTERM to this process after the n-th dispatch's rows are written."""
+    seen = {"train": 0}
+    point = _faults.point
+
+    def fault(name):
+        point(name)
+        if name == "train":
+            seen["train"] += 1
+            if seen["train"] == n:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(_faults, "point", fault)
+
+
+def test_runs_with_the_second_method_checkpoint_stop_and_resume_bit_for_bit(
+    tmp_path, monkeypatch, capsys
+):
+    """`diffsde run` straight through, and stopped by SIGTERM after its 5th dispatch (step 125,
+    its checkpoint saved on stopping) then `diffsde run --resume`: the same metric rows,
+    checkpoint bytes, samples and evaluation. The run stores the method's own metric columns,
+    samples with its Tweedie score (sample mean within 0.05 of μ, std within 0.05 of σ) and
+    evaluates with it.
     Mutation: resuming without loading the checkpoint's method state (the method's initial
     state with the checkpoint's step) makes this fail."""
-    setup = _setup(300)
-    monkeypatch.setattr(_run, "build_method", lambda setup, model: _method(setup))
-    straight = diffsde.runs.open_run(_run.run(setup, tmp_path / "a", progress=False))
+    spec = _spec(tmp_path, 300)
+    assert main(["run", str(spec), "--runs-dir", str(tmp_path / "a"), "-q"]) == 0
+    straight = diffsde.runs.open_run(_only_run(tmp_path / "a"))
     assert straight.status == "completed" and straight.checkpoint_step == 300
     assert list(straight.metrics) == ["step", "wall_time", "loss", "grad_norm", "variance"]
     np.testing.assert_array_equal(straight.metrics["step"], np.arange(1, 301))
@@ -207,12 +283,13 @@ def test_runs_with_the_second_method_checkpoint_stop_and_resume_bit_for_bit(tmp_
 
     with monkeypatch.context() as patch:
         _stop_at_dispatch(patch, 5)
-        path = _run.run(setup, tmp_path / "b", progress=False)
+        assert main(["run", str(spec), "--runs-dir", str(tmp_path / "b"), "-q"]) != 0
+    path = _only_run(tmp_path / "b")
     stopped = diffsde.runs.open_run(path)
     assert stopped.status == "stopped" and stopped.checkpoint_step == 125, stopped.message
     assert len(stopped.metrics["step"]) == 125 and stopped.eval == {}
 
-    _run.resume(path, progress=False)
+    assert main(["run", "--resume", str(path), "-q"]) == 0
     resumed = diffsde.runs.open_run(path)
     assert resumed.status == "completed"
     for name in straight.metrics:
@@ -223,18 +300,15 @@ def test_runs_with_the_second_method_checkpoint_stop_and_resume_bit_for_bit(tmp_
     assert resumed.eval == straight.eval
 
 
-def test_a_diverging_method_fails_the_run_at_its_first_non_finite_loss(tmp_path, monkeypatch):
-    """Plain SGD at a rate of 10: the parameters overshoot and the loss is NaN by step 3; the
-    run is `failed` at that step, its row kept, every earlier row kept and finite.
+def test_a_diverging_method_fails_the_run_at_its_first_non_finite_loss(tmp_path):
+    """AdamW at a learning rate of 1000 without warm-up: the parameters jump by ~1000 a step
+    and the loss overflows within a few steps; the run is `failed` at that step, its row kept,
+    every earlier row kept and finite.
     Mutation: dropping the first non-finite row (``keep = bad[0]`` in ``_run._train``) makes
     this fail."""
-    setup = _setup(100)
-    monkeypatch.setattr(
-        _run,
-        "build_method",
-        lambda setup, model: GaussianDenoiser(setup.sde, optax.sgd(10.0), dim=setup.dim),
-    )
-    record = diffsde.runs.open_run(_run.run(setup, tmp_path, progress=False))
+    spec = _spec(tmp_path, 100, learning_rate=1000.0, warmup_steps=0)
+    assert main(["run", str(spec), "--runs-dir", str(tmp_path / "runs"), "-q"]) == 1
+    record = diffsde.runs.open_run(_only_run(tmp_path / "runs"))
     loss = record.metrics["loss"]
     assert record.status == "failed" and f"at step {len(loss)}" in record.message
     assert len(loss) < 100 and not np.isfinite(loss[-1]) and np.isfinite(loss[:-1]).all()
