@@ -199,7 +199,8 @@ def _eval(args) -> int:
         values, nfe = likelihood_run(args.run, **settings)
     except pydantic.ValidationError as err:
         for error in err.errors():
-            option = ".".join(str(part) for part in error["loc"])
+            # the option's name: the last key (the estimator's settings sit inside a part)
+            option = next((str(p) for p in reversed(error["loc"]) if isinstance(p, str)), "")
             print(f"diffsde eval --likelihood: --{option}: {error['msg']}", file=sys.stderr)
         return EXIT_SPEC_ERROR
     print(f"likelihood: nfe {nfe}, {time.perf_counter() - start:.1f} s")
@@ -393,16 +394,27 @@ def parser() -> argparse.ArgumentParser:
         "(nats/dim; bits/dim for quantised images), stored in the run; the options below "
         "override the spec's own log_likelihood metric item, else the defaults shown",
     )
-    ev.add_argument("--n", type=int, help="held-out points (default 256)")
+    from ._likelihood import LikelihoodMetric, ProbabilityFlowLikelihood
+
+    # the defaults shown are the metric's own, stated once in its class
+    metric, estimator = LikelihoodMetric(), ProbabilityFlowLikelihood()
+    ev.add_argument("--n", type=int, help=f"held-out points (default {metric.n})")
     ev.add_argument(
         "--divergence",
         choices=("auto", "exact", "hutchinson"),
-        help="exact trace, Hutchinson estimate, or auto: exact for dim <= 64 (default)",
+        help="exact trace, Hutchinson estimate, or auto: exact for dim <= 64 (default "
+        f"{estimator.divergence})",
     )
-    ev.add_argument("--probes", type=int, help="Hutchinson probes per point (default 16)")
-    ev.add_argument("--eps", type=float, help="start time of the flow (default 1e-3)")
-    ev.add_argument("--rtol", type=float, help="solver relative tolerance (default 1e-5)")
-    ev.add_argument("--atol", type=float, help="solver absolute tolerance (default 1e-5)")
+    ev.add_argument(
+        "--probes", type=int, help=f"Hutchinson probes per point (default {estimator.probes})"
+    )
+    ev.add_argument("--eps", type=float, help=f"start time of the flow (default {estimator.eps:g})")
+    ev.add_argument(
+        "--rtol", type=float, help=f"solver relative tolerance (default {estimator.rtol:g})"
+    )
+    ev.add_argument(
+        "--atol", type=float, help=f"solver absolute tolerance (default {estimator.atol:g})"
+    )
     ev.set_defaults(handler=_eval)
 
     ls = sub.add_parser("runs", help="table of the runs in a runs directory")

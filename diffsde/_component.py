@@ -238,6 +238,8 @@ class SpecModels:
         )
         model.kind = kind
         model.component = cls
+        if "directions" in dir(cls):  # a metric's ranking, read without building it
+            model.directions = cls.directions
         model.build = _build_method(cls, kind, params)
         model.build.__doc__ = f"Construct {cls.__qualname__} from this section."
         self.made[cls] = model

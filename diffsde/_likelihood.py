@@ -23,7 +23,7 @@ true p_T of the data is part of the result.
 
 import math
 from collections.abc import Callable, Mapping
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import diffrax
 import equinox as eqx
@@ -31,17 +31,19 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import pydantic
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._custom_types import Scalar, ScoreFn, Vector
 from ._data import AbstractDataset
+from ._errors import SpecFieldError
 from ._metrics import AbstractMetric, Direction, EvalContext
 from ._prior import AbstractPrior
-from ._sampler import ODE_SOLVERS
+from ._sampler import ODE_SOLVERS, AbstractODESolver, Tsit5
 from ._sde._base import AbstractSDE
 
 Divergence = Literal["exact", "hutchinson", "auto"]
-LikelihoodSolver = Literal["tsit5", "dopri5"]
+Positive = Annotated[float, pydantic.Field(gt=0)]
 LogPrior = Callable[[Vector], Scalar]
 
 EXACT_MAX_DIM = 64
@@ -73,46 +75,54 @@ class LogLikelihood(eqx.Module):
 
 
 class ProbabilityFlowLikelihood(eqx.Module):
-    """Settings of the likelihood solve: an adaptive diffrax ``solver`` (tsit5 or dopri5) with a
-    ``PIDController(rtol, atol)`` on the state (x, Δ), from t = ``eps`` to T, first step
-    (T − ε)·:data:`FIRST_STEP`, at most ``max_steps`` steps (more is an error); ``divergence``
-    and ``probes`` (K, Hutchinson only, at least 2 so the standard error exists).
+    """Settings of the likelihood solve: an adaptive diffrax ``solver`` (one with an error
+    estimate: tsit5, dopri5, heun) with a ``PIDController(rtol, atol)`` on the state (x, Δ),
+    from t = ``eps`` to T, first step (T − ε)·:data:`FIRST_STEP`, at most ``max_steps`` steps
+    (more is an error); ``divergence`` and ``probes`` (K, Hutchinson only, at least 2 so the
+    standard error exists). A part (kind ``likelihood_estimator``) of the ``log_likelihood``
+    metric; its defaults are the metric's and ``diffsde eval --likelihood``'s.
 
-    NFE per solve: 1 + 6 × (accepted + rejected steps), as for the PF-ODE sampler. The solve
-    uses ``diffrax.ForwardMode`` (a plain while loop, half the compile time of the checkpointed
-    one): the result can be differentiated in forward mode only.
+    NFE per solve: 1 + 6 × (accepted + rejected steps) for tsit5/dopri5, as for the PF-ODE
+    sampler. The solve uses ``diffrax.ForwardMode`` (a plain while loop, half the compile time
+    of the checkpointed one): the result can be differentiated in forward mode only.
     """
 
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
-    eps: float = eqx.field(static=True)
+    kind: ClassVar[str] = "likelihood_estimator"
+    tag: ClassVar[str] = "probability_flow"
+    rtol: Positive = eqx.field(static=True, default=1e-5)
+    atol: Positive = eqx.field(static=True, default=1e-5)
+    eps: Positive = eqx.field(static=True, default=1e-3)
     divergence: Divergence = eqx.field(static=True, default="auto")
-    probes: int = eqx.field(static=True, default=16)
-    solver: LikelihoodSolver = eqx.field(static=True, default="tsit5")
-    max_steps: int = eqx.field(static=True, default=4096)
+    probes: Annotated[int, pydantic.Field(ge=2, le=100_000)] = eqx.field(static=True, default=16)
+    solver: AbstractODESolver = Tsit5()
+    max_steps: Annotated[int, pydantic.Field(gt=0, le=1_000_000)] = eqx.field(
+        static=True, default=4096
+    )
 
     def __check_init__(self):
-        if self.solver not in ("tsit5", "dopri5"):
-            raise ValueError(
-                f"unknown likelihood solver {self.solver!r}; choose 'tsit5' or 'dopri5' (adaptive "
-                "solvers: the divergence integral needs error control)"
+        if not self.solver.error_estimate:
+            adaptive = ", ".join(c.tag for c in ODE_SOLVERS if c.error_estimate)
+            raise SpecFieldError(
+                "solver",
+                f"'{self.solver.tag}' has no error estimate, and the divergence integral needs "
+                f"error control: choose one of {adaptive}",
             )
         if self.divergence not in ("exact", "hutchinson", "auto"):
-            raise ValueError(
-                f"divergence must be 'exact', 'hutchinson' or 'auto', got {self.divergence!r}"
+            raise SpecFieldError(
+                "divergence",
+                f"must be 'exact', 'hutchinson' or 'auto', got {self.divergence!r}",
             )
-        if not (self.rtol > 0 and self.atol > 0 and self.eps > 0):
-            raise ValueError(
-                f"rtol, atol and eps must be positive, got rtol={self.rtol}, atol={self.atol}, "
-                f"eps={self.eps}"
-            )
+        for name in ("rtol", "atol", "eps"):
+            if not getattr(self, name) > 0:
+                raise SpecFieldError(name, f"must be positive, got {getattr(self, name)}")
         if self.probes < 2:
-            raise ValueError(
-                f"probes must be at least 2 (Hutchinson's standard error needs two estimates), "
-                f"got {self.probes}"
+            raise SpecFieldError(
+                "probes",
+                f"must be at least 2 (Hutchinson's standard error needs two estimates), "
+                f"got {self.probes}",
             )
         if self.max_steps < 1:
-            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
+            raise SpecFieldError("max_steps", f"must be positive, got {self.max_steps}")
 
     def check(self, sde: AbstractSDE) -> None:
         """ValueError unless ε < T."""
@@ -142,7 +152,7 @@ class ProbabilityFlowLikelihood(eqx.Module):
         else:
             probes, probe_axis = jr.rademacher(key, (n, self.probes, dim), dtype=x.dtype), 0
         field = sde.probability_flow(score)
-        spec = {c.tag: c for c in ODE_SOLVERS}[self.solver]()
+        spec = self.solver
 
         def one(x0, v):
             # v: this point's probes, closed over, so they stay fixed along its solve
@@ -289,13 +299,26 @@ class LikelihoodMetric(AbstractMetric):
     Nothing (``{}``) without a score.
     """
 
+    tag: ClassVar[str] = "log_likelihood"
     # nll_se (the standard error of nll) has no better side.
     directions: ClassVar[Mapping[str, Direction]] = {"nll": "min", "bpd": "min"}
 
-    estimator: ProbabilityFlowLikelihood
-    n: int = eqx.field(static=True, default=256)
-    quantisation: float | None = eqx.field(static=True, default=None)
-    batch_size: int = eqx.field(static=True, default=256)
+    estimator: ProbabilityFlowLikelihood = ProbabilityFlowLikelihood()
+    n: Annotated[int, pydantic.Field(gt=0)] = eqx.field(static=True, default=256)
+    quantisation: Positive | None = eqx.field(static=True, default=None)
+    batch_size: Annotated[int, pydantic.Field(gt=0)] = eqx.field(static=True, default=256)
+
+    @classmethod
+    def spec_aliases(cls, data: dict) -> dict:
+        """The estimator's settings may be written flat, as in diffsde 0.1 (``{type:
+        log_likelihood, rtol: 1e-4}``), and update a given ``estimator``."""
+        names = ("rtol", "atol", "eps", "divergence", "probes", "solver", "max_steps")
+        flat = {k: data.pop(k) for k in names if k in data}
+        if flat:
+            estimator = data.get("estimator") or {}
+            estimator = {"type": estimator} if isinstance(estimator, str) else dict(estimator)
+            data["estimator"] = {**estimator, **flat}
+        return data
 
     def __check_init__(self):
         if self.n < 1 or self.batch_size < 1:

@@ -8,12 +8,13 @@ A metric is an :class:`AbstractMetric` called on an :class:`EvalContext`; it ret
 import abc
 import dataclasses
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import pydantic
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar, ScoreFn
@@ -54,6 +55,7 @@ class AbstractMetric(eqx.Module):
     left out has none, and nothing is ranked on it (the dashboard highlights no "best").
     """
 
+    kind: ClassVar[str] = "metric"
     directions: ClassVar[Mapping[str, Direction]] = {}
 
     @abc.abstractmethod
@@ -99,9 +101,12 @@ class SlicedWasserstein(AbstractMetric):
     For N(0, I) against N(μ, I) in R^d it tends to E_v (vᵀμ)² = |μ|²/d.
     """
 
+    tag: ClassVar[str] = "sliced_w2"
     directions: ClassVar[Mapping[str, Direction]] = {"sliced_w2": "min"}
 
-    projections: int = eqx.field(static=True, default=256)
+    projections: Annotated[int, pydantic.Field(gt=0, le=100_000)] = eqx.field(
+        static=True, default=256
+    )
 
     def __check_init__(self):
         if self.projections < 1:
@@ -159,10 +164,11 @@ class MMD(AbstractMetric):
     (without replacement) to at most ``max_points`` points.
     """
 
+    tag: ClassVar[str] = "mmd"
     directions: ClassVar[Mapping[str, Direction]] = {"mmd": "zero"}
 
-    bandwidth: float | None = eqx.field(static=True, default=None)
-    max_points: int = eqx.field(static=True, default=2000)
+    bandwidth: Annotated[float, pydantic.Field(gt=0)] | None = eqx.field(static=True, default=None)
+    max_points: Annotated[int, pydantic.Field(ge=2)] = eqx.field(static=True, default=2000)
 
     def __check_init__(self):
         if self.max_points < 2:
@@ -199,11 +205,12 @@ class ExactScoreError(AbstractMetric):
     (nothing is reported, rather than a NaN).
     """
 
+    tag: ClassVar[str] = "esm"
     directions: ClassVar[Mapping[str, Direction]] = {"esm": "min"}
 
-    n_times: int = eqx.field(static=True, default=16)
-    n_points: int = eqx.field(static=True, default=512)
-    eps: float = eqx.field(static=True, default=1e-3)
+    n_times: Annotated[int, pydantic.Field(gt=0)] = eqx.field(static=True, default=16)
+    n_points: Annotated[int, pydantic.Field(gt=0)] = eqx.field(static=True, default=512)
+    eps: Annotated[float, pydantic.Field(gt=0)] = eqx.field(static=True, default=1e-3)
 
     def __check_init__(self):
         if self.n_times < 1 or self.n_points < 1:
@@ -257,6 +264,7 @@ class Moments(AbstractMetric):
     covariance) against the reference set, or against the exact moments when the data set is a
     :class:`GaussianMixture`."""
 
+    tag: ClassVar[str] = "moments"
     directions: ClassVar[Mapping[str, Direction]] = {"mean_error": "min", "cov_error": "min"}
 
     def __call__(self, ctx: EvalContext) -> dict[str, float]:

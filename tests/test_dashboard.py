@@ -424,14 +424,12 @@ def test_final_metrics_best(runs_dir):
 def test_directions_name_what_metrics_report(runs_dir):
     """Every metric a run reports has a direction (nll_se aside), so the Compare page can rank
     it. Mutation: a typo in a metric's `directions` key makes this fail."""
-    from diffsde._builtin.metrics import METRIC_CONFIGS
-
     directions = metric_directions(get_registry())
     for record in list_runs(runs_dir):
         assert set(record.eval) <= set(directions)
-    for config in METRIC_CONFIGS:
-        assert set(config.directions.values()) <= {"min", "max", "zero"}
-        assert config.directions, config
+    for component in get_registry().components["metric"].values():
+        assert set(component.cls.directions.values()) <= {"min", "max", "zero"}
+        assert component.cls.directions, component
 
 
 def test_number_formats():

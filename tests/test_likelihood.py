@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import diffsde
-from diffsde._builtin.metrics import LogLikelihoodConfig
 from diffsde._cli import main
 from diffsde._data import GaussianMixture
 from diffsde._likelihood import (
@@ -91,7 +90,7 @@ def test_auto_divergence_is_exact_up_to_64_dimensions():
     assert resolve_divergence("auto", 64) == "exact"
     assert resolve_divergence("auto", 65) == "hutchinson"
     assert resolve_divergence("hutchinson", 2) == "hutchinson"
-    with pytest.raises(ValueError, match="probes must be at least 2"):
+    with pytest.raises(ValueError, match="probes: must be at least 2"):
         ProbabilityFlowLikelihood(rtol=1e-5, atol=1e-5, eps=1e-3, probes=1)
     estimator = ProbabilityFlowLikelihood(rtol=1e-5, atol=1e-5, eps=2.0)
     with pytest.raises(ValueError, match="eps=2.0 must lie below the horizon T=1.0"):
@@ -140,6 +139,7 @@ def test_eval_likelihood_prints_and_stores_the_result(tmp_path, capsys):
 
 
 def test_log_likelihood_metric_config():
-    metric = LogLikelihoodConfig(n=4, divergence="hutchinson", probes=4).build()
+    config = diffsde.get_registry().get("metric", "log_likelihood").config
+    metric = config.model_validate({"n": 4, "divergence": "hutchinson", "probes": 4}).build()
     assert metric.n == 4 and metric.estimator.probes == 4
     assert metric.estimator.rtol == 1e-5 and metric.estimator.eps == 1e-3

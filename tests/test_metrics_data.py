@@ -16,7 +16,6 @@ import pytest
 
 import diffsde
 from diffsde._builtin.datasets import DigitsConfig, FileConfig
-from diffsde._builtin.metrics import ESMConfig, MMDConfig, MomentsConfig, SlicedW2Config
 from diffsde._metrics import mmd2_unbiased, sliced_w2
 
 MU = jnp.array([1.5, 1.0])  # |μ|² = 3.25, so E_v (vᵀμ)² = |μ|²/d = 1.625 in d = 2
@@ -62,7 +61,7 @@ def test_sliced_w2_metric_random_directions_and_unequal_sizes():
     x, y = _pair(1, n, m, MU)
     mu2 = float(MU @ MU)
     sd = math.sqrt(mu2**2 / (8 * p) + mu2 * (1 / n + 1 / m))
-    metric = SlicedW2Config(projections=p).build()
+    metric = diffsde.SlicedWasserstein(projections=p)
     value = metric(_context(x, y, key=jr.key(2)))["sliced_w2"]
     assert abs(value - mu2 / 2) < 4 * sd, (value, mu2 / 2, sd)
 
@@ -102,7 +101,7 @@ def test_mmd_unbiased_matches_the_closed_form_and_is_zero_under_the_null():
 
 
 def test_mmd_metric_with_median_bandwidth():
-    metric = MMDConfig(max_points=300).build()  # subsamples 500 -> 300 points
+    metric = diffsde.MMD(max_points=300)  # subsamples 500 -> 300 points
     same = metric(_context(*_pair(5, 500, 500, 0.0), key=jr.key(5)))["mmd"]
     shifted = metric(_context(*_pair(7, 500, 500, MU), key=jr.key(7)))["mmd"]
     # null: sd ≈ 0.002 at 300 points (measured), so |MMD²| < 0.01 is ~5 sd; shifted ≈ 0.3
@@ -118,7 +117,7 @@ def _score_plus(dataset, sde, c, x, t):
 
 def test_esm_is_zero_for_the_exact_score_and_c_squared_for_a_shifted_one():
     sde = diffsde.VP(2)
-    metric = ESMConfig(n_times=8, n_points=128).build()
+    metric = diffsde.ExactScoreError(n_times=8, n_points=128)
     x = jnp.zeros((4, 2))  # the metric draws its own x_t
 
     def esm(c):  # the score as a pytree (eqx.Partial): one compilation for both calls
@@ -130,7 +129,7 @@ def test_esm_is_zero_for_the_exact_score_and_c_squared_for_a_shifted_one():
 
 
 def test_esm_reports_nothing_where_the_score_is_unknown():
-    metric = ESMConfig().build()
+    metric = diffsde.ExactScoreError()
     x = jnp.zeros((4, 2))
     toy = diffsde.TwoDToy("moons")
     assert metric(_context(x, x, dataset=toy, score=lambda x, t: x)) == {}
@@ -152,7 +151,7 @@ def test_mixture_moments_are_exact():
 def test_moments_metric_against_exact_mixture_moments():
     n = N_MIXTURE
     x = MIXTURE.sample(key=jr.key(8), n=n)
-    errors = MomentsConfig().build()(_context(x, x[:10], dataset=MIXTURE))
+    errors = diffsde.Moments()(_context(x, x[:10], dataset=MIXTURE))
     # the sample mean has covariance C/n; Ĉ_ij has variance Var(z_i z_j)/n (z centred)
     cov = np.asarray(MIXTURE.covariance())
     z = np.asarray(x) - np.asarray(MIXTURE.mean())
@@ -161,7 +160,7 @@ def test_moments_metric_against_exact_mixture_moments():
     assert errors["cov_error"] < 4 * math.sqrt(product_var / n), errors
     # without exact moments the reference set is the target: identical sets give 0
     ref = diffsde.ArrayDataset(np.zeros((3, 2)), np.zeros((3, 2)))
-    same = MomentsConfig().build()(_context(x[:100], x[:100], dataset=ref))
+    same = diffsde.Moments()(_context(x[:100], x[:100], dataset=ref))
     assert same["mean_error"] < 1e-6 and same["cov_error"] < 1e-5
 
 

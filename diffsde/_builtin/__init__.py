@@ -3,7 +3,7 @@
 from ..hookspecs import hookimpl
 from .datasets import DATASET_CONFIGS
 from .methods import METHODS
-from .metrics import METRIC_CONFIGS
+from .metrics import METRIC_PARTS, METRICS
 from .models import MODEL_CONFIGS
 from .objectives import OBJECTIVE_PARTS, OBJECTIVES
 from .samplers import SAMPLER_PARTS, SAMPLERS
@@ -43,14 +43,14 @@ def register_samplers(register):
 
 @hookimpl
 def register_parts(register):
-    for part in (*OBJECTIVE_PARTS, *SAMPLER_PARTS):
+    for part in (*OBJECTIVE_PARTS, *SAMPLER_PARTS, *METRIC_PARTS):
         register(part)
 
 
 @hookimpl
 def register_metrics(register):
-    for config in METRIC_CONFIGS:
-        register(config)
+    for metric in METRICS:
+        register(metric)
 
 
 @hookimpl

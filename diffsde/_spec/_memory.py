@@ -183,7 +183,8 @@ def _metric_terms(metric, key: Path, n: int, dim: int, act: int) -> list[Term]:
         ]
     if kind == "log_likelihood":
         b = min(metric.batch_size, metric.n)
-        probes = dim if metric.divergence == "exact" else max(metric.probes, 1)
+        estimator = metric.estimator
+        probes = dim if estimator.divergence == "exact" else max(estimator.probes, 1)
         return [
             Term((*key, "n"), metric.n * dim * FLOAT, f"{metric.n:,} held-out points"),
             Term(
