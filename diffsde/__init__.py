@@ -48,7 +48,15 @@ from ._metrics import (
     Moments as Moments,
     SlicedWasserstein as SlicedWasserstein,
 )
-from ._model import MLPScore as MLPScore
+from ._model import (
+    AbstractParameterisation as AbstractParameterisation,
+    AutoParameterisation as AutoParameterisation,
+    MLPScore as MLPScore,
+    NoiseOutput as NoiseOutput,
+    PriorResidualOutput as PriorResidualOutput,
+    ScoreOutput as ScoreOutput,
+    ShortcutOutput as ShortcutOutput,
+)
 from ._objective import (
     AbstractObjective as AbstractObjective,
     AbstractTimeDistribution as AbstractTimeDistribution,

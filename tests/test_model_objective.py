@@ -116,6 +116,13 @@ def test_importance_times_follow_one_over_sigma_squared():
         assert abs(np.mean(t < tau) - expected) < 4 * se + 0.01, (tau, expected)
 
 
+OUTPUT = {
+    "score": diffsde.ScoreOutput(),
+    "noise": diffsde.NoiseOutput(),
+    "shortcut": diffsde.ShortcutOutput(),
+}
+
+
 def test_mlp_score_shapes_under_jit_and_vmap_for_each_parameterisation():
     choices = ("score", "noise", "shortcut")
 
@@ -124,7 +131,7 @@ def test_mlp_score_shapes_under_jit_and_vmap_for_each_parameterisation():
         # the same key: the same weights, read three ways
         models = {
             p: diffsde.MLPScore(
-                SDE, width=16, depth=2, n_frequencies=4, parameterisation=p, key=key
+                SDE, width=16, depth=2, n_frequencies=4, parameterisation=OUTPUT[p], key=key
             )
             for p in choices
         }
@@ -143,7 +150,12 @@ def test_mlp_score_shapes_under_jit_and_vmap_for_each_parameterisation():
         assert jnp.allclose(out[p], expected[p], rtol=1e-5, atol=1e-5), p
     # the time-embedding frequencies are static fields, not parameters an optimiser could move
     model = diffsde.MLPScore(
-        SDE, width=4, depth=1, n_frequencies=3, parameterisation="score", key=jr.key(0)
+        SDE,
+        width=4,
+        depth=1,
+        n_frequencies=3,
+        parameterisation=diffsde.ScoreOutput(),
+        key=jr.key(0),
     )
     assert isinstance(model.frequencies, tuple) and len(model.frequencies) == 3
 
@@ -151,14 +163,16 @@ def test_mlp_score_shapes_under_jit_and_vmap_for_each_parameterisation():
 def test_mlp_rejects_kernel_parameterisations_without_a_gaussian_kernel():
     compile_ = diffsde.compile_expression
     general = diffsde.General(2, compile_("-x", ("t", "x")), compile_("1.0", ("t",)))
-    with pytest.raises(ValueError, match="parameterisation='noise'.*use parameterisation='score'"):
+    with pytest.raises(
+        ValueError, match="'noise' divides by the kernel's σ_t.*parameterisation: score"
+    ):
         eqx.filter_eval_shape(  # traces the constructor, compiles nothing
             diffsde.MLPScore,
             general,
             width=8,
             depth=1,
             n_frequencies=2,
-            parameterisation="noise",
+            parameterisation=diffsde.NoiseOutput(),
             key=jr.key(0),
         )
     # the annotation `sde: AbstractGaussianSDE` (checked by the spec layer, and by jaxtyping
@@ -183,7 +197,9 @@ def test_registry_lists_mlp_and_dsm_and_dsm_needs_a_gaussian_kernel():
     def loss(key):
         mkey, dkey, lkey = jr.split(key, 3)
         model = setup.spec.model.build(sde=setup.sde, key=mkey)
-        assert isinstance(model, diffsde.MLPScore) and model.parameterisation == "noise"
+        assert (
+            isinstance(model, diffsde.MLPScore) and model.parameterisation == diffsde.NoiseOutput()
+        )
         return objective.loss(model, setup.data.sample(key=dkey, n=8), key=lkey)
 
     # traced, not compiled: the other tests run these numerically
@@ -285,7 +301,12 @@ def _train_score_error(objective, sde, target, score, steps=300):
     def train(key):
         mkey, tkey, ekey = jr.split(key, 3)
         model = diffsde.MLPScore(
-            sde, width=32, depth=2, n_frequencies=4, parameterisation="score", key=mkey
+            sde,
+            width=32,
+            depth=2,
+            n_frequencies=4,
+            parameterisation=diffsde.ScoreOutput(),
+            key=mkey,
         )
         params, static = eqx.partition(model, eqx.is_inexact_array)
 

@@ -261,7 +261,12 @@ class ThrowawayModel(diffsde.ModelConfig):
 
     def build(self, *, sde, key, prior=None):
         return diffsde.MLPScore(
-            sde, width=self.width, depth=1, n_frequencies=2, parameterisation="score", key=key
+            sde,
+            width=self.width,
+            depth=1,
+            n_frequencies=2,
+            parameterisation=diffsde.ScoreOutput(),
+            key=key,
         )
 
 

@@ -4,7 +4,7 @@ from ..hookspecs import hookimpl
 from .datasets import DATASET_CONFIGS
 from .methods import METHODS
 from .metrics import METRIC_PARTS, METRICS
-from .models import MODEL_CONFIGS
+from .models import MODELS, PARAMETERISATIONS
 from .objectives import OBJECTIVE_PARTS, OBJECTIVES
 from .samplers import SAMPLER_PARTS, SAMPLERS
 from .sdes import SDES
@@ -25,8 +25,8 @@ def register_datasets(register):
 
 @hookimpl
 def register_models(register):
-    for config in MODEL_CONFIGS:
-        register(config)
+    for model in MODELS:
+        register(model)
 
 
 @hookimpl
@@ -43,7 +43,7 @@ def register_samplers(register):
 
 @hookimpl
 def register_parts(register):
-    for part in (*OBJECTIVE_PARTS, *SAMPLER_PARTS, *METRIC_PARTS):
+    for part in (*OBJECTIVE_PARTS, *SAMPLER_PARTS, *METRIC_PARTS, *PARAMETERISATIONS):
         register(part)
 
 

@@ -584,12 +584,12 @@ def _probe(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecI
     probes.append((prior_key, "the prior's score", lambda t, x: prior.score(x)))
     parameterisation = getattr(spec.model, "parameterisation", None)
     if sde.has_gaussian_kernel and parameterisation is not None:
-        resolved = spec.model.resolved_parameterisation(sde)
-        if resolved in ("noise", "shortcut"):
+        resolved = parameterisation.build().resolve(sde)
+        if resolved.needs_kernel:
             probes.append(
                 (
                     ("model", "parameterisation"),
-                    f"1/σ_t, by which parameterisation '{resolved}' divides,",
+                    f"1/σ_t, by which parameterisation '{resolved.tag}' divides,",
                     lambda t, x: 1 / sde.kernel(t)[1],
                 )
             )
