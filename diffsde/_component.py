@@ -332,3 +332,21 @@ def spec_configs(
         for cls in members:
             builder.config(cls, kind)
     return builder.made
+
+
+def changed_settings(config: ComponentConfig) -> list[tuple[str, Any]]:
+    """The settings of a section that differ from their defaults, parts flattened: a part of
+    another type gives ``(key, tag)``, then its own changed settings follow (``solver=heun,
+    controller=fixed, steps=20``)."""
+    out: list[tuple[str, Any]] = []
+    for name, field in type(config).model_fields.items():
+        if name == "type":
+            continue
+        value, default = getattr(config, name), field.default
+        if isinstance(value, ComponentConfig):
+            if type(value) is not type(default):
+                out.append((name, value.type))
+            out.extend(changed_settings(value))
+        elif field.is_required() or value != default:
+            out.append((name, value))
+    return out

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from . import _faults
+from ._component import changed_settings
 from ._errors import SpecFieldError
 from ._methods import AbstractTrainingMethod
 from ._metrics import EvalContext
@@ -428,8 +429,8 @@ def load_model(
 def _sample_label(setup: Setup) -> str:
     """``sampler-key=value-…-n=N`` naming the sampler settings that differ from the defaults,
     with characters a file name cannot hold replaced, and a digest if it had to be shortened."""
-    settings = setup.spec.sampler.model_dump(exclude={"type"}, exclude_defaults=True)
-    parts = [setup.spec.sampler.type, *(f"{k}={v}" for k, v in settings.items())]
+    settings = changed_settings(setup.spec.sampler)
+    parts = [setup.spec.sampler.type, *(f"{k}={v}" for k, v in settings)]
     label = "-".join([*parts, f"n={setup.spec.eval.n_samples}"])
     safe = re.sub(r"[^A-Za-z0-9._=+@,-]", "_", label)
     if len(safe) > 200:
