@@ -15,6 +15,7 @@ spec (``method: {type: gaussian_denoiser}``), which then needs no ``model:`` or 
 
 import os
 import signal
+import types
 from typing import Annotated, ClassVar
 
 import equinox as eqx
@@ -128,15 +129,17 @@ class GaussianDenoiser(AbstractTrainingMethod):
         return TweedieScore(state.average, self.sde)
 
 
-class DenoiserPlugin:
-    @diffsde.hookimpl
-    def register_training_methods(self, register):
-        register(GaussianDenoiser)
+@diffsde.hookimpl
+def _register_denoiser(register):
+    register(GaussianDenoiser)
 
 
 @pytest.fixture(autouse=True)
 def denoiser_plugin():
-    diffsde.register_plugin(DenoiserPlugin(), "denoiser")
+    """A throwaway plugin registering the method through ``register_training_methods``."""
+    diffsde.register_plugin(
+        types.SimpleNamespace(register_training_methods=_register_denoiser), "denoiser"
+    )
     yield
     diffsde.unregister_plugin("denoiser")
 
