@@ -54,7 +54,7 @@ def _score_model(args, sde, key):
         width=args.width,
         depth=args.depth,
         n_frequencies=args.n_frequencies,
-        parameterisation="noise",
+        parameterisation=diffsde.AutoParameterisation(),  # noise, for the VP SDE
         key=key,
     )
 
