@@ -3,7 +3,6 @@
 import collections
 import dataclasses
 import difflib
-import inspect
 import math
 import os
 import pathlib
@@ -21,7 +20,7 @@ import numpy as np
 import pydantic
 import yaml
 
-from .._component import MOVED_KEYS, parameters, requirement
+from .._component import MOVED_KEYS, requirement
 from .._config import SpecFieldError, SpecFieldErrors
 from .._data import AbstractDataset
 from .._plugins import Component, Registry, get_registry
@@ -520,31 +519,15 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
 
 def _check_method(spec, sde, prior, data, built) -> None:
     """Build the training method on the abstract model (no weights computed), so its own checks
-    run at validation."""
-    from ._optim import optimizer
+    run at validation; skipped when it needs an objective the spec lacks (`diffsde run` asks for
+    it)."""
+    from ._optim import build_method, method_requires
 
-    component = get_registry().get("method", spec.method.type)
-    if component.cls is not None:
-        required = {
-            p.name
-            for p in parameters(component.cls, "method")
-            if p.context and p.default is inspect.Parameter.empty
-        }
-        if "objective" in required and built.get("objective") is None:
-            return  # `diffsde run` asks for the objective (require_runnable)
-    tx, schedule = optimizer(spec.training)
+    objective = built.get("objective")
+    if objective is None and method_requires(spec, "objective"):
+        return
     eqx.filter_eval_shape(
-        lambda model: spec.method.build(
-            model=model,
-            objective=built.get("objective"),
-            optimizer=tx,
-            schedule=schedule,
-            ema_decay=spec.training.ema_decay,
-            sde=sde,
-            data=data,
-            prior=prior,
-            dim=data.dim,
-        ),
+        lambda model: build_method(spec, model, objective, sde=sde, data=data, prior=prior),
         built["model"],
     )
 
