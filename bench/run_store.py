@@ -1,4 +1,5 @@
-"""How long the run store takes: appending a dispatch's rows, listing a store, reading one run.
+"""How long the run store takes: appending a dispatch's rows, listing a store, reading one run,
+summarising the listing, and what the dashboard's Monitor reads on each refresh.
 
     .venv/bin/python bench/run_store.py [--runs 200] [--rows 5000] [--repeats 5]
 
@@ -71,10 +72,19 @@ def main() -> None:
         one = listed[0].path
         read = median_seconds(lambda: runs.open_run(one), args.repeats)
         arrays = median_seconds(lambda: runs.open_run(one).samples["samples"], args.repeats)
+        summaries = median_seconds(lambda: [runs.summarise(r) for r in listed], args.repeats)
+        # What the dashboard's Monitor reads every 2 s while a run trains: each entry's state
+        # (its status file) and the watched run, not the whole listing.
+        refresh = median_seconds(
+            lambda: ([runs.run_state(e.path) for e in runs.scan_store(store)], runs.open_run(one)),
+            args.repeats,
+        )
     append = 1e3 * statistics.median(append_times)
     print(f"append 100 rows (median of {len(append_times)}): {append:.3f} ms")
     print(f"list_runs, {args.runs} runs of {args.rows} rows + 6 damaged entries: {listing:.3f} s")
     print(f"open_run, one run: {1e3 * read:.2f} ms; with its 4000x2 samples: {1e3 * arrays:.2f} ms")
+    print(f"summarise, {args.runs} listed runs: {1e3 * summaries:.2f} ms")
+    print(f"a Monitor refresh (run_state of every entry, one open_run): {1e3 * refresh:.2f} ms")
 
 
 if __name__ == "__main__":
