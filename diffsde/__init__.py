@@ -1,6 +1,12 @@
 """diffsde: score-based diffusion models declared as SDEs, with plugins."""
 
-from . import runs as runs
+from . import (
+    cli as cli,
+    expression as expression,
+    runs as runs,
+    spec as spec,
+    training as training,
+)
 from ._builtin.transforms import (
     Guidance as Guidance,
     Inpaint as Inpaint,
@@ -36,6 +42,7 @@ from ._likelihood import (
     bits_per_dim as bits_per_dim,
     log_likelihood as log_likelihood,
 )
+from ._lineage import FrozenModel as FrozenModel, RunRef as RunRef
 from ._methods import (
     AbstractTrainingMethod as AbstractTrainingMethod,
     ScoreMatching as ScoreMatching,

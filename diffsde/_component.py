@@ -34,6 +34,7 @@ import pydantic
 
 from ._config import ComponentConfig
 from ._errors import REQUIREMENTS, SpecFieldError
+from ._lineage import FrozenModel, RunRef
 
 CONTEXT: dict[str, tuple[str, ...]] = {
     "sde": ("dim",),
@@ -115,7 +116,7 @@ def requirement(cls: type, kind: str, name: str) -> type | None:
     for p in parameters(cls, kind):
         if p.name == name and p.context:
             base = _strip(p.annotation)
-            return base if isinstance(base, type) else None
+            return base if isinstance(base, type) and base not in (Any, object) else None
     return None
 
 
@@ -147,7 +148,8 @@ def _python_only(annotation: Any) -> bool:
         return False
     import equinox as eqx
 
-    return issubclass(annotation, eqx.Module) and kind_of(annotation) is None
+    spec_written = kind_of(annotation) is not None or annotation is FrozenModel
+    return issubclass(annotation, eqx.Module) and not spec_written
 
 
 def _bare_to_mapping(value):
@@ -191,6 +193,8 @@ class SpecModels:
         if origin is list:
             (item,) = typing.get_args(annotation)
             return list[self.field_type(item)]
+        if annotation is FrozenModel:  # another run's model: written {run: …, checkpoint: …}
+            return RunRef
         if isinstance(annotation, type):
             kind = kind_of(annotation) if annotation.__dict__.get("kind") else None
             if kind is not None and kind in self.parts:
@@ -283,7 +287,7 @@ def to_config(instance: Any, model: type[ComponentConfig]) -> ComponentConfig:
 
 
 def _materialise(value: Any, annotation: Any) -> Any:
-    if isinstance(value, ComponentConfig):
+    if isinstance(value, ComponentConfig | RunRef):  # RunRef: the FrozenModel it names
         return value.build()
     if isinstance(value, list):
         return [_materialise(v, None) for v in value]
@@ -301,7 +305,8 @@ def _build_method(cls: type, kind: str, params: list[Parameter]) -> Callable:
                     continue  # the class's own default, or its error about the missing value
                 needed = _strip(p.annotation)
                 given = context[p.name]
-                if isinstance(needed, type) and given is not None and not isinstance(given, needed):
+                checkable = isinstance(needed, type) and needed not in (Any, object)
+                if checkable and given is not None and not isinstance(given, needed):
                     raise SpecFieldError(
                         "type",
                         f"{kind} '{cls.tag}' needs {describe_requirement(needed, p.name)}, and "

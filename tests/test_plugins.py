@@ -232,18 +232,15 @@ def test_validation_says_which_objectives_fit_the_sde(throwaway, tmp_path):
     assert main(["validate", str(path)]) == 0
 
 
-def test_every_hook_is_documented_and_tested():
+def test_every_hook_is_collected_by_the_registry():
+    """Every hookspec is either a component kind, the parts hook, or one of the two the registry
+    handles itself (commands, pages); tests/test_plugin_docs.py runs each hook's documented
+    example. Mutation: adding a hookspec the registry never calls fails this."""
     hooks = [
         n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("register_")
     ]
     others = (_plugins.PART_HOOK, "register_commands", "register_pages")
     assert sorted(hooks) == sorted([*_plugins.HOOKS.values(), *others])
-    readme = (ROOT / "README.md").read_text()
-    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
-    for hook in hooks:
-        assert getattr(hookspecs, hook).__doc__, f"{hook} has no docstring"
-        assert f"`{hook}`" in readme, f"{hook} is not documented in README.md"
-        assert f"register_{hook.removeprefix('register_')}=" in tests, f"{hook} is not tested"
 
 
 class ThrowawaySampler(diffsde.EulerMaruyama):
