@@ -21,6 +21,7 @@ import jax.tree_util as jtu
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from ._lineage import FrozenModel
 from ._objective import AbstractObjective
 from ._sde._base import AbstractSDE
 
@@ -64,14 +65,15 @@ class AbstractTrainingMethod(eqx.Module):
 
 def trainable(model: PyTree) -> PyTree:
     """Filter spec of the trainable leaves: floating arrays, except inside an SDE the model
-    holds (its schedule or numerically solved kernel is not a parameter)."""
+    holds (its schedule or numerically solved kernel is not a parameter) or another run's
+    :class:`~diffsde.FrozenModel` (lineage)."""
 
     def mark(node):
-        if isinstance(node, AbstractSDE):
+        if isinstance(node, AbstractSDE | FrozenModel):
             return jtu.tree_map(lambda _: False, node)
         return eqx.is_inexact_array(node)
 
-    return jtu.tree_map(mark, model, is_leaf=lambda n: isinstance(n, AbstractSDE))
+    return jtu.tree_map(mark, model, is_leaf=lambda n: isinstance(n, AbstractSDE | FrozenModel))
 
 
 def ema_update(average: PyTree, params: PyTree, step: Int[Array, ""], decay: float) -> PyTree:

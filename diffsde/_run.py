@@ -31,6 +31,7 @@ import yaml
 from . import _faults
 from ._component import changed_settings
 from ._errors import SpecFieldError
+from ._lineage import entries as lineage_entries, initialise, stored, write_copies
 from ._methods import AbstractTrainingMethod
 from ._metrics import EvalContext
 from ._plugins import get_registry
@@ -42,6 +43,7 @@ from ._runs import (
     add_results,
     environment,
     load_checkpoint,
+    new_run_dir,
     open_run,
     save_checkpoint,
 )
@@ -115,6 +117,7 @@ def _build(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
     model = (
         None if section is None else section.build(sde=setup.sde, key=keys.model, prior=setup.prior)
     )
+    model = initialise(setup.spec, model)  # `init:`: the parent's parameters (see _lineage)
     config = setup.spec.training
     trainer = Trainer(
         build_method(setup, model),
@@ -326,6 +329,10 @@ def run(
     `stopped` after the current dispatch."""
     require_runnable(setup)
     trainer, state, keys = _build(setup)
+    lineage = lineage_entries(setup.spec)
+    if lineage:  # the run's copies of its parents' models go in before its run.json
+        run_dir = new_run_dir(runs_dir, setup.spec.name) if run_dir is None else run_dir
+        write_copies(run_dir, setup.spec)
     writer = RunWriter.create(
         runs_dir,
         setup.spec.name,
@@ -333,6 +340,7 @@ def run(
         environment(),
         metrics=run_metrics(trainer),
         run_dir=run_dir,
+        lineage=lineage,
     )
     if progress:
         print(f"run {writer.path}", file=sys.stderr)
@@ -369,7 +377,8 @@ def resume(
             "for over a minute; taking the run over",
             file=sys.stderr,
         )
-    setup = validate_text(record.spec_yaml, f"{record.path}/{RUN_FILE}:spec")
+    with stored(record.path):  # its parents' models from its own copies, parents untouched
+        setup = validate_text(record.spec_yaml, f"{record.path}/{RUN_FILE}:spec")
     trainer, state, keys = _build(setup)
     try:
         step, state = load_checkpoint(record.path, state)
@@ -405,9 +414,10 @@ def load_model(
     spec = yaml.safe_load(record.spec_yaml)
     if sampler is not None:
         spec["sampler"] = {"type": sampler}
-    setup = validate_text(
-        yaml.safe_dump(spec, sort_keys=False), f"{record.path}/{RUN_FILE}:spec", overrides
-    )
+    with stored(record.path):  # its parents' models from its own copies
+        setup = validate_text(
+            yaml.safe_dump(spec, sort_keys=False), f"{record.path}/{RUN_FILE}:spec", overrides
+        )
     trainer, state, keys = _build(setup)
     try:
         step, state = load_checkpoint(record.path, state)

@@ -3,7 +3,10 @@
 Layout of ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>/`` (format 2)::
 
     run.json              format, format_version, id, name, created, the resolved spec (YAML
-                          text), the environment (package versions, device)
+                          text), the environment (package versions, device), and for a run
+                          that took models from other runs its ``lineage`` (`diffsde._lineage`)
+    lineage/ROLE/         such a run's copy of what it took from a parent (its spec, the
+                          checkpoint's bytes, its own lineage/), read when the run resumes
     status.json           state (running | completed | failed | stopped), message, step,
                           updated, and the writer: host, pid, its start time, heartbeat period
     heartbeat             empty; its mtime is touched by the writer every HEARTBEAT_SECONDS
@@ -800,13 +803,15 @@ class RunWriter:
         *,
         metrics: Sequence[str],
         run_dir: PathLike | None = None,
+        lineage: Sequence[Mapping[str, Any]] = (),
     ) -> RunWriter:
         """Make ``runs_dir/<YYYYmmdd-HHMMSS>-<name>-<random>/`` (or fill ``run_dir``, a directory
         made beforehand by `new_run_dir`) and start its first metric segment.
 
         ``metrics`` names the per-row series the trainer will log (e.g. ``step``,
         ``wall_time``, ``loss``, ``lr``, ``grad_norm``); every `append_metrics` call must
-        give all of them.
+        give all of them. ``lineage`` lists the runs it takes models from (one mapping each:
+        role, id, path, checkpoint, step, spec_digest), stored in ``run.json``.
         """
         name = check_name(name)
         spec = yaml.safe_load(resolved_yaml)
@@ -840,6 +845,8 @@ class RunWriter:
             "spec": resolved_yaml,
             "environment": env,
         }
+        if lineage:
+            head["lineage"] = [dict(entry) for entry in lineage]
         if run_dir is None:
             run_dir = new_run_dir(runs_dir, name, created)
         else:
@@ -1162,6 +1169,9 @@ class RunRecord:
     checkpoint_step: int | None
     results: tuple[Result, ...] = ()
     problems: tuple[str, ...] = ()
+    lineage: tuple[dict[str, Any], ...] = ()
+    """The runs it took models from (``run.json``'s ``lineage``): role (``init`` or a key
+    path), id, path, checkpoint kind and step, and the parent's spec digest."""
 
 
 class RunProblem(NamedTuple):
@@ -1309,7 +1319,19 @@ def open_run(path: PathLike) -> RunRecord:
         checkpoint_step=_checkpoint_step(run_dir),
         results=tuple(r for r, _ in found),
         problems=tuple(problems),
+        lineage=_lineage_of(head, problems),
     )
+
+
+def _lineage_of(head: Mapping[str, Any], problems: list[str]) -> tuple[dict[str, Any], ...]:
+    lineage = head.get("lineage", [])
+    if isinstance(lineage, list) and all(
+        isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("role"), str)
+        for e in lineage
+    ):
+        return tuple(lineage)
+    problems.append(f"{RUN_FILE} has a damaged 'lineage'; the run's parents are not shown")
+    return ()
 
 
 def is_run_dir(path: PathLike) -> bool:
@@ -1459,6 +1481,16 @@ class RunSummary:
     types: Mapping[str, str] = dataclasses.field(default_factory=dict)
     problems: tuple[str, ...] = ()
     record: RunRecord | None = dataclasses.field(default=None, repr=False, compare=False)
+    lineage: tuple[dict[str, Any], ...] = ()
+    """The runs it took models from (`RunRecord.lineage`)."""
+
+    @property
+    def parents(self) -> str:
+        """The lineage in a few characters: ``init←1a2b3c@2000, method.teacher←4d5e6f@500``."""
+        return ", ".join(
+            f"{e['role']}←{str(e['id']).rsplit('-', 1)[-1]}@{e.get('step', '?')}"
+            for e in self.lineage
+        )
 
     @property
     def short_id(self) -> str:
@@ -1544,6 +1576,7 @@ def summarise(record: RunRecord) -> RunSummary:
         },
         problems=record.problems,
         record=record,
+        lineage=record.lineage,
     )
 
 
@@ -1566,6 +1599,8 @@ def summary_row(record: RunRecord | RunSummary) -> dict[str, str]:
         "steps": str(summary.step),
         "loss": "-" if summary.loss is None else _number(summary.loss),
     }
+    if summary.lineage:
+        row["parents"] = summary.parents
     row.update({key: _number(value) for key, value in summary.eval.items()})
     return row
 

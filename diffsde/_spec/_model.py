@@ -14,6 +14,7 @@ from .._config import (
     compile_field,
     format_bytes,
 )
+from .._lineage import RunRef
 from .._plugins import Registry
 from .._prior import GaussianPrior, GibbsPrior
 
@@ -138,6 +139,8 @@ class SpecBase(pydantic.BaseModel):
     seed: Seed = 0
     prior: PriorConfig | None = None
     training: TrainingConfig = TrainingConfig()
+    # lineage (helper "lineage"): start the model from another run's parameters; see _lineage
+    init: RunRef | None = None
 
 
 def _build_spec_model(registry: Registry) -> type[SpecBase]:

@@ -428,6 +428,10 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
             prior = sde.prior()
         except ValueError as err:
             issues.append(_issue(source, ("sde", "type"), str(err)))
+    if not issues:  # the runs the spec takes models from, loaded before anything is built
+        lineage = _lineage_issues(spec, sde, prior, dim, source)
+        if lineage:
+            return None, lineage
     sampler_eps = getattr(spec.sampler, "eps", 0.0)
     outside = [t for t in spec.eval.save_times if not sampler_eps <= t <= sde.T]
     if outside:
@@ -468,6 +472,15 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
     if issues:
         return None, issues
     return Setup(spec, sde, prior, data, file, tuple(transforms)), []
+
+
+def _lineage_issues(spec, sde: AbstractSDE, prior, dim: int, source: SourceMap) -> list[SpecIssue]:
+    """Resolve and load the runs that ``init:`` and ``FrozenModel`` values name (see
+    ``diffsde._lineage``); a missing, damaged or checkpoint-less parent, or an ``init`` parent of
+    another architecture, is an issue at the reference's ``run``."""
+    from .._lineage import check
+
+    return [_issue(source, path, message) for path, message in check(spec, sde, prior, dim)]
 
 
 def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecIssue]:
