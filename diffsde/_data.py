@@ -1,5 +1,11 @@
 """Datasets: samplers of p_data, the Gaussian mixture whose score is known at every t, and finite
-data sets (arrays split into training and held-out rows, the shipped 8×8 digits)."""
+data sets (arrays split into training and held-out rows, the shipped 8×8 digits).
+
+A dataset may yield a *condition* with each point (:meth:`AbstractDataset.sample_conditions`):
+a labelled Gaussian mixture yields the index of the component each point was drawn from. A
+training batch (:meth:`AbstractDataset.batch`) is then a :class:`ConditionedBatch`; a dataset
+without conditions yields the plain array of points, as it always did.
+"""
 
 import abc
 import importlib.resources
@@ -10,14 +16,32 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree, Real
 
-from ._custom_types import Scalar, ScalarLike, Vector
+from ._custom_types import Condition, Conditions, Scalar, ScalarLike, Vector
 from ._sde._base import AbstractGaussianSDE
 
 
+class ConditionedBatch(eqx.Module):
+    """A training batch of points ``x`` and their ``condition`` (one row per point)."""
+
+    x: Float[Array, "n dim"]
+    condition: PyTree
+
+
+def split_batch(batch: PyTree) -> tuple[Float[Array, "n dim"], Conditions]:
+    """(points, conditions or None) of a batch from :meth:`AbstractDataset.batch`."""
+    if isinstance(batch, ConditionedBatch):
+        return batch.x, batch.condition
+    return batch, None
+
+
 class AbstractDataset(eqx.Module):
-    """A distribution on R^dim that can be sampled."""
+    """A distribution on R^dim that can be sampled, optionally with a condition per point.
+
+    ``classes``: the number of class labels :meth:`sample_conditions` yields (0: it yields no
+    conditions).
+    """
 
     dim: eqx.AbstractVar[int]
     # (height, width) when each row is a flattened image (for plotting), else None.
@@ -26,6 +50,37 @@ class AbstractDataset(eqx.Module):
     @abc.abstractmethod
     def sample(self, *, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
         """``n`` independent samples of p_data."""
+
+    @property
+    def classes(self) -> int:
+        """Number of class labels the conditions take (0: no conditions)."""
+        return 0
+
+    def sample_conditions(
+        self, *, key: PRNGKeyArray, n: int
+    ) -> tuple[Float[Array, "n dim"], Conditions]:
+        """``n`` samples of the joint law of (x, condition): the points are those of
+        :meth:`sample` with the same key; the conditions are None for a dataset without."""
+        return self.sample(key=key, n=n), None
+
+    def batch(self, *, key: PRNGKeyArray, n: int) -> PyTree:
+        """What one training step gets: the points of :meth:`sample`, or, for a dataset with
+        conditions, a :class:`ConditionedBatch` of those points and their conditions."""
+        x, condition = self.sample_conditions(key=key, n=n)
+        return x if condition is None else ConditionedBatch(x, condition)
+
+    def held_out_conditions(
+        self, *, key: PRNGKeyArray, n: int
+    ) -> tuple[Float[Array, "m dim"], Conditions]:
+        """The points of :meth:`held_out` and their conditions (None without)."""
+        return self.held_out(key=key, n=n), None
+
+    def given(self, condition: int) -> "AbstractDataset":
+        """The conditional law p_data(x | condition), as a dataset without conditions."""
+        raise ValueError(
+            f"{type(self).__name__} yields no conditions, so it has no law given condition "
+            f"{condition}: use labelled data (e.g. data: {{type: gmm, labels: true}})"
+        )
 
     def held_out(self, *, key: PRNGKeyArray, n: int) -> Float[Array, "m dim"]:
         """Evaluation samples that training never sees (m ≤ n rows).
@@ -40,14 +95,18 @@ class AbstractDataset(eqx.Module):
 class GaussianMixture(AbstractDataset):
     """Σ_k w_k N(m_k, s_k² I) with exact log-density, and exact score of p_t under any SDE with a
     Gaussian kernel: component k becomes N(E[X_t | X_0 = m_k], (λ_t² s_k² + σ_t²) I).
+
+    ``labelled``: each point comes with the index k of its component as its condition, and
+    ``score(x, t, sde, condition=k)`` is the exact score of p_t(x | k), component k's alone.
     """
 
     dim: int = eqx.field(static=True)
     log_weights: Float[Array, " k"]
     means: Float[Array, "k dim"]
     stds: Float[Array, " k"]
+    labelled: bool = eqx.field(static=True)
 
-    def __init__(self, weights, means, stds):
+    def __init__(self, weights, means, stds, *, labelled: bool = False):
         means = jnp.asarray(means, jnp.float32)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (components, dim), got {means.shape}")
@@ -56,11 +115,39 @@ class GaussianMixture(AbstractDataset):
         self.log_weights = jnp.log(weights / jnp.sum(weights))
         self.means = means
         self.stds = jnp.broadcast_to(jnp.asarray(stds, jnp.float32), (k,))
+        self.labelled = labelled
 
-    def sample(self, *, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
+    @property
+    def classes(self) -> int:
+        return self.means.shape[0] if self.labelled else 0
+
+    def _draw(self, key: PRNGKeyArray, n: int) -> tuple[Float[Array, "n dim"], Int[Array, " n"]]:
         ckey, nkey = jr.split(key)
         k = jr.categorical(ckey, self.log_weights, shape=(n,))
-        return self.means[k] + self.stds[k, None] * jr.normal(nkey, (n, self.dim))
+        return self.means[k] + self.stds[k, None] * jr.normal(nkey, (n, self.dim)), k
+
+    def sample(self, *, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
+        return self._draw(key, n)[0]
+
+    def sample_conditions(self, *, key, n):
+        """The points of :meth:`sample` and, when ``labelled``, their components (int32)."""
+        x, k = self._draw(key, n)
+        return x, (k.astype(jnp.int32) if self.labelled else None)
+
+    def held_out_conditions(self, *, key, n):
+        return self.sample_conditions(key=jr.fold_in(key, 1), n=n)
+
+    def given(self, condition: int) -> "GaussianMixture":
+        """Component ``condition`` alone: N(m_c, s_c² I), unlabelled."""
+        if not self.labelled:
+            return super().given(condition)
+        if not 0 <= condition < self.classes:
+            raise ValueError(
+                f"condition {condition} is not a component of this mixture: give one in "
+                f"0..{self.classes - 1}"
+            )
+        c = int(condition)
+        return GaussianMixture(1.0, self.means[c : c + 1], self.stds[c : c + 1])
 
     def _log_prob(self, x: Vector, means, stds) -> Scalar:
         sq = jnp.sum((x - means) ** 2, axis=-1)
@@ -78,9 +165,15 @@ class GaussianMixture(AbstractDataset):
         between = (weights[:, None] * centred).T @ centred
         return between + jnp.sum(weights * self.stds**2) * jnp.eye(self.dim)
 
-    def log_prob(self, x: Vector) -> Scalar:
-        """log p_data(x)."""
+    def log_prob(self, x: Vector, condition: Condition = None) -> Scalar:
+        """log p_data(x), or log p_data(x | condition) (component ``condition``'s density)."""
+        if condition is not None:
+            return self._component_log_prob(x, self.means[condition], self.stds[condition])
         return self._log_prob(x, self.means, self.stds)
+
+    def _component_log_prob(self, x: Vector, mean: Vector, std: Scalar) -> Scalar:
+        sq = jnp.sum((x - mean) ** 2)
+        return -0.5 * sq / std**2 - self.dim * (jnp.log(std) + 0.5 * jnp.log(2 * jnp.pi))
 
     def marginal(self, sde: AbstractGaussianSDE, t: ScalarLike) -> tuple[Array, Array]:
         """Means and standard deviations of the components of p_t."""
@@ -88,13 +181,24 @@ class GaussianMixture(AbstractDataset):
         means = jax.vmap(lambda m: sde.marginal_mean(t, m))(self.means)
         return means, jnp.sqrt(lam**2 * self.stds**2 + sigma**2)
 
-    def marginal_log_prob(self, x: Vector, t: ScalarLike, sde: AbstractGaussianSDE) -> Scalar:
-        """log p_t(x), exactly."""
-        return self._log_prob(x, *self.marginal(sde, t))
-
-    def score(self, x: Vector, t: ScalarLike, sde: AbstractGaussianSDE) -> Vector:
-        """∇ log p_t(x), exactly: a posterior-weighted sum of component scores."""
+    def marginal_log_prob(
+        self, x: Vector, t: ScalarLike, sde: AbstractGaussianSDE, condition: Condition = None
+    ) -> Scalar:
+        """log p_t(x), exactly; log p_t(x | condition) given a component index."""
         means, stds = self.marginal(sde, t)
+        if condition is not None:
+            return self._component_log_prob(x, means[condition], stds[condition])
+        return self._log_prob(x, means, stds)
+
+    def score(
+        self, x: Vector, t: ScalarLike, sde: AbstractGaussianSDE, condition: Condition = None
+    ) -> Vector:
+        """∇ log p_t(x), exactly: a posterior-weighted sum of component scores; given a
+        component index ``condition``, ∇ log p_t(x | condition) = (m_c(t) − x)/s_c(t)², that
+        component's score alone."""
+        means, stds = self.marginal(sde, t)
+        if condition is not None:
+            return (means[condition] - x) / stds[condition] ** 2
         sq = jnp.sum((x - means) ** 2, axis=-1)
         log_comp = -0.5 * sq / stds**2 - self.dim * jnp.log(stds)
         resp = jax.nn.softmax(self.log_weights + log_comp)

@@ -16,6 +16,9 @@ computed from JVPs of h on probe vectors v as vᵀ(∂h/∂x)v:
   given x; their mean is the estimate and std/√K its standard error;
 - ``auto``: exact for d ≤ 64, Hutchinson above.
 
+Conditions: ``condition`` (one per row) gives log p_ε(x | c) of the flow of the score bound to
+each row's condition (an unconditional score ignores it).
+
 What is computed is log p_ε of the model's flow at the data point (the usual ε cut-off, as the
 samplers stop at ε), with p_T replaced by the prior given: any mismatch between the prior and the
 true p_T of the data is part of the result.
@@ -34,10 +37,11 @@ import numpy as np
 import pydantic
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._custom_types import Scalar, ScoreFn, Vector
+from ._custom_types import Conditions, Scalar, ScoreFn, Vector
 from ._data import AbstractDataset
 from ._errors import SpecFieldError
 from ._metrics import AbstractMetric, Direction, EvalContext
+from ._model import bind_condition
 from ._prior import AbstractPrior
 from ._sampler import ODE_SOLVERS, AbstractODESolver, Tsit5
 from ._sde._base import AbstractSDE
@@ -138,9 +142,11 @@ class ProbabilityFlowLikelihood(eqx.Module):
         *,
         log_prior: LogPrior,
         key: PRNGKeyArray,
+        condition: Conditions = None,
     ) -> LogLikelihood:
         """log p_ε at each row of ``x``: one solve per row (``jax.vmap``-ed, each row with its
-        own step sizes), p_T replaced by ``log_prior``."""
+        own step sizes), p_T replaced by ``log_prior``; given ``condition`` (one per row), log
+        p_ε(x | c) of the score bound to each row's condition."""
         self.check(sde)
         n, dim = x.shape
         method = resolve_divergence(self.divergence, dim)
@@ -149,11 +155,12 @@ class ProbabilityFlowLikelihood(eqx.Module):
             probes, probe_axis = jnp.eye(dim, dtype=x.dtype), None  # the same d probes everywhere
         else:
             probes, probe_axis = jr.rademacher(key, (n, self.probes, dim), dtype=x.dtype), 0
-        field = sde.probability_flow(score)
         spec = self.solver
 
-        def one(x0, v):
+        def one(x0, v, c):
             # v: this point's probes, closed over, so they stay fixed along its solve
+            field = sde.probability_flow(bind_condition(score, c))
+
             def vector_field(t, y, args):
                 del args
                 h, jvp = jax.linearize(lambda z: field(t, z), y[0])
@@ -179,14 +186,17 @@ class ProbabilityFlowLikelihood(eqx.Module):
             stderr = jnp.std(estimates, ddof=1) / math.sqrt(self.probes)
             return jnp.mean(estimates), stderr, sol.stats["num_steps"]
 
-        log_prob, stderr, steps = jax.vmap(one, in_axes=(0, probe_axis))(x, probes)
+        condition_axis = None if condition is None else 0
+        log_prob, stderr, steps = jax.vmap(one, in_axes=(0, probe_axis, condition_axis))(
+            x, probes, condition
+        )
         nfe = spec.init + spec.per_step * jnp.max(steps)
         return LogLikelihood(log_prob, stderr, jnp.asarray(nfe, jnp.int32))
 
 
 @eqx.filter_jit
-def _solve_chunk(estimator, sde, score, log_prior, x, key):
-    return estimator.solve(sde, score, x, log_prior=log_prior, key=key)
+def _solve_chunk(estimator, sde, score, log_prior, x, key, condition):
+    return estimator.solve(sde, score, x, log_prior=log_prior, key=key, condition=condition)
 
 
 def log_likelihood(
@@ -198,13 +208,15 @@ def log_likelihood(
     key: PRNGKeyArray,
     log_prior: LogPrior | None = None,
     batch_size: int = 256,
+    condition: Conditions = None,
 ) -> LogLikelihood:
     """log p_ε(x) of each row of ``x`` under the model's probability flow, in batches of
     ``batch_size`` rows (one jitted function, compiled once; the last batch is padded by repeating
     its rows), batch i with key ``fold_in(key, i)``.
 
     ``log_prior``: log-density of p_T for one point; default the SDE's prior
-    (``sde.prior().log_prob``). ``nfe`` is the largest over batches.
+    (``sde.prior().log_prob``). ``nfe`` is the largest over batches. ``condition``: one per
+    row of ``x`` (log p_ε(x | c)), or None.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -219,9 +231,13 @@ def log_likelihood(
     for i, start in enumerate(range(0, n, size)):
         chunk = x[start : start + size]
         rows = chunk.shape[0]
+        chunk_condition = jax.tree.map(lambda c: jnp.asarray(c)[start : start + size], condition)
         if rows < size:
             chunk = chunk[np.arange(size) % rows]
-        out = _solve_chunk(estimator, sde, score, log_prior, chunk, jr.fold_in(key, i))
+            chunk_condition = jax.tree.map(lambda c: c[np.arange(size) % rows], chunk_condition)
+        out = _solve_chunk(
+            estimator, sde, score, log_prior, chunk, jr.fold_in(key, i), chunk_condition
+        )
         outputs.append((out, rows))
     return LogLikelihood(
         jnp.concatenate([out.log_prob[:rows] for out, rows in outputs]),
@@ -331,7 +347,13 @@ class LikelihoodMetric(AbstractMetric):
             return {}
         prior = ctx.prior if ctx.prior is not None else ctx.sde.prior()
         values, _ = self.evaluate(
-            ctx.dataset, ctx.sde, prior, ctx.score, ctx.reference, key=ctx.key
+            ctx.dataset,
+            ctx.sde,
+            prior,
+            ctx.score,
+            ctx.reference,
+            key=ctx.key,
+            condition=ctx.reference_conditions,
         )
         return values
 
@@ -355,12 +377,15 @@ class LikelihoodMetric(AbstractMetric):
         reference: Float[Array, "m dim"],
         *,
         key: PRNGKeyArray,
+        condition: Conditions = None,
     ) -> tuple[dict[str, float], LogLikelihood]:
-        """The metric's values and the per-point result on ``n`` rows of ``reference``."""
+        """The metric's values and the per-point result on ``n`` rows of ``reference`` (given
+        their ``condition``, one per row, if not None)."""
         pick_key, dequantise_key, probe_key = jr.split(key, 3)
         m = reference.shape[0]
         pick = jr.choice(pick_key, m, (self.n,), replace=False) if m > self.n else slice(None)
         x = reference[pick]
+        condition = jax.tree.map(lambda c: jnp.asarray(c)[pick], condition)
         dim = x.shape[1]
         step = self.lattice_step(dataset, reference)
         if step is not None:
@@ -373,6 +398,7 @@ class LikelihoodMetric(AbstractMetric):
             key=probe_key,
             log_prior=prior.log_prob,
             batch_size=self.batch_size,
+            condition=condition,
         )
         values = {"nll": nats_per_dim(result.log_prob, dim)}
         if step is not None:

@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import pydantic
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._custom_types import Scalar, ScoreFn
 from ._data import AbstractDataset, GaussianMixture
+from ._model import bind_condition
 from ._prior import AbstractPrior
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
@@ -31,7 +32,13 @@ class EvalContext:
     ``score``: the learned s_θ(x, t) for one point x, or None when there is none;
     ``key``: randomness for the metric (projections, subsampling);
     ``prior``: the p_noise ≈ p_T the sampler starts from (the spec's ``prior``), or None for the
-    SDE's own ``sde.prior()``.
+    SDE's own ``sde.prior()``; ``reference_conditions``: the conditions of the reference rows
+    (one row each) for data with conditions, else None.
+
+    Conditions: ``score`` may be conditional (``score(x, t, condition=c)``); metrics bind each
+    point's condition with ``diffsde._model.bind_condition``. To evaluate the samples of one
+    class c, the pipeline passes ``dataset.given(c)``, its held-out points and the score bound to
+    c: every metric then compares with p(x | c) and needs no condition of its own.
     """
 
     samples: Float[Array, "n dim"]
@@ -41,6 +48,7 @@ class EvalContext:
     score: ScoreFn | None
     key: PRNGKeyArray
     prior: AbstractPrior | None = None
+    reference_conditions: PyTree | None = None
 
 
 # How to read a metric's value: "min" lower is better, "max" higher is better, "zero" nearest 0
@@ -196,7 +204,9 @@ class MMD(AbstractMetric):
 
 class ExactScoreError(AbstractMetric):
     """``esm``: E_t E_{x~p_t} |s_θ(x, t) − ∇log p_t(x)|², t on a uniform grid of ``n_times``
-    points in [eps, T], x_t = kernel draws from ``n_points`` fresh data samples.
+    points in [eps, T], x_t = kernel draws from ``n_points`` fresh data samples. For labelled
+    data the samples come with their components c, and the error is that of the score given c
+    against the exact ∇log p_t(x | c).
 
     It applies only when the data set knows its score at every t (a :class:`GaussianMixture`),
     the SDE has a Gaussian transition kernel and a score is given; otherwise it returns ``{}``
@@ -236,13 +246,17 @@ class ExactScoreError(AbstractMetric):
         # eqx.Partial with new parameters reuses the compilation
         ts = jnp.linspace(self.eps, sde.T, self.n_times)
         dkey, nkey = jr.split(key)
-        x0 = dataset.sample(key=dkey, n=self.n_points)
+        x0, condition = dataset.sample_conditions(key=dkey, n=self.n_points)
         noise = jr.normal(nkey, (self.n_times, *x0.shape))
 
         def at_time(t, z):  # x_t = m_t(x0) + σ_t z, a draw of the kernel for each x0
             xt = jax.vmap(lambda x: sde.marginal_mean(t, x))(x0) + sde.marginal_std(t) * z
-            learned = jax.vmap(lambda x: score(x, t))(xt)
-            exact = jax.vmap(lambda x: dataset.score(x, t, sde))(xt)
+            if condition is None:
+                learned = jax.vmap(lambda x: score(x, t))(xt)
+                exact = jax.vmap(lambda x: dataset.score(x, t, sde))(xt)
+            else:
+                learned = jax.vmap(lambda x, c: bind_condition(score, c)(x, t))(xt, condition)
+                exact = jax.vmap(lambda x, c: dataset.score(x, t, sde, c))(xt, condition)
             return jnp.mean(jnp.sum((learned - exact) ** 2, axis=-1))
 
         return jnp.mean(jax.vmap(at_time)(ts, noise))

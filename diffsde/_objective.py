@@ -3,6 +3,12 @@
 Every objective here is the same time-weighted integral, normalised as an average over
 t ~ U[ε, T]; importance sampling t ~ π only changes the estimator (weights λ(t)/(π(t)(T − ε))),
 not the value it estimates.
+
+Conditions: ``loss(model, x0, key=…, condition=c)`` with one condition per row of ``x0`` trains
+a conditional score s_θ(x, t, c) ≈ ∇ log p_t(x | c): each point's model is the model bound to
+its condition (``diffsde._model.bind_condition``), so DSM regresses on ∇ log p(x_t | x₀) with
+(x₀, c) drawn jointly — whose minimiser is the conditional score — and ISM/SSM need nothing
+else; only ESM's target (the exact mixture score) reads the condition itself.
 """
 
 import abc
@@ -17,9 +23,10 @@ import jax.random as jr
 import pydantic
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._custom_types import Scalar, ScoreFn, Vector
+from ._custom_types import Condition, Conditions, Scalar, ScoreFn, Vector
 from ._data import GaussianMixture
 from ._errors import REQUIREMENTS, SpecFieldError
+from ._model import bind_condition
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
 REQUIREMENTS[GaussianMixture] = "Gaussian-mixture data (data type 'gmm'), whose exact score it uses"
@@ -35,8 +42,16 @@ class AbstractObjective(eqx.Module):
     kind: ClassVar[str] = "objective"
 
     @abc.abstractmethod
-    def loss(self, model: ScoreFn, x0: Float[Array, "n dim"], *, key: PRNGKeyArray) -> Scalar:
-        """A Monte-Carlo estimate of the objective on the data batch ``x0``."""
+    def loss(
+        self,
+        model: ScoreFn,
+        x0: Float[Array, "n dim"],
+        *,
+        key: PRNGKeyArray,
+        condition: Conditions = None,
+    ) -> Scalar:
+        """A Monte-Carlo estimate of the objective on the data batch ``x0``; ``condition``:
+        the batch's conditions (one row per point), or None."""
 
 
 def _needs_kernel(part: eqx.Module, field: str, sde: AbstractSDE, fix: str) -> None:
@@ -290,9 +305,16 @@ class AbstractWeightedScoreMatching(AbstractObjective):
 
     @abc.abstractmethod
     def pointwise(
-        self, model: ScoreFn, t: Scalar, xt: Vector, x0: Vector, key: PRNGKeyArray
+        self,
+        model: ScoreFn,
+        t: Scalar,
+        xt: Vector,
+        x0: Vector,
+        key: PRNGKeyArray,
+        condition: Condition = None,
     ) -> Scalar:
-        """ℓ at one (t, x_t), x_t drawn from x₀ (whose conditional only DSM uses)."""
+        """ℓ at one (t, x_t), x_t drawn from x₀ (whose conditional only DSM uses); ``model`` is
+        already bound to the point's ``condition`` (None if unconditional)."""
 
     def weight(self, t: Scalar) -> Scalar:
         """λ(t)."""
@@ -311,12 +333,29 @@ class AbstractWeightedScoreMatching(AbstractObjective):
         """Points (t, weight, x_t, x₀) the loss averages over (from ``source``)."""
         return self.source.draw(self, x0, key=key)
 
-    def loss(self, model: ScoreFn, x0: Float[Array, "n dim"], *, key: PRNGKeyArray) -> Scalar:
+    def loss(
+        self,
+        model: ScoreFn,
+        x0: Float[Array, "n dim"],
+        *,
+        key: PRNGKeyArray,
+        condition: Conditions = None,
+    ) -> Scalar:
+        rows = x0.shape[0]
         t, w, xt, x0 = self.draw(x0, key=key)
         # Projection keys (SSM) from a stream `draw` never uses: fold_in(key, 1) would equal
         # split(key)[1], the key of the x_t noise, and correlate v with z (a biased gradient).
         keys = jr.split(jr.fold_in(key, 2**31 - 1), t.shape[0])
-        return jnp.mean(w * jax.vmap(lambda *a: self.pointwise(model, *a))(t, xt, x0, keys))
+        if condition is None:
+            return jnp.mean(w * jax.vmap(lambda *a: self.pointwise(model, *a))(t, xt, x0, keys))
+        # a source draws each batch row's points consecutively (times_per_path of them)
+        per_row = t.shape[0] // rows
+        condition = jax.tree.map(lambda c: jnp.repeat(c, per_row, axis=0), condition)
+
+        def one(t, xt, x0, key, c):
+            return self.pointwise(bind_condition(model, c), t, xt, x0, key, c)
+
+        return jnp.mean(w * jax.vmap(one)(t, xt, x0, keys, condition))
 
     spec_moved: ClassVar[dict[str, str]] = {"steps": "simulation_steps"}
 
@@ -342,14 +381,12 @@ class AbstractRegressionScoreMatching(AbstractWeightedScoreMatching):
     """ℓ = |s_θ(x_t, t) − target(t, x_t, x₀)|²."""
 
     @abc.abstractmethod
-    def target(self, t: Scalar, xt: Vector, x0: Vector) -> Vector:
-        """What s_θ(x_t, t) is regressed on."""
+    def target(self, t: Scalar, xt: Vector, x0: Vector, condition: Condition = None) -> Vector:
+        """What s_θ(x_t, t) is regressed on (given the point's condition, if any)."""
 
-    def pointwise(
-        self, model: ScoreFn, t: Scalar, xt: Vector, x0: Vector, key: PRNGKeyArray
-    ) -> Scalar:
+    def pointwise(self, model, t, xt, x0, key, condition=None) -> Scalar:
         del key
-        return jnp.sum((model(xt, t) - self.target(t, xt, x0)) ** 2)
+        return jnp.sum((model(xt, t) - self.target(t, xt, x0, condition)) ** 2)
 
 
 class DenoisingScoreMatching(AbstractRegressionScoreMatching):
@@ -363,7 +400,8 @@ class DenoisingScoreMatching(AbstractRegressionScoreMatching):
     eps: Positive = eqx.field(static=True, default=1e-3)
     source: ClassVar[AbstractXtSource] = KernelSource()
 
-    def target(self, t: Scalar, xt: Vector, x0: Vector) -> Vector:
+    def target(self, t, xt, x0, condition=None) -> Vector:
+        del condition  # ∇ log p(x_t | x₀): x₀ was drawn given the condition already
         return self.sde.conditional_score(t, xt, x0)
 
 
@@ -379,9 +417,9 @@ class ExplicitScoreMatching(AbstractRegressionScoreMatching):
     eps: Positive = eqx.field(static=True, default=1e-3)
     source: ClassVar[AbstractXtSource] = KernelSource()
 
-    def target(self, t: Scalar, xt: Vector, x0: Vector) -> Vector:
+    def target(self, t, xt, x0, condition=None) -> Vector:
         del x0
-        return self.data.score(xt, t, self.sde)
+        return self.data.score(xt, t, self.sde, condition)
 
 
 class ImplicitScoreMatching(AbstractWeightedScoreMatching):
@@ -398,10 +436,8 @@ class ImplicitScoreMatching(AbstractWeightedScoreMatching):
     eps: Positive = eqx.field(static=True, default=1e-3)
     source: AbstractXtSource = AutoSource()
 
-    def pointwise(
-        self, model: ScoreFn, t: Scalar, xt: Vector, x0: Vector, key: PRNGKeyArray
-    ) -> Scalar:
-        del x0, key
+    def pointwise(self, model, t, xt, x0, key, condition=None) -> Scalar:
+        del x0, key, condition  # model is bound to the condition
         score = model(xt, t)
         jacobian = jax.jacfwd(lambda x: model(x, t))(xt)
         return jnp.sum(score**2) + 2 * jnp.trace(jacobian)
@@ -434,10 +470,8 @@ class SlicedScoreMatching(AbstractWeightedScoreMatching):
                 "projection", f"{self.projection!r} is unknown; choose 'rademacher' or 'gaussian'"
             )
 
-    def pointwise(
-        self, model: ScoreFn, t: Scalar, xt: Vector, x0: Vector, key: PRNGKeyArray
-    ) -> Scalar:
-        del x0
+    def pointwise(self, model, t, xt, x0, key, condition=None) -> Scalar:
+        del x0, condition  # model is bound to the condition
         shape = (self.n_projections, self.sde.dim)
         if self.projection == "rademacher":
             v = jr.rademacher(key, shape, dtype=xt.dtype)

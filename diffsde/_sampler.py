@@ -5,6 +5,11 @@ A sampler turns samples x_T of p_T (or of p_noise ≈ p_T) into samples of p_ε,
 (as in score_sde), the score ``jax.vmap``-ed over the rows. NFE counts evaluations of the score on
 the whole batch: one call of the vmapped score is 1 NFE.
 
+Conditions: ``sample_from(…, condition=c)`` takes one condition per row of x_T (a pytree whose
+leaves have a leading axis of n rows, e.g. class indices of shape (n,)); each row's score is the
+score bound to its condition (``diffsde._model.bind_condition``: a conditional score gets it, an
+unconditional one ignores it). ``condition=None`` is the unconditional sampler, unchanged.
+
 Time grids are uniform in forward time t, from T down to ε. The reverse SDE is integrated
 forwards in u = T − t (diffrax's Brownian paths and SDE solvers are tested in that direction);
 the probability-flow ODE backwards in t, from T to ε.
@@ -24,8 +29,9 @@ import numpy as np
 import pydantic
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._custom_types import Scalar, ScalarLike, ScoreFn
+from ._custom_types import Conditions, Scalar, ScalarLike, ScoreFn
 from ._errors import SpecFieldError
+from ._model import bind_condition
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
 Batch = Float[Array, "n dim"]
@@ -78,27 +84,41 @@ class AbstractSampler(eqx.Module):
         *,
         key: PRNGKeyArray,
         save_ts: SaveTs | None = None,
+        condition: Conditions = None,
     ) -> Samples:
         """Samples of p_ε from the batch ``x_T`` of (approximate) samples of p_T.
 
         ``save_ts``: forward times in [ε, T], decreasing (the order the reverse process visits
-        them), at which to record the state.
+        them), at which to record the state. ``condition``: one condition per row of ``x_T``
+        (samples of p_ε(x | c) row by row), or None.
         """
 
 
 # helpers -------------------------------------------------------------------------------------
 
 
-def _batched_score(score: ScoreFn) -> Callable[[Batch, ScalarLike], Batch]:
-    return jax.vmap(score, in_axes=(0, None))
+def _per_row(field_of, score: ScoreFn, condition: Conditions):
+    """``field_of(score)``, a field ``(t, x)`` of one point, vmapped over the rows of a batch,
+    row i's score bound to ``condition``'s row i (the one place samplers bind conditions)."""
+    if condition is None:
+        return jax.vmap(field_of(score), in_axes=(None, 0))
+    rows = jax.vmap(lambda t, x, c: field_of(bind_condition(score, c))(t, x), in_axes=(None, 0, 0))
+    return lambda t, x: rows(t, x, condition)
+
+
+def _batched_score(
+    score: ScoreFn, condition: Conditions = None
+) -> Callable[[Batch, ScalarLike], Batch]:
+    field = _per_row(lambda s: lambda t, x: s(x, t), score, condition)
+    return lambda x, t: field(t, x)
 
 
 def _flat_reverse_terms(
-    sde: AbstractSDE, score: ScoreFn, shape: tuple[int, int], brownian
+    sde: AbstractSDE, score: ScoreFn, shape: tuple[int, int], brownian, condition=None
 ) -> diffrax.MultiTerm:
     """The reverse SDE of the whole batch, flattened to one state of size n·dim (diffrax terms
     in u = T − t; the noise g(T − u) I is diagonal)."""
-    drift = jax.vmap(sde.reverse_drift(score), in_axes=(None, 0))
+    drift = _per_row(sde.reverse_drift, score, condition)
     return diffrax.MultiTerm(
         diffrax.ODETerm(lambda u, y, args: drift(u, y.reshape(shape)).reshape(-1)),
         diffrax.ControlTerm(
@@ -176,12 +196,12 @@ class EulerMaruyama(AbstractSampler):
         if self.steps < 1:
             raise SpecFieldError("steps", f"must be at least 1, got {self.steps}")
 
-    def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
+    def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
         U = sde.T - self.eps
         brownian = diffrax.UnsafeBrownianPath(shape=(x_T.size,), key=key)
         sol = diffrax.diffeqsolve(
-            _flat_reverse_terms(sde, score, x_T.shape, brownian),
+            _flat_reverse_terms(sde, score, x_T.shape, brownian, condition),
             diffrax.Euler(),
             t0=0.0,
             t1=U,
@@ -231,7 +251,7 @@ class AdaptiveReverseSDE(AbstractSampler):
             if not getattr(self, name) > 0:
                 raise SpecFieldError(name, f"must be positive, got {getattr(self, name)}")
 
-    def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
+    def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
         U = sde.T - self.eps
         brownian = diffrax.VirtualBrownianTree(
@@ -243,7 +263,7 @@ class AdaptiveReverseSDE(AbstractSampler):
             levy_area=diffrax.SpaceTimeLevyArea,
         )
         sol = diffrax.diffeqsolve(
-            _flat_reverse_terms(sde, score, x_T.shape, brownian),
+            _flat_reverse_terms(sde, score, x_T.shape, brownian, condition),
             _SRK_SOLVERS[self.solver](),
             t0=0.0,
             t1=U,
@@ -490,10 +510,10 @@ class ProbabilityFlow(AbstractSampler):
         data["controller"] = {**controller, **flat}
         return data
 
-    def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
+    def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         del key  # deterministic
         self.check_sde(sde)
-        field = jax.vmap(sde.probability_flow(score), in_axes=(None, 0))
+        field = _per_row(sde.probability_flow, score, condition)
         term = diffrax.ODETerm(lambda t, y, args: field(t, y.reshape(x_T.shape)).reshape(-1))
         controller, dt0, max_steps = self.controller.setup(sde.T, self.eps)
         sol = diffrax.diffeqsolve(
@@ -540,10 +560,10 @@ class PredictorCorrector(AbstractSampler):
                 f"steps={self.steps}, corrector_steps={self.corrector_steps}, snr={self.snr}"
             )
 
-    def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
+    def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
-        batched = _batched_score(score)
-        drift = jax.vmap(sde.reverse_drift(score), in_axes=(None, 0))
+        batched = _batched_score(score, condition)
+        drift = _per_row(sde.reverse_drift, score, condition)
         ts = _grid(sde, self.eps, self.steps)
 
         def langevin(x, key, t):
@@ -640,9 +660,9 @@ class ExponentialIntegrator(AbstractSampler):
             std = jnp.sqrt(bridge) * sigma_s / sigma_t
         return a, kappa, std
 
-    def sample_from(self, sde, score, x_T, *, key, save_ts=None) -> Samples:
+    def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
-        batched = _batched_score(score)
+        batched = _batched_score(score, condition)
         ts = _grid(sde, self.eps, self.steps)
         zero = jnp.zeros(x_T.shape[-1], x_T.dtype)
 
@@ -682,8 +702,10 @@ SAMPLER_PARTS = (*ODE_SOLVERS, UniformGrid, FixedSteps, PIDSteps)
 
 
 @eqx.filter_jit
-def _sample_chunk(sampler, sde, score, x_T, key, save_ts):
-    return sampler.sample_from(sde, score, x_T, key=key, save_ts=save_ts)
+def _sample_chunk(sampler, sde, score, x_T, key, save_ts, condition):
+    if condition is None:  # samplers of plugins written before conditions need not take one
+        return sampler.sample_from(sde, score, x_T, key=key, save_ts=save_ts)
+    return sampler.sample_from(sde, score, x_T, key=key, save_ts=save_ts, condition=condition)
 
 
 def sample(
@@ -695,8 +717,12 @@ def sample(
     key: PRNGKeyArray,
     chunk_size: int = 10_000,
     save_ts: SaveTs | None = None,
+    condition: Conditions = None,
 ) -> Samples:
     """``sampler.sample_from`` over chunks of ``chunk_size`` rows of ``x_T``, concatenated.
+
+    ``condition``: one condition per row of ``x_T`` (a pytree of arrays with n rows, e.g. class
+    indices of shape (n,)), chunked with the rows; None samples unconditionally.
 
     One jitted function is compiled once (the last chunk is padded by repeating its rows) and
     called per chunk, chunk i with key ``fold_in(key, i)``. ``nfe`` is the largest over chunks
@@ -721,14 +747,26 @@ def sample(
                 f"them, from T to eps), got {times}"
             )
         save_ts = jnp.asarray(times, jnp.float32)
+    if condition is not None:
+        condition = jax.tree.map(jnp.asarray, condition)
+        bad = [c.shape for c in jax.tree.leaves(condition) if c.ndim < 1 or c.shape[0] != n]
+        if bad:
+            raise ValueError(
+                f"condition must have one row per row of x_T ({n}), got leaves of shape "
+                f"{bad[0]}: give e.g. jnp.full(({n},), label)"
+            )
     size = min(chunk_size, n)
     outputs = []
     for i, start in enumerate(range(0, n, size)):
         chunk = x_T[start : start + size]
         rows = chunk.shape[0]
+        chunk_condition = jax.tree.map(lambda c: c[start : start + size], condition)
         if rows < size:
             chunk = chunk[np.arange(size) % rows]
-        out = _sample_chunk(sampler, sde, score, chunk, jr.fold_in(key, i), save_ts)
+            chunk_condition = jax.tree.map(lambda c: c[np.arange(size) % rows], chunk_condition)
+        out = _sample_chunk(
+            sampler, sde, score, chunk, jr.fold_in(key, i), save_ts, chunk_condition
+        )
         outputs.append((out, rows))
     x = jnp.concatenate([out.x[:rows] for out, rows in outputs])
     nfe = jnp.max(jnp.stack([out.nfe for out, _ in outputs]))

@@ -79,7 +79,8 @@ class Trainer(eqx.Module):
         def one_step(state: TrainState, _):
             key = jr.fold_in(self.key, state.step)
             data_key, step_key = jr.split(key)
-            batch = self.dataset.sample(key=data_key, n=self.batch_size)
+            # the points, or a ConditionedBatch for data with conditions (diffsde._data)
+            batch = self.dataset.batch(key=data_key, n=self.batch_size)
             inner, metrics = self.method.step(state.method, batch, step=state.step, key=step_key)
             if set(metrics) != set(self.method.metric_names):
                 raise ValueError(

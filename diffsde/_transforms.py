@@ -23,6 +23,7 @@ from jaxtyping import PyTree
 
 from ._custom_types import ScalarLike, ScoreFn, Vector
 from ._errors import SpecFieldError
+from ._model import bind_condition
 from ._sde._base import AbstractSDE
 
 
@@ -48,13 +49,7 @@ class TransformedScore(eqx.Module):
     transforms: tuple[AbstractScoreTransform, ...]
 
     def __call__(self, x: Vector, t: ScalarLike, condition: PyTree | None = None) -> Vector:
-        inner = self.score
-        if condition is not None:  # a conditional score takes the condition as a keyword
-            score = self.score
-
-            def inner(x, t):
-                return score(x, t, condition=condition)
-
+        inner = bind_condition(self.score, condition)  # ignored by an unconditional score
         for transform in self.transforms:
             inner = _bind(transform, inner, condition)
         return inner(x, t)

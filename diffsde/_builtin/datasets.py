@@ -34,7 +34,10 @@ TestFraction = Annotated[float, pydantic.Field(gt=0.0, lt=1.0)]
 
 
 class GMMConfig(DatasetConfig):
-    """Gaussian mixture in R^dim with exact scores at every t (given or random means)."""
+    """Gaussian mixture in R^dim with exact scores at every t (given or random means).
+
+    ``labels: true`` gives each point its component's index as a condition (classes 0 to
+    components − 1), for a conditional model (``model: {classes: components}``)."""
 
     type: Literal["gmm"] = "gmm"
     dim: int = pydantic.Field(2, gt=0, le=MAX_GMM_DIM)
@@ -44,6 +47,7 @@ class GMMConfig(DatasetConfig):
     weights: list[pydantic.PositiveFloat] | None = None
     radius: pydantic.PositiveFloat = 2.0
     seed: Seed = 0
+    labels: bool = False
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
@@ -78,7 +82,7 @@ class GMMConfig(DatasetConfig):
         else:
             means = jnp.asarray(self.means)
         weights = 1.0 if self.weights is None else jnp.asarray(self.weights)
-        return GaussianMixture(weights, means, jnp.asarray(self.std))
+        return GaussianMixture(weights, means, jnp.asarray(self.std), labelled=self.labels)
 
 
 class ToyConfig(DatasetConfig):
