@@ -21,6 +21,7 @@ import jax.tree_util as jtu
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from ._data import split_batch
 from ._lineage import FrozenModel
 from ._objective import AbstractObjective
 from ._sde._base import AbstractSDE
@@ -52,7 +53,8 @@ class AbstractTrainingMethod(eqx.Module):
     def step(
         self, state: PyTree, batch: PyTree, *, step: Int[Array, ""], key: PRNGKeyArray
     ) -> tuple[PyTree, dict[str, Float[Array, ""]]]:
-        """One training step on ``batch`` (``batch_size`` points of the dataset): the new state
+        """One training step on ``batch`` (``batch_size`` points of the dataset, or, for data
+        with conditions, a ``ConditionedBatch``: see ``diffsde._data.split_batch``): the new state
         (same structure, shapes and dtypes) and the scalar metrics named in ``metric_names``.
         ``step`` is the number of steps taken before this one; ``key`` is this step's own key.
         Traced once by ``jax.lax.scan``: no Python side effects, no host round trips."""
@@ -129,13 +131,18 @@ class ScoreMatching(AbstractTrainingMethod):
     def step(
         self,
         state: ScoreMatchingState,
-        batch: Float[Array, "n dim"],
+        batch: PyTree,
         *,
         step: Int[Array, ""],
         key: PRNGKeyArray,
     ) -> tuple[ScoreMatchingState, dict[str, Float[Array, ""]]]:
+        x0, condition = split_batch(batch)  # condition: None unless the data yield one
+
         def loss_of(params):
-            return self.objective.loss(self._combine(params), batch, key=key)
+            model = self._combine(params)
+            if condition is None:
+                return self.objective.loss(model, x0, key=key)
+            return self.objective.loss(model, x0, key=key, condition=condition)
 
         loss, grads = eqx.filter_value_and_grad(loss_of)(state.params)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
