@@ -60,9 +60,15 @@ EM_REFERENCE_STEPS = 1000
 FIXED_STEP = {
     "euler_maruyama": lambda steps: EulerMaruyama(steps=steps),
     "pc (1 corrector)": lambda steps: PredictorCorrector(steps=steps, corrector_steps=1),
-    "exponential (frozen noise)": lambda steps: ExponentialIntegrator(steps=steps, frozen="noise"),
-    "exponential (frozen score)": lambda steps: ExponentialIntegrator(steps=steps, frozen="score"),
-    "exponential (frozen data)": lambda steps: ExponentialIntegrator(steps=steps, frozen="data"),
+    "exponential (frozen noise)": lambda steps: ExponentialIntegrator(
+        steps=steps, frozen=diffsde.FrozenNoise()
+    ),
+    "exponential (frozen score)": lambda steps: ExponentialIntegrator(
+        steps=steps, frozen=diffsde.FrozenScore()
+    ),
+    "exponential (frozen data)": lambda steps: ExponentialIntegrator(
+        steps=steps, frozen=diffsde.FrozenData()
+    ),
     **{
         f"pf_ode {solver.tag}": (
             lambda steps, solver=solver: ProbabilityFlow(

@@ -105,6 +105,7 @@ from ._runs import (
     save_checkpoint as save_checkpoint,
 )
 from ._sampler import (
+    AbstractFrozenQuantity as AbstractFrozenQuantity,
     AbstractODESolver as AbstractODESolver,
     AbstractSampler as AbstractSampler,
     AbstractStepController as AbstractStepController,
@@ -116,6 +117,9 @@ from ._sampler import (
     EulerMaruyama as EulerMaruyama,
     ExponentialIntegrator as ExponentialIntegrator,
     FixedSteps as FixedSteps,
+    FrozenData as FrozenData,
+    FrozenNoise as FrozenNoise,
+    FrozenScore as FrozenScore,
     Heun as Heun,
     PIDSteps as PIDSteps,
     PredictorCorrector as PredictorCorrector,

@@ -594,6 +594,63 @@ _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 _GL_NODES, _GL_WEIGHTS = (_GL_NODES + 1) / 2, _GL_WEIGHTS / 2
 
 
+class AbstractFrozenQuantity(eqx.Module):
+    """A part of the exponential integrator: what is held fixed over a step, given the score at
+    (x_t, t), and the step's coefficients (a, κ, std) that follow from it."""
+
+    kind: ClassVar[str] = "frozen_quantity"
+
+    @abc.abstractmethod
+    def coefficients(
+        self, sde: AbstractGaussianSDE, t: ScalarLike, s: ScalarLike
+    ) -> tuple[Scalar, Scalar, Scalar]:
+        """(a, κ, std) of one step from t down to s."""
+
+
+def _step_kernel(sde: AbstractGaussianSDE, t: ScalarLike, s: ScalarLike):
+    """a = λ_s/λ_t, the noise std √(a²σ_t² − σ_s²), λ_s, σ_t, σ_s of a step from t to s."""
+    lam_t, sigma_t = sde.kernel(t)
+    lam_s, sigma_s = sde.kernel(s)
+    a = lam_s / lam_t
+    std = jnp.sqrt(jnp.maximum((a * sigma_t) ** 2 - sigma_s**2, 0.0))
+    return a, std, lam_s, sigma_t, sigma_s
+
+
+class FrozenNoise(AbstractFrozenQuantity):
+    """ε = −σ_r s(x, r) fixed (DEIS-style): κ = 2σ_t(aσ_t − σ_s)."""
+
+    tag: ClassVar[str] = "noise"
+
+    def coefficients(self, sde, t, s):
+        a, std, _, sigma_t, sigma_s = _step_kernel(sde, t, s)
+        return a, 2 * sigma_t * (a * sigma_t - sigma_s), std
+
+
+class FrozenScore(AbstractFrozenQuantity):
+    """s fixed: κ = λ_s ∫_s^t g²/λ_r dr by 8-point Gauss–Legendre (on VP: 2(a − 1))."""
+
+    tag: ClassVar[str] = "score"
+
+    def coefficients(self, sde, t, s):
+        a, std, lam_s, _, _ = _step_kernel(sde, t, s)
+        r = s + (t - s) * jnp.asarray(_GL_NODES, jnp.float32)
+        lam_r = jax.vmap(lambda r: sde.kernel(r)[0])(r)
+        g2 = jax.vmap(sde.diffusion)(r) ** 2
+        kappa = lam_s * (t - s) * jnp.sum(jnp.asarray(_GL_WEIGHTS, jnp.float32) * g2 / lam_r)
+        return a, kappa, std
+
+
+class FrozenData(AbstractFrozenQuantity):
+    """Tweedie's x̂₀ fixed (the DDPM ancestral step): κ = aσ_{t|s}², std² = σ_{t|s}²σ_s²/σ_t²."""
+
+    tag: ClassVar[str] = "data"
+
+    def coefficients(self, sde, t, s):
+        a, _, _, sigma_t, sigma_s = _step_kernel(sde, t, s)
+        bridge = jnp.maximum(sigma_t**2 - (sigma_s / a) ** 2, 0.0)
+        return a, a * bridge, jnp.sqrt(bridge) * sigma_s / sigma_t
+
+
 class ExponentialIntegrator(AbstractSampler):
     """Exponential integrator of the reverse SDE of a Gaussian-kernel (affine) SDE. NFE = steps.
 
@@ -624,7 +681,7 @@ class ExponentialIntegrator(AbstractSampler):
 
     tag: ClassVar[str] = "exponential"
     steps: StepCount = eqx.field(static=True, default=100)
-    frozen: Literal["noise", "score", "data"] = eqx.field(static=True, default="noise")
+    frozen: AbstractFrozenQuantity = FrozenNoise()
     eps: Positive = eqx.field(static=True, default=1e-3)
 
     def check_sde(self, sde: AbstractSDE) -> None:
@@ -636,29 +693,14 @@ class ExponentialIntegrator(AbstractSampler):
     def __check_init__(self):
         if self.steps < 1:
             raise ValueError(f"ExponentialIntegrator needs steps >= 1, got {self.steps}")
-        if self.frozen not in ("noise", "score", "data"):
-            raise ValueError(f"frozen must be 'noise', 'score' or 'data', got {self.frozen!r}")
+        if not isinstance(self.frozen, AbstractFrozenQuantity):
+            raise SpecFieldError("frozen", f"must be a frozen-quantity part, got {self.frozen!r}")
 
     def coefficients(
         self, sde: AbstractGaussianSDE, t: ScalarLike, s: ScalarLike
     ) -> tuple[Scalar, Scalar, Scalar]:
-        """(a, κ, std) of one step from t down to s."""
-        lam_t, sigma_t = sde.kernel(t)
-        lam_s, sigma_s = sde.kernel(s)
-        a = lam_s / lam_t
-        std = jnp.sqrt(jnp.maximum((a * sigma_t) ** 2 - sigma_s**2, 0.0))
-        if self.frozen == "noise":
-            kappa = 2 * sigma_t * (a * sigma_t - sigma_s)
-        elif self.frozen == "score":
-            r = s + (t - s) * jnp.asarray(_GL_NODES, jnp.float32)
-            lam_r = jax.vmap(lambda r: sde.kernel(r)[0])(r)
-            g2 = jax.vmap(sde.diffusion)(r) ** 2
-            kappa = lam_s * (t - s) * jnp.sum(jnp.asarray(_GL_WEIGHTS, jnp.float32) * g2 / lam_r)
-        else:
-            bridge = jnp.maximum(sigma_t**2 - (sigma_s / a) ** 2, 0.0)
-            kappa = a * bridge
-            std = jnp.sqrt(bridge) * sigma_s / sigma_t
-        return a, kappa, std
+        """(a, κ, std) of one step from t down to s (``frozen``'s)."""
+        return self.frozen.coefficients(sde, t, s)
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
@@ -694,7 +736,15 @@ SAMPLERS = (
     ExponentialIntegrator,
 )
 """The built-in samplers (registered by ``diffsde._builtin``)."""
-SAMPLER_PARTS = (*ODE_SOLVERS, UniformGrid, FixedSteps, PIDSteps)
+SAMPLER_PARTS = (
+    *ODE_SOLVERS,
+    UniformGrid,
+    FixedSteps,
+    PIDSteps,
+    FrozenNoise,
+    FrozenScore,
+    FrozenData,
+)
 """The built-in parts of samplers."""
 
 

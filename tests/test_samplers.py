@@ -269,6 +269,13 @@ def test_pf_ode_fixed_step_convergence_orders():
 # exponential integrator ----------------------------------------------------------------------
 
 
+FROZEN = {
+    "noise": diffsde.FrozenNoise(),
+    "score": diffsde.FrozenScore(),
+    "data": diffsde.FrozenData(),
+}
+
+
 def _constant_case(frozen):
     """A score for which what ``frozen`` holds fixed is truly constant, and the exact law of
     x_ε given x_T = 0: N(mean, std² I) from the closed forms of VP."""
@@ -309,7 +316,7 @@ def test_exponential_is_exact_when_the_frozen_quantity_is_constant(frozen):
     else:
         x_T = jnp.zeros((n, DIM))
     for steps in (2, 50):
-        sampler = diffsde.ExponentialIntegrator(steps=steps, frozen=frozen)
+        sampler = diffsde.ExponentialIntegrator(steps=steps, frozen=FROZEN[frozen])
         x = np.asarray(diffsde.sample(sampler, SDE, score, x_T, key=jr.key(steps)).x, np.float64)
         se = std / np.sqrt(n)
         np.testing.assert_array_less(np.abs(x.mean(0) - mean), 4 * se + 1e-4 * np.abs(mean))
@@ -318,7 +325,7 @@ def test_exponential_is_exact_when_the_frozen_quantity_is_constant(frozen):
 
 def test_exponential_score_quadrature_matches_vp_closed_form():
     """κ for frozen="score" by Gauss–Legendre equals 2(a − 1) on VP (to 1e-5 relative)."""
-    sampler = diffsde.ExponentialIntegrator(steps=1, frozen="score")
+    sampler = diffsde.ExponentialIntegrator(steps=1, frozen=diffsde.FrozenScore())
     for t, s in [(1.0, 0.5), (0.3, 0.2), (1.0, EPS)]:
         a, kappa, _ = sampler.coefficients(SDE, jnp.asarray(t), jnp.asarray(s))
         np.testing.assert_allclose(kappa, 2 * (a - 1), rtol=1e-5)
