@@ -34,6 +34,7 @@ from ._errors import SpecFieldError
 from ._lineage import entries as lineage_entries, initialise, stored, write_copies
 from ._methods import AbstractTrainingMethod
 from ._metrics import EvalContext
+from ._model import bind_condition
 from ._plugins import get_registry
 from ._runs import (
     RUN_FILE,
@@ -283,19 +284,56 @@ def _generate(
         x_T,
         key=jr.fold_in(keys.sample, 1),
         save_ts=jnp.asarray(times) if times else None,
+        condition=sample_conditions(setup, keys),
     )
 
 
-def _evaluate(setup: Setup, model, x, reference, keys: Keys) -> dict[str, float]:
-    """Every metric of ``eval.metrics`` on samples ``x`` against held-out ``reference``."""
+# conditions (seam 1): which condition each sample gets, and what the samples are compared with
+
+
+def sample_conditions(setup: Setup, keys: Keys):
+    """One condition per sample, or None: ``eval.condition`` for every row when the spec sets
+    it; else, for data with class labels, labels drawn from the data's own law (so the samples
+    are of p(x) = Σ_c p(c) p(x | c)); else None."""
+    n, fixed = setup.spec.eval.n_samples, setup.spec.eval.condition
+    if fixed is not None:
+        return jnp.full((n,), fixed, jnp.int32)
+    if setup.data.classes:
+        return setup.data.sample_conditions(key=jr.fold_in(keys.sample, 2), n=n)[1]
+    return None
+
+
+def _eval_law(setup: Setup, model):
+    """(dataset, score) the metrics compare with: with ``eval.condition`` c, the law p(x | c)
+    (``data.given(c)``) and the model bound to c; else the data and the model."""
+    fixed = setup.spec.eval.condition
+    if fixed is None:
+        return setup.data, model
+    score = None if model is None else bind_condition(model, jnp.asarray(fixed, jnp.int32))
+    return setup.data.given(fixed), score
+
+
+def eval_reference(setup: Setup, keys: Keys, n: int):
+    """(held-out points, their conditions or None) of the law the metrics compare with."""
+    data, _ = _eval_law(setup, None)
+    return data.held_out_conditions(key=keys.eval, n=n)
+
+
+def _evaluate(
+    setup: Setup, model, x, reference, keys: Keys, reference_conditions=None
+) -> dict[str, float]:
+    """Every metric of ``eval.metrics`` on samples ``x`` against held-out ``reference`` (of
+    p(x | c) and with the model bound to c under ``eval.condition`` c: see `_eval_law`)."""
+    dataset, score = _eval_law(setup, model)
     context = EvalContext(
         samples=jnp.asarray(x),
         reference=jnp.asarray(reference),
-        dataset=setup.data,
+        dataset=dataset,
         sde=setup.sde,
-        score=model,
+        score=score,
         prior=setup.prior,
         key=jr.fold_in(keys.eval, 1),
+        reference_conditions=reference_conditions,
     )
     evaluation = {}
     for metric in setup.spec.eval.metrics:
@@ -307,9 +345,14 @@ def _sample_and_evaluate(setup: Setup, trainer: Trainer, state: TrainState, keys
     model = trainer.sampling_model(state)
     _faults.point("sample")
     result = _generate(setup, model, keys)
-    reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
-    evaluation = _evaluate(setup, model, result.x, reference, keys)
+    reference, reference_conditions = eval_reference(setup, keys, setup.spec.eval.n_samples)
+    evaluation = _evaluate(setup, model, result.x, reference, keys, reference_conditions)
     samples = {"samples": np.asarray(result.x), "reference": np.asarray(reference)}
+    conditions = sample_conditions(setup, keys)
+    if conditions is not None:  # 1-D: the dashboard draws only (points × dim) sets
+        samples["conditions"] = np.asarray(conditions)
+    if reference_conditions is not None:
+        samples["reference_conditions"] = np.asarray(reference_conditions)
     if result.trajectory is not None:
         samples["trajectory"] = np.asarray(result.trajectory)
         samples["trajectory_times"] = np.asarray(sorted(set(setup.spec.eval.save_times))[::-1])
@@ -442,6 +485,8 @@ def _sample_label(setup: Setup) -> str:
     settings = changed_settings(setup.spec.sampler)
     parts = [setup.spec.sampler.type, *(f"{k}={v}" for k, v in settings)]
     label = "-".join([*parts, f"n={setup.spec.eval.n_samples}"])
+    if setup.spec.eval.condition is not None:  # samples of one class
+        label += f"-condition={setup.spec.eval.condition}"
     safe = re.sub(r"[^A-Za-z0-9._=+@,-]", "_", label)
     if len(safe) > 200:
         safe = f"{safe[:183]}-{hashlib.sha256(label.encode()).hexdigest()[:16]}"
@@ -472,8 +517,8 @@ def sample_run(
     if transforms:
         label = transforms_label(label, transforms)
     result = _generate(setup, model, keys, built)
-    reference = setup.data.held_out(key=keys.eval, n=setup.spec.eval.n_samples)
-    evaluation = _evaluate(setup, model, result.x, reference, keys)
+    reference, reference_conditions = eval_reference(setup, keys, setup.spec.eval.n_samples)
+    evaluation = _evaluate(setup, model, result.x, reference, keys, reference_conditions)
     add_results(
         record.path,
         label,
@@ -513,9 +558,9 @@ def evaluate_run(run_path: str | pathlib.Path) -> dict[str, float]:
             f"{record.path} has no stored samples: the run has not finished sampling; "
             "resume it or wait for it to end."
         )
-    evaluation = _evaluate(
-        setup, model, record.samples["samples"], record.samples["reference"], keys
-    )
+    stored = record.samples
+    conditions = stored["reference_conditions"] if "reference_conditions" in stored else None
+    evaluation = _evaluate(setup, model, stored["samples"], stored["reference"], keys, conditions)
     add_results(record.path, f"eval-step{step}", kind="eval", evaluation=evaluation, step=step)
     return evaluation
 
@@ -538,14 +583,16 @@ def likelihood_run(run_path: str | pathlib.Path, **settings) -> tuple[dict[str, 
     own = [m for m in setup.spec.eval.metrics if m.type == "log_likelihood"]
     base = own[0].model_dump() if own else {}
     metric = config.model_validate({**base, **settings}).build()
-    reference = setup.data.held_out(key=keys.eval, n=max(setup.spec.eval.n_samples, metric.n))
+    reference, conditions = eval_reference(setup, keys, max(setup.spec.eval.n_samples, metric.n))
+    data, score = _eval_law(setup, model)
     values, result = metric.evaluate(
-        setup.data,
+        data,
         setup.sde,
         setup.prior,
-        model,
+        score,
         jnp.asarray(reference),
         key=jr.fold_in(keys.eval, 1),  # the key of the run's own metrics: the same points
+        condition=conditions,
     )
     add_results(
         record.path,

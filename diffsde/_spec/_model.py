@@ -157,6 +157,9 @@ def _build_spec_model(registry: Registry) -> type[SpecBase]:
         n_samples=(pydantic.PositiveInt, 2000),
         save_times=(list[pydantic.NonNegativeFloat], []),
         metrics=(metrics, []),
+        # conditions (seam 1): sample every point of this class and compare with p(x | class);
+        # null: labelled data's samples get labels drawn from the data (see diffsde._run)
+        condition=(Optional[pydantic.NonNegativeInt], None),  # noqa: UP045
     )
     fields = {}
     for section, kind in SECTIONS.items():

@@ -432,6 +432,7 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
         lineage = _lineage_issues(spec, sde, prior, dim, source)
         if lineage:
             return None, lineage
+    issues += _condition_issues(spec, data, source)
     sampler_eps = getattr(spec.sampler, "eps", 0.0)
     outside = [t for t in spec.eval.save_times if not sampler_eps <= t <= sde.T]
     if outside:
@@ -490,8 +491,8 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
     rather than an exception from `diffsde run`."""
     checks = {
         "objective": lambda: spec.objective.build(sde=sde, data=data),
-        "model": lambda: eqx.filter_eval_shape(
-            spec.model.build, sde=sde, key=jr.key(0), prior=prior
+        "model": lambda: _check_conditions(
+            eqx.filter_eval_shape(spec.model.build, sde=sde, key=jr.key(0), prior=prior), data
         ),
         "sampler": lambda: spec.sampler.build(sde=sde),
     }
@@ -528,6 +529,57 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
     if issues:
         return issues
     return _probe(spec, sde, prior, data, source)
+
+
+def _check_conditions(model, data: AbstractDataset):
+    """A conditional model (``classes`` > 0) needs data with as many class labels (conditions,
+    seam 1); returns ``model``."""
+    from .._model import condition_classes
+
+    classes = condition_classes(model)
+    if classes and classes != data.classes:
+        has = f"{data.classes} class labels" if data.classes else "no class labels"
+        raise SpecFieldError(
+            "classes",
+            f"the model is conditional on {classes} classes, but the data yield {has}: set "
+            f"classes: {data.classes} to match"
+            if data.classes
+            else f"the model is conditional on {classes} classes, but the data yield {has}: "
+            "use labelled data (e.g. data: {type: gmm, labels: true}) or classes: 0",
+        )
+    return model
+
+
+def _condition_issues(spec, data: AbstractDataset, source: SourceMap) -> list[SpecIssue]:
+    """``eval.condition`` must be one of the data's classes, for a conditional model."""
+    from .._model import condition_classes
+
+    fixed = spec.eval.condition
+    if fixed is None:
+        return []
+    where = ("eval", "condition")
+    if not data.classes:
+        return [
+            _issue(
+                source,
+                where,
+                f"is {fixed}, but the data yield no class labels: remove it or use labelled "
+                "data (e.g. data: {type: gmm, labels: true})",
+            )
+        ]
+    if fixed >= data.classes:
+        return [_issue(source, where, f"is {fixed}; the data's classes are 0..{data.classes - 1}")]
+    model = spec.model
+    if model is not None and not condition_classes(model):
+        return [
+            _issue(
+                source,
+                where,
+                f"samples class {fixed}, but the model is unconditional (it would ignore the "
+                f"class): set model.classes: {data.classes}, or remove eval.condition",
+            )
+        ]
+    return []
 
 
 def _check_method(spec, sde, prior, data, built) -> None:
