@@ -112,7 +112,9 @@ def run_metrics(trainer: Trainer) -> tuple[str, ...]:
     return (step, "wall_time", *method)
 
 
-def _build(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
+def build_trainer(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
+    """The trainer of ``setup`` (its model, the method of ``method:``, the ``training:``
+    budget), the state at step 0, and the run's keys."""
     keys = Keys.from_seed(setup.spec.seed)
     section = setup.spec.model
     model = (
@@ -130,6 +132,9 @@ def _build(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
     )
     # the method's initialisation key: derived from the model's, never a training step's key
     return trainer, trainer.init(key=jr.fold_in(keys.model, 1)), keys
+
+
+_build = build_trainer  # the old name: diffsde/_lineage.py still imports it (to be dropped)
 
 
 class Progress:
@@ -371,7 +376,7 @@ def run(
     ``runs_dir``, or ``run_dir`` if given). SIGTERM, or setting ``stop``, ends the run as
     `stopped` after the current dispatch."""
     require_runnable(setup)
-    trainer, state, keys = _build(setup)
+    trainer, state, keys = build_trainer(setup)
     lineage = lineage_entries(setup.spec)
     if lineage:  # the run's copies of its parents' models go in before its run.json
         run_dir = new_run_dir(runs_dir, setup.spec.name) if run_dir is None else run_dir
@@ -422,7 +427,7 @@ def resume(
         )
     with stored(record.path):  # its parents' models from its own copies, parents untouched
         setup = validate_text(record.spec_yaml, f"{record.path}/{RUN_FILE}:spec")
-    trainer, state, keys = _build(setup)
+    trainer, state, keys = build_trainer(setup)
     try:
         step, state = load_checkpoint(record.path, state)
     except CheckpointError:
@@ -461,7 +466,7 @@ def load_model(
         setup = validate_text(
             yaml.safe_dump(spec, sort_keys=False), f"{record.path}/{RUN_FILE}:spec", overrides
         )
-    trainer, state, keys = _build(setup)
+    trainer, state, keys = build_trainer(setup)
     try:
         step, state = load_checkpoint(record.path, state)
     except CheckpointError as e:
