@@ -105,9 +105,11 @@ from ._runs import (
     save_checkpoint as save_checkpoint,
 )
 from ._sampler import (
+    SRA1 as SRA1,
     AbstractFrozenQuantity as AbstractFrozenQuantity,
     AbstractODESolver as AbstractODESolver,
     AbstractSampler as AbstractSampler,
+    AbstractSDESolver as AbstractSDESolver,
     AbstractStepController as AbstractStepController,
     AbstractTimeGrid as AbstractTimeGrid,
     AdaptiveReverseSDE as AdaptiveReverseSDE,
@@ -125,6 +127,7 @@ from ._sampler import (
     PredictorCorrector as PredictorCorrector,
     ProbabilityFlow as ProbabilityFlow,
     Samples as Samples,
+    ShARK as ShARK,
     Tsit5 as Tsit5,
     UniformGrid as UniformGrid,
     sample as sample,

@@ -17,7 +17,7 @@ the probability-flow ODE backwards in t, from T to ε.
 
 import abc
 from collections.abc import Callable
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import diffrax
 import equinox as eqx
@@ -218,8 +218,37 @@ class EulerMaruyama(AbstractSampler):
 
 # adaptive reverse SDE ------------------------------------------------------------------------
 
-_SRK_SOLVERS = {"shark": diffrax.ShARK, "sra1": diffrax.SRA1}
-SRKSolver = Literal["shark", "sra1"]
+
+class AbstractSDESolver(eqx.Module):
+    """A part of the adaptive reverse-SDE sampler: a diffrax stochastic Runge–Kutta solver for
+    additive noise with an embedded error estimate, and its drift evaluations per step."""
+
+    kind: ClassVar[str] = "sde_solver"
+    stages: ClassVar[int]
+
+    @abc.abstractmethod
+    def solver(self) -> diffrax.AbstractSolver:
+        """The diffrax solver."""
+
+
+class ShARK(AbstractSDESolver):
+    """ShARK (strong order 1.5 for additive noise, space-time Lévy area), 2 drift stages."""
+
+    tag: ClassVar[str] = "shark"
+    stages: ClassVar[int] = 2
+
+    def solver(self) -> diffrax.AbstractSolver:
+        return diffrax.ShARK()
+
+
+class SRA1(AbstractSDESolver):
+    """SRA1 (strong order 1.5 for additive noise), 2 drift stages."""
+
+    tag: ClassVar[str] = "sra1"
+    stages: ClassVar[int] = 2
+
+    def solver(self) -> diffrax.AbstractSolver:
+        return diffrax.SRA1()
 
 
 class AdaptiveReverseSDE(AbstractSampler):
@@ -233,20 +262,15 @@ class AdaptiveReverseSDE(AbstractSampler):
     """
 
     tag: ClassVar[str] = "reverse_sde_adaptive"
-    solver: SRKSolver = eqx.field(static=True, default="shark")
+    solver: AbstractSDESolver = ShARK()
     rtol: Positive = eqx.field(static=True, default=1e-2)
     atol: Positive = eqx.field(static=True, default=1e-2)
     dt0: Positive = eqx.field(static=True, default=1e-2)
     brownian_tol: Positive = eqx.field(static=True, default=1e-5)
     max_steps: StepCount = eqx.field(static=True, default=4096)
     eps: Positive = eqx.field(static=True, default=1e-3)
-    stages: ClassVar[int] = 2
 
     def __check_init__(self):
-        if self.solver not in _SRK_SOLVERS:
-            raise SpecFieldError(
-                "solver", f"unknown solver {self.solver!r}; choose one of {sorted(_SRK_SOLVERS)}"
-            )
         for name in ("rtol", "atol", "dt0", "brownian_tol"):
             if not getattr(self, name) > 0:
                 raise SpecFieldError(name, f"must be positive, got {getattr(self, name)}")
@@ -264,7 +288,7 @@ class AdaptiveReverseSDE(AbstractSampler):
         )
         sol = diffrax.diffeqsolve(
             _flat_reverse_terms(sde, score, x_T.shape, brownian, condition),
-            _SRK_SOLVERS[self.solver](),
+            self.solver.solver(),
             t0=0.0,
             t1=U,
             dt0=self.dt0,
@@ -274,7 +298,7 @@ class AdaptiveReverseSDE(AbstractSampler):
             max_steps=self.max_steps,
         )
         x, trajectory = _unpack(sol.ys, save_ts, x_T.shape)
-        return Samples(x, _nfe(self.stages * sol.stats["num_steps"]), trajectory)
+        return Samples(x, _nfe(self.solver.stages * sol.stats["num_steps"]), trajectory)
 
 
 # probability-flow ODE ------------------------------------------------------------------------
@@ -741,6 +765,8 @@ SAMPLER_PARTS = (
     UniformGrid,
     FixedSteps,
     PIDSteps,
+    ShARK,
+    SRA1,
     FrozenNoise,
     FrozenScore,
     FrozenData,
