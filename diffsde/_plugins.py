@@ -207,14 +207,7 @@ class _PluginHost:
                         return
                     table[type_tag(obj) or tag_of(obj)] = (obj, plugin, distribution)
 
-                try:
-                    impl.function(register=register)
-                except Exception as err:
-                    errors.append(
-                        PluginError(
-                            plugin, distribution, f"{hook_name} raised {type(err).__name__}: {err}"
-                        )
-                    )
+                _call(impl, hook_name, distribution, errors, register=register)
         components = self._spec_models(found, parts, errors)
         return Registry(components, errors, self._collect_pages(errors), parts=dict(parts))
 
@@ -274,14 +267,7 @@ class _PluginHost:
                 page = titles[title] = Page(title, render, icon, plugin, distribution)
                 pages.append(page)
 
-            try:
-                impl.function(register=register)
-            except Exception as err:
-                errors.append(
-                    PluginError(
-                        plugin, distribution, f"register_pages raised {type(err).__name__}: {err}"
-                    )
-                )
+            _call(impl, "register_pages", distribution, errors, register=register)
         return pages
 
     def add_commands(self, subparsers) -> list[PluginError]:
@@ -311,6 +297,20 @@ class _PluginHost:
                     )
                 )
         return errors
+
+
+def _call(impl, hook_name: str, distribution: str, errors: list[PluginError], **kwargs) -> None:
+    """Call one plugin's implementation of a hook; what it raises becomes its PluginError."""
+    try:
+        impl.function(**kwargs)
+    except Exception as err:
+        errors.append(
+            PluginError(
+                impl.plugin_name,
+                distribution,
+                f"{hook_name} raised {type(err).__name__}: {err}",
+            )
+        )
 
 
 def _module_base(kind: str) -> type:
