@@ -113,7 +113,7 @@ def test_unconditional_scores_ignore_a_condition_bit_for_bit():
 def test_conditional_mlp_uses_its_condition_and_requires_one():
     """classes: 3 appends a learned class embedding: outputs differ by class, a missing condition
     is an error naming the fix; the unconditional weights do not depend on the embedding (same
-    MLP from the same key). Mutation: dropping the embedding from the input makes this fail."""
+    MLP from the same key). Mutation: zeroing the embedding in the input makes this fail."""
     model = diffsde.MLPScore(SDE, width=8, depth=1, classes=3, key=jr.key(0))
     x, t = jnp.ones(2), 0.5
     outs = [model(x, t, condition=c) for c in range(3)]
@@ -188,19 +188,20 @@ sampler: {{type: euler_maruyama, steps: 200}}
 eval:
   n_samples: 2000
   condition: {condition}
-  metrics: [{{type: moments}}, {{type: esm, n_points: 512}}]
+  metrics: [{{type: moments}}, {{type: esm, n_points: 512, eps: 0.05}}]
 """
 
 
 @pytest.mark.slow
 def test_conditional_dsm_learns_each_class(tmp_path):
-    """DSM on a 2-class labelled mixture (overlapping components N(∓e₁, 0.25 I)): the
-    conditional MLP's exact conditional score error (esm, against ∇log p_t(x | c)) is below half
-    the unconditional model's (which cannot tell the classes apart), and its class-1 samples
-    match component 1: mean within 0.1 of (1, 0) and covariance within 0.1 of 0.25 I (Frobenius;
-    Monte-Carlo SE ≈ 0.011 and 0.01 at 2000 samples; the rest is the model's error). Measured:
-    see the README figures. Mutation: passing no condition to the objective (the trainer's plain
-    dataset.sample) makes this fail."""
+    """DSM on a 2-class labelled mixture (overlapping components N(∓e₁, 0.25 I)), 1500 steps:
+    the conditional MLP's exact conditional score error (esm over t ∈ [0.05, 1], against
+    ∇log p_t(x | c)) is below a fifth of the unconditional model's, which cannot tell the
+    classes apart (measured: 0.0138 vs 0.447), and its class-1 samples match component 1: mean
+    within 0.1 of (1, 0) and covariance within 0.1 of 0.25 I (Frobenius; Monte-Carlo SE ≈ 0.011
+    and 0.01 at 2000 samples; measured 0.022 and 0.009). Mutation: training every point with
+    label 0 (zeros_like(condition) in ScoreMatching.step) makes this fail (esm 0.83, class-1
+    mean error 1.41)."""
     runs = tmp_path / "runs"
     results = {}
     for classes, condition in ((2, "1"), (0, "null")):
@@ -210,7 +211,7 @@ def test_conditional_dsm_learns_each_class(tmp_path):
         assert record.status == "completed"
         results[classes] = record
     conditional, unconditional = results[2].eval, results[0].eval
-    assert conditional["esm"] < 0.5 * unconditional["esm"], (conditional, unconditional)
+    assert conditional["esm"] < 0.2 * unconditional["esm"], (conditional, unconditional)
     assert conditional["mean_error"] < 0.1 and conditional["cov_error"] < 0.1, conditional
     stored = results[2].samples
     np.testing.assert_array_equal(stored["conditions"], np.ones(2000))
