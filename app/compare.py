@@ -14,7 +14,7 @@ from app.table import flat_spec, is_integer_column, result_columns, row, summary
 from diffsde import Registry
 from diffsde.runs import RunRecord, RunSummary
 
-METRICS = ("loss", "lr", "grad_norm")
+METRICS = ("loss", "lr", "grad_norm")  # what every score-matching run logs, shown first
 X_AXES = ("step", "wall_time")
 SEED_KEY = "seed"
 # Spec keys that label a run rather than configure it: ignored when grouping runs over seeds.
@@ -147,16 +147,31 @@ def smooth(values: Any, alpha: float) -> Any:
     return series.ewm(alpha=1.0 - alpha, adjust=False).mean().to_numpy()
 
 
+def series_names(runs: Iterable[RunRecord | RunSummary]) -> list[str]:
+    """Every per-step series the runs logged but the x axes: `METRICS` first (those present),
+    then a training method's own (``variance``, …) by name."""
+    logged: set[str] = set()
+    for run in runs:
+        run = summary(run)
+        if run.record is not None:
+            logged.update(run.record.metrics)
+    logged -= set(X_AXES)
+    return [m for m in METRICS if m in logged] + sorted(logged - set(METRICS))
+
+
 def curves(
     runs: Iterable[RunRecord | RunSummary],
-    series: Iterable[str] = METRICS,
+    series: Iterable[str] | None = None,
     x: str = "step",
     *,
     alpha: float = 0.0,
 ) -> pd.DataFrame:
     """Long frame (``run``, ``x``, ``series``, ``value``) of each of ``series`` against ``x``, for
     each run that logged both, smoothed with `smooth`; ``run`` is the run's label. Compare
-    overlays one series of several runs, the Monitor draws each series of one run."""
+    overlays one series of several runs, the Monitor draws each series of one run (by default
+    every one, `series_names`)."""
+    runs = list(runs)
+    series = series_names(runs) if series is None else list(series)
     frames = []
     for run in runs:
         run = summary(run)

@@ -18,9 +18,7 @@ from typing import Any, Literal
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import CommentedMap
 
-from diffsde import get_registry
-from diffsde._spec._model import spec_model  # to be diffsde.spec (requested)
-from diffsde._spec._source import SourceError, load_yaml  # to be diffsde.spec (requested)
+from diffsde.spec import SourceError, json_schema, load_yaml
 
 COMMON_FIELDS = (
     "name",
@@ -109,7 +107,7 @@ class FormField:
 
 def spec_schema() -> dict:
     """The spec's JSON Schema for the registry as loaded now (plugins included)."""
-    return spec_model(get_registry()).model_json_schema()
+    return json_schema()
 
 
 def _deref(node: Mapping, defs: Mapping) -> Mapping:

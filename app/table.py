@@ -44,6 +44,7 @@ def flat_spec(record: RunRecord) -> dict[str, Any]:
 
 
 def summary(run: RunRecord | RunSummary) -> RunSummary:
+    """``run``'s `RunSummary` (`diffsde.runs.summarise` of a record; a summary as it is)."""
     return run if isinstance(run, RunSummary) else summarise(run)
 
 

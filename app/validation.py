@@ -8,8 +8,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from diffsde import Setup, SpecError, SpecIssue, validate_text
-from diffsde._run import require_runnable  # to be public (requested)
+from diffsde.spec import Setup, SpecError, SpecIssue, require_runnable, validate_text
 
 EDITOR_FILE = "editor.yaml"  # the file name the editor's issues carry, as a CLI path would
 

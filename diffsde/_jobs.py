@@ -47,15 +47,15 @@ from ._runs import (
     RunReadError,
     RunRecord,
     RunSummary,
-    _pid_alive,
-    _write_json,
     delete_run,
     mark_abandoned,
     new_run_dir,
     open_run,
+    pid_alive,
     run_is_live,
     scan_store,
     summarise,
+    write_json,
     writer_alive,
 )
 
@@ -65,6 +65,9 @@ QUEUE_LOCK = ".queue.lock"  # held by the one queue worker of a runs directory
 STATE_LOCK = ".queue.state.lock"  # held briefly around every job.json read-modify-write
 WORKER_LOG = ".queue.log"
 SLOTS_VARIABLE = "DIFFSDE_RUN_SLOTS"
+# The ``diffsde`` command in a child process: ``python -m diffsde._cli`` would warn that the
+# module was imported twice (``import diffsde`` imports its CLI), in every run's log.
+CLI = (sys.executable, "-c", "import sys; from diffsde.cli import main; sys.exit(main())")
 
 JobState = Literal["queued", "running", "finished", "cancelled"]
 
@@ -125,7 +128,7 @@ def read_job(run_dir: PathLike) -> Job:
 
 def _write_job(job: Job) -> None:
     data = {k: v for k, v in dataclasses.asdict(job).items() if k != "path"}
-    _write_json(job.path / JOB_FILE, data)
+    write_json(job.path / JOB_FILE, data)
 
 
 @contextlib.contextmanager
@@ -329,7 +332,7 @@ def _start(job: Job, log_dir: pathlib.Path) -> subprocess.Popen | None:
             arguments = (str(job.spec_file), "--run-dir", str(job.path))
         with open(job.log, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "diffsde._cli", "run", *arguments],
+                [*CLI, "run", *arguments],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -376,7 +379,7 @@ def work(runs_dir: PathLike, *, slots: int | None = None, poll: float = 0.5) -> 
                 jobs = list_jobs(runs_dir)
                 for job in jobs:  # started by a worker that died: record that it has ended
                     if job.state == "running" and job.path not in children:
-                        if job.pid is None or not _pid_alive(job.pid):
+                        if job.pid is None or not pid_alive(job.pid):
                             _finish(job.path, None, runs_dir)
                 queued = [j for j in jobs if j.state == "queued"]
                 if not queued and not children:

@@ -101,7 +101,9 @@ STALE_SECONDS = 60.0  # a writer on another host whose heartbeat is older is sho
 MAX_NAME = 100
 MAX_JSON_BYTES = 8 << 20  # run.json holds the spec, which validation bounds to 1 MiB
 MAX_STATUS_BYTES = 1 << 20
-MAX_SEGMENT_BYTES = 2 << 30  # 10^7 steps (validation's bound) of 5 metrics take 400 MB
+MAX_SEGMENT_BYTES = 2 << 30  # a reader loads at most this much of one segment
+SEGMENT_STEPS = 10_000_000  # the spec's bound on training.steps: one segment must hold them
+MAX_COLUMNS = MAX_SEGMENT_BYTES // (8 * SEGMENT_STEPS)  # 26: step, wall_time and 24 metrics
 MESSAGE_CHARS = 8192
 RESERVE_BYTES = 256 << 10
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -227,7 +229,8 @@ def _atomic_write(
     _fsync_dir(target.parent)
 
 
-def _write_json(target: pathlib.Path, data: Mapping[str, Any], *, fault: str | None = None) -> None:
+def write_json(target: pathlib.Path, data: Mapping[str, Any], *, fault: str | None = None) -> None:
+    """Replace ``target`` with ``data`` as UTF-8 JSON, atomically (`_atomic_write`)."""
     text = json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False)
     _atomic_write(target, text.encode("utf-8"), fault=fault)
 
@@ -261,7 +264,8 @@ def _read_json(path: pathlib.Path, what: str, limit: int = MAX_JSON_BYTES) -> di
     return value
 
 
-def _is_disk_full(error: BaseException) -> bool:
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the disk (or the user's quota) is full."""
     return isinstance(error, OSError) and error.errno in DISK_FULL
 
 
@@ -279,7 +283,11 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _pid_alive(pid: int) -> bool:
+_is_disk_full = is_disk_full  # the name diffsde/_cli.py imports until it uses is_disk_full
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (whoever owns it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -312,7 +320,7 @@ def _writer_state(status: Mapping[str, Any], heartbeat: float | None) -> str:
             return "killed"  # the pid now belongs to another process (a restarted container)
         if pid == os.getpid():
             return "running"
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return "killed"
     last = max(filter(None, [heartbeat, status.get("updated")]), default=0.0)
     return "stale" if time.time() - last > STALE_SECONDS else "running"
@@ -394,7 +402,7 @@ class _Segment:
         self.fd = os.open(self.data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         self.size = 0
         try:
-            _write_json(metrics_dir / f"{index:04d}.json", header)
+            write_json(metrics_dir / f"{index:04d}.json", header)
         except BaseException:
             os.close(self.fd)
             os.unlink(self.data_path)
@@ -586,7 +594,7 @@ def add_results(
         _atomic_write(data_path, write)
         _faults.point("results")
         summary = _summary(label, kind, step, values, counts, arrays, prefixed, data_path)
-        _write_json(summary_path, summary)
+        write_json(summary_path, summary)
     except BaseException:
         data_path.unlink(missing_ok=True)
         raise
@@ -830,6 +838,12 @@ class RunWriter:
         metric_names = tuple(metrics)
         if not metric_names:
             raise ValueError("metrics is empty; name the series to log, e.g. ('step', 'loss').")
+        if len(metric_names) > MAX_COLUMNS:
+            raise ValueError(
+                f"{len(metric_names)} metric series; a run stores at most {MAX_COLUMNS} (a "
+                f"segment of {SEGMENT_STEPS:,} rows must stay under {MAX_SEGMENT_BYTES >> 30} "
+                "GiB): log fewer."
+            )
         for metric in metric_names:
             _check_key(metric, "metric")
         if len(set(metric_names)) != len(metric_names):
@@ -865,7 +879,7 @@ class RunWriter:
             raise
         try:
             _write_status(run_dir, "running")
-            _write_json(run_dir / RUN_FILE, head)  # last: this makes the directory a run
+            write_json(run_dir / RUN_FILE, head)  # last: this makes the directory a run
         except BaseException:
             segment.close()
             os.close(lock)
@@ -1005,11 +1019,11 @@ class RunWriter:
                         try:
                             self.set_status("completed")
                         except OSError as e:
-                            if not _is_disk_full(e):
+                            if not is_disk_full(e):
                                 raise
                             self._disk_full(e)
                             raise
-                elif _is_disk_full(exc):
+                elif is_disk_full(exc):
                     self._disk_full(exc)
                 elif self._status not in ("failed", "stopped"):
                     if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -1024,7 +1038,7 @@ class RunWriter:
         """Release the reserve and record what was kept; a disk too full even for that leaves
         the status ``running``, which readers then show as ``killed``."""
         (self.path / RESERVE_FILE).unlink(missing_ok=True)
-        checkpoint = _checkpoint_step(self.path)
+        checkpoint = read_checkpoint_step(self.path)
         kept = (
             f"metric rows up to step {self._last_step}"
             + (f" and the checkpoint at step {checkpoint}" if checkpoint is not None else "")
@@ -1042,7 +1056,7 @@ class RunWriter:
 
 
 def _write_status(run_dir: pathlib.Path, state: str, message: str = "", step: int = -1) -> None:
-    _write_json(
+    write_json(
         run_dir / STATUS_FILE,
         {
             "state": state,
@@ -1085,7 +1099,7 @@ def save_checkpoint(run_dir: PathLike, step: int, tree: Any) -> pathlib.Path:
         fault="checkpoint",
     )
     meta = {"step": step, "file": CHECKPOINT_FILE, "saved": _now().isoformat()}
-    _write_json(run_dir / CHECKPOINT_META_FILE, meta)
+    write_json(run_dir / CHECKPOINT_META_FILE, meta)
     return run_dir / CHECKPOINT_FILE
 
 
@@ -1128,7 +1142,8 @@ def load_checkpoint(run_dir: PathLike, like: Any) -> tuple[int, Any]:
     return int(step), tree
 
 
-def _checkpoint_step(run_dir: pathlib.Path) -> int | None:
+def read_checkpoint_step(run_dir: pathlib.Path) -> int | None:
+    """The step of the run's checkpoint from ``checkpoint.json`` (cheap), None if it has none."""
     try:
         step = _read_json(run_dir / CHECKPOINT_META_FILE, "", limit=MAX_STATUS_BYTES)["step"]
     except (RunReadError, KeyError):
@@ -1316,7 +1331,7 @@ def open_run(path: PathLike) -> RunRecord:
         eval=evaluation,
         samples=samples,
         nfe=nfe,
-        checkpoint_step=_checkpoint_step(run_dir),
+        checkpoint_step=read_checkpoint_step(run_dir),
         results=tuple(r for r, _ in found),
         problems=tuple(problems),
         lineage=_lineage_of(head, problems),
@@ -1678,7 +1693,7 @@ def rename_run(run_path: PathLike, name: str) -> None:
     name = check_name(name)
     record = _idle_record(run_path, "rename")
     head, _ = _read_head(record.path)
-    _write_json(record.path / RUN_FILE, {**head, "name": name})
+    write_json(record.path / RUN_FILE, {**head, "name": name})
 
 
 def delete_run(run_path: PathLike, runs_dir: PathLike) -> None:

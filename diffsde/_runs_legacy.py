@@ -30,9 +30,9 @@ from ._runs import (
     RUN_RESULT,
     STATUS_FILE,
     PathLike,
-    _checkpoint_step,
-    _pid_alive,
     add_results,
+    pid_alive,
+    read_checkpoint_step,
     scan_store,
 )
 
@@ -82,7 +82,7 @@ def _convert(old: pathlib.Path, out: pathlib.Path) -> None:
             "heartbeat_seconds": None,
         }
         if state["state"] == "running" and state["host"] == socket.gethostname():
-            if _pid_alive(state["pid"]):
+            if pid_alive(state["pid"]):
                 raise ValueError(f"process {state['pid']} may still be writing it; stop it first")
         evaluation = dict(f["eval"].attrs) if "eval" in f else {}
         samples = {k: ds[...] for k, ds in f["samples"].items()} if "samples" in f else {}
@@ -106,7 +106,7 @@ def _convert(old: pathlib.Path, out: pathlib.Path) -> None:
         for label in labels
         if label in samples or any(k.startswith(label + ".") for k in evaluation)
     ]
-    step = _checkpoint_step(old.parent)
+    step = read_checkpoint_step(old.parent)
     for label in labels:
         add_results(
             out,

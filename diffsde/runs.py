@@ -8,6 +8,7 @@ The format itself is documented in ``diffsde/_runs.py``.
 from ._runs import (
     CHECKPOINT_FILE as CHECKPOINT_FILE,
     CHECKPOINT_META_FILE as CHECKPOINT_META_FILE,
+    MAX_COLUMNS as MAX_COLUMNS,
     RATE_WINDOW as RATE_WINDOW,
     RUN_FILE as RUN_FILE,
     STATES as STATES,

@@ -6,9 +6,10 @@ import pathlib
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
+
+from diffsde._jobs import CLI
 
 
 def free_port() -> int:
@@ -27,7 +28,7 @@ class DashboardServer:
         self.log = log
         environment = dict(os.environ, STREAMLIT_SERVER_HEADLESS="true", **env)
         environment.pop("STREAMLIT_SERVER_ADDRESS", None)
-        command = [sys.executable, "-m", "diffsde._cli", "dashboard", "--runs-dir", str(runs_dir)]
+        command = [*CLI, "dashboard", "--runs-dir", str(runs_dir)]
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port)],

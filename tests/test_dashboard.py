@@ -24,6 +24,7 @@ from app.compare import (
     metric_directions,
     seed_groups,
     seed_summary,
+    series_names,
     smooth,
     spec_diff,
 )
@@ -463,6 +464,12 @@ def test_smooth_and_curves(runs_dir):
     np.testing.assert_array_equal(raw["value"], vp.metrics["grad_norm"])
     every = curves([vp])  # the Monitor's: each series of one run
     assert list(every["series"].unique()) == ["loss", "lr", "grad_norm"]
+    # a training method's own series follow; one a run did not log is left out
+    method = {k: v for k, v in vp.metrics.items() if k != "lr"}
+    method = dataclasses.replace(vp, metrics={**method, "variance": vp.metrics["loss"] * 2})
+    assert series_names([method]) == ["loss", "grad_norm", "variance"]
+    assert series_names([vp, method]) == ["loss", "lr", "grad_norm", "variance"]
+    assert list(curves([method])["series"].unique()) == ["loss", "grad_norm", "variance"]
     np.testing.assert_array_equal(every.loc[every["series"] == "lr", "step"], vp.metrics["step"])
 
 

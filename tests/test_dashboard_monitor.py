@@ -206,14 +206,16 @@ def test_monitor_page_stops_and_resumes_a_live_run(tmp_path, monkeypatch):
 
 
 def _metrics(step, wall, loss):
-    return {"step": np.array(step), "wall_time": np.array(wall), "loss": np.array(loss)}
+    loss = np.array(loss)
+    return {"step": np.array(step), "wall_time": np.array(wall), "loss": loss, "variance": 2 * loss}
 
 
 def test_monitor_reads_only_the_watched_run_while_it_trains(tmp_path, monkeypatch):
     """While a run trains, a refresh re-reads that run alone: the run list (every run of the
     store) is read again only when a run is added or changes state. Mutation: keying the run
     list on `store_stamp` (every file) re-lists the store on each refresh and fails this;
-    leaving ``metrics/`` out of `store_stamp` fails its check."""
+    leaving ``metrics/`` out of `store_stamp` fails its check; charting a fixed list of
+    series (loss, lr, grad_norm) fails the chart titles."""
     import app.store
     from diffsde.runs import RunWriter
 
@@ -222,12 +224,15 @@ def test_monitor_reads_only_the_watched_run_while_it_trains(tmp_path, monkeypatc
     monkeypatch.setattr(app.store, "list_runs", lambda *a, **k: listed.append(1) or real(*a, **k))
     monkeypatch.setenv("DIFFSDE_RUNS_DIR", str(tmp_path))
     spec_text = spec("watched", 1000)
-    metrics = ("step", "wall_time", "loss")
+    metrics = ("step", "wall_time", "loss", "variance")  # a training method's own series
     with RunWriter.create(tmp_path, "watched", spec_text, {}, metrics=metrics) as writer:
         writer.append_metrics(_metrics([1, 2], [1.0, 1.0], [1.0, 0.9]))
         before = app.store.head_stamp(tmp_path)
         at = AppTest.from_file(str(APP / "views" / "monitor.py"), default_timeout=30).run()
         assert not at.exception and "step 2 of 1000" in at.get("progress")[0].proto.text
+        # one chart per logged series: loss, then the method's own; no lr or grad_norm
+        charts = [json.loads(c.proto.spec)["title"] for c in at.get("vega_lite_chart")]
+        assert charts == ["loss", "variance"]
         first, every_file = len(listed), app.store.store_stamp(tmp_path)
         writer.append_metrics(_metrics([3, 4], [2.0, 2.0], [0.8, 0.7]))
         assert app.store.store_stamp(tmp_path) != every_file  # the Runs page's key sees rows

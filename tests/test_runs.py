@@ -529,3 +529,15 @@ def test_scan_store_is_the_one_walk(tmp_path):
     assert "outside the store" in problems[0].reason
     with pytest.raises(FileNotFoundError, match="does not exist"):
         runs.scan_store(tmp_path / "missing")
+
+
+def test_metric_columns_are_bounded_by_what_a_segment_holds(tmp_path):
+    """A run logs at most `MAX_COLUMNS` series, so that one segment of the spec's most steps
+    stays under the readers' segment limit. Mutation: dropping the check lets 27 through."""
+    assert runs.MAX_COLUMNS * 8 * _runs.SEGMENT_STEPS <= _runs.MAX_SEGMENT_BYTES
+    assert runs.MAX_COLUMNS == 26
+    many = ("step", "wall_time", *(f"m{i}" for i in range(24)))
+    with diffsde.RunWriter.create(tmp_path, "wide", SPEC, ENV, metrics=many):
+        pass
+    with pytest.raises(ValueError, match="at most 26"):
+        diffsde.RunWriter.create(tmp_path, "wider", SPEC, ENV, metrics=(*many, "one_more"))

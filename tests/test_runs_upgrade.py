@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from diffsde import runs
+from diffsde._jobs import CLI
 
 SPEC = "name: old\nseed: 0\nsde: {type: vp}\ndata: {type: toy, name: moons}\n"
 STEPS = np.arange(1, 6, dtype=np.float64)
@@ -62,7 +63,7 @@ def test_upgrade_converts_format1_runs(tmp_path):
     assert all("runs --upgrade" in p.reason for p in problems) and len(problems) == 3
 
     done = subprocess.run(
-        [sys.executable, "-m", "diffsde._cli", "runs", "--upgrade", "--runs-dir", str(tmp_path)],
+        [*CLI, "runs", "--upgrade", "--runs-dir", str(tmp_path)],
         capture_output=True,
         text=True,
     )
@@ -82,7 +83,7 @@ def test_upgrade_converts_format1_runs(tmp_path):
         assert (tmp_path / name / "run.h5.format1").is_file()  # the original is kept
     assert records["noresults"].eval == {} and len(records["noresults"].samples) == 0
     again = subprocess.run(
-        [sys.executable, "-m", "diffsde._cli", "runs", "--upgrade", "--runs-dir", str(tmp_path)],
+        [*CLI, "runs", "--upgrade", "--runs-dir", str(tmp_path)],
         capture_output=True,
         text=True,
     )

@@ -12,7 +12,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 from tiny import tiny_spec
 
 from diffsde import runs
+from diffsde._jobs import CLI
 
 TIMEOUT = 300
 
@@ -30,7 +30,7 @@ def diffsde(*args, fault: str | None = None, check: bool = True) -> subprocess.C
     if fault:
         env["DIFFSDE_FAULT"] = fault
     result = subprocess.run(
-        [sys.executable, "-m", "diffsde._cli", *args],
+        [*CLI, *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -165,7 +165,7 @@ def test_sample_while_training_keeps_its_work(spec, tmp_path):
     env = dict(os.environ)
     env.pop("DIFFSDE_FAULT", None)
     trainer = subprocess.Popen(
-        [sys.executable, "-m", "diffsde._cli", "run", str(slow), "--runs-dir", str(tmp_path / "r")],
+        [*CLI, "run", str(slow), "--runs-dir", str(tmp_path / "r")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -231,7 +231,7 @@ def test_real_full_disk_during_training(tmpfs, tmp_path):
     env = dict(os.environ)
     env.pop("DIFFSDE_FAULT", None)
     trainer = subprocess.Popen(
-        [sys.executable, "-m", "diffsde._cli", "run", str(spec), "--runs-dir", str(tmpfs), "-q"],
+        [*CLI, "run", str(spec), "--runs-dir", str(tmpfs), "-q"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

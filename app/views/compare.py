@@ -10,7 +10,6 @@ import streamlit as st
 
 from app import state
 from app.compare import (
-    METRICS,
     X_AXES,
     best_per_column,
     curves,
@@ -21,6 +20,7 @@ from app.compare import (
     metric_directions,
     seed_groups,
     seed_summary,
+    series_names,
     spec_diff,
 )
 from app.samples import (
@@ -63,7 +63,14 @@ if not selected:
 
 st.header("Training curves")
 c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
-metric = c1.selectbox("Metric", METRICS, key="metric", bind="query-params", persist_state="session")
+metric = c1.selectbox(
+    "Metric",
+    series_names(selected) or ["loss"],
+    key="metric",
+    bind="query-params",
+    persist_state="session",
+    help="Every series the selected runs logged: loss, lr, grad_norm, then a method's own.",
+)
 x_axis = c2.selectbox("x axis", X_AXES, key="compare_x")
 log_y = c3.toggle("Log y", value=metric == "loss", key="compare_log_y")
 alpha = c4.slider(

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from app.compare import curves
+from app.compare import curves, series_names
 from app.monitor import duration, entry_label, job_rows, log_tail, offered
 from app.ui import plain, run_list, title
 from diffsde import jobs
@@ -21,7 +21,7 @@ from diffsde.runs import RunReadError, open_run, summarise
 
 REFRESH_SECONDS = 2.0
 CHART_HEIGHT = 220
-SERIES = ("loss", "lr", "grad_norm")
+CHARTS_PER_ROW = 3
 
 runs_dir = title("Monitor")
 if not runs_dir.is_dir():
@@ -95,27 +95,30 @@ def _run_view(entry) -> None:
         st.code(tail or "(empty)", language=None)
 
 
-def _progress(entry) -> None:
-    done = entry
-    st.progress(done.fraction, text=f"{done.state}: step {done.step} of {done.steps}")
-    if done.message:
-        st.caption(plain(done.message))
+def _progress(run) -> None:
+    """The run's progress, rate, ETA, checkpoint and one chart per logged series."""
+    st.progress(run.fraction, text=f"{run.state}: step {run.step} of {run.steps}")
+    if run.message:
+        st.caption(plain(run.message))
     columns = st.columns(5)
-    columns[0].metric("loss", f"{done.loss:.4g}" if done.loss is not None else "–")
-    columns[1].metric("steps/s", f"{done.rate:.1f}" if done.rate is not None else "?")
-    columns[2].metric("elapsed", duration(done.elapsed))
-    columns[3].metric("ETA", duration(done.eta) if done.state == "running" else "–")
-    checkpoint = done.checkpoint_step
+    columns[0].metric("loss", f"{run.loss:.4g}" if run.loss is not None else "–")
+    columns[1].metric("steps/s", f"{run.rate:.1f}" if run.rate is not None else "?")
+    columns[2].metric("elapsed", duration(run.elapsed))
+    columns[3].metric("ETA", duration(run.eta) if run.state == "running" else "–")
+    checkpoint = run.checkpoint_step
     columns[4].metric("last checkpoint", f"step {checkpoint}" if checkpoint else "none")
-    frame = curves([entry], SERIES)
-    charts = st.columns(len(SERIES))
-    for column, series in zip(charts, SERIES, strict=True):
-        data = frame.loc[frame["series"] == series, ["step", "value"]]
-        # log y for loss and gradient norm (when every value allows it), linear for lr
-        log = series != "lr" and bool(len(data)) and bool((data["value"] > 0).all())
-        column.vega_lite_chart(
-            data, _chart_spec(series, log), width="stretch", key=f"monitor_{series}"
-        )
+    names = series_names([run])  # loss, lr, grad_norm, then a training method's own
+    frame = curves([run], names)
+    for first in range(0, len(names), CHARTS_PER_ROW):
+        row = names[first : first + CHARTS_PER_ROW]
+        for column, series in zip(st.columns(CHARTS_PER_ROW), row, strict=False):
+            _chart(column, series, frame.loc[frame["series"] == series, ["step", "value"]])
+
+
+def _chart(column, series: str, data) -> None:
+    """One series' chart: log y when every value allows it (loss, gradient norm), but lr."""
+    log = series != "lr" and bool(len(data)) and bool((data["value"] > 0).all())
+    column.vega_lite_chart(data, _chart_spec(series, log), width="stretch", key=f"monitor_{series}")
 
 
 def _watched(entry):
