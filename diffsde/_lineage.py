@@ -43,6 +43,8 @@ import numpy as np
 import pydantic
 from jaxtyping import PyTree
 
+from ._frozen import FrozenModel as FrozenModel
+
 LINEAGE_DIR = "lineage"
 """The subdirectory of a run holding its copies of what it took from its parents."""
 SNAPSHOT_FILE = "parent.json"
@@ -54,26 +56,6 @@ Role = str  # "init", or the dotted key path of a FrozenModel value ("transforms
 class LineageError(ValueError):
     """A reference to another run that cannot be used: missing, damaged, without a checkpoint,
     or with another architecture. One line, with the fix."""
-
-
-class FrozenModel(eqx.Module):
-    """A trained model of another run, frozen.
-
-    Annotate a component's constructor parameter with ``FrozenModel``: its spec value is
-    ``{run: RUN_ID_OR_PATH, checkpoint: ema|raw}`` and the component is built with that run's
-    model (the one it samples with, or its raw parameters). Calling it calls the model with no
-    gradient flowing into its parameters (``jax.lax.stop_gradient`` on every array leaf), while
-    gradients with respect to the inputs pass (classifier guidance needs ∇ₓ). Training methods
-    leave its leaves out of the trained ones (``diffsde._methods.trainable``).
-    """
-
-    model: PyTree
-    run: str = eqx.field(static=True, default="")
-    step: int = eqx.field(static=True, default=-1)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        arrays, rest = eqx.partition(self.model, eqx.is_inexact_array)
-        return eqx.combine(jax.lax.stop_gradient(arrays), rest)(*args, **kwargs)
 
 
 _STORED: contextvars.ContextVar[pathlib.Path | None] = contextvars.ContextVar(
@@ -207,7 +189,7 @@ _CACHE_SIZE = 8
 def _load(source: pathlib.Path, spec_yaml: str, checkpoint: str, *, id: str, origin: str) -> Parent:
     """Validate the parent's stored spec (its own references resolving to its copies), build its
     train state, load the checkpoint's bytes into it and take its ``checkpoint`` model."""
-    from ._run import _build
+    from ._run import build_trainer
     from ._spec._validate import SpecError, validate_text
 
     file = source / CHECKPOINT_FILE
@@ -226,7 +208,7 @@ def _load(source: pathlib.Path, spec_yaml: str, checkpoint: str, *, id: str, ori
         raise LineageError(
             f"the spec of {source} no longer validates ({first}); fix or re-run that run"
         ) from None
-    trainer, state, _ = _build(setup)
+    trainer, state, _ = build_trainer(setup)
     data = file.read_bytes()
     try:
         step, state = eqx.tree_deserialise_leaves(
@@ -435,7 +417,7 @@ def write_copies(run_dir: str | os.PathLike, spec: pydantic.BaseModel) -> None:
     """Copy into the new run ``run_dir`` what it takes from each parent: ``lineage/<role>/``
     with the parent's stored spec, the checkpoint bytes that were loaded and the parent's own
     copies. Written before the run's ``run.json``; the parents are only read."""
-    from ._runs import _atomic_write
+    from ._runs import write_json
 
     for path, ref in references(spec):
         parent, role = ref.parent, role_of(path)
@@ -446,6 +428,10 @@ def write_copies(run_dir: str | os.PathLike, spec: pydantic.BaseModel) -> None:
         nested = parent.source / LINEAGE_DIR
         if nested.is_dir():
             shutil.copytree(nested, target / LINEAGE_DIR, copy_function=shutil.copyfile)
-        _atomic_write(target / CHECKPOINT_FILE, parent.checkpoint_bytes)
-        head = {**parent.entry(role), "spec": parent.spec_yaml}
-        _atomic_write(target / SNAPSHOT_FILE, json.dumps(head, indent=1).encode())
+        # plain writes suffice: the run's run.json, written atomically after these, is what
+        # makes the directory a run, so a torn copy is never part of one
+        with open(target / CHECKPOINT_FILE, "wb") as out:
+            out.write(parent.checkpoint_bytes)
+            out.flush()
+            os.fsync(out.fileno())
+        write_json(target / SNAPSHOT_FILE, {**parent.entry(role), "spec": parent.spec_yaml})

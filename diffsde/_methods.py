@@ -22,7 +22,7 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from ._data import split_batch
-from ._lineage import FrozenModel
+from ._frozen import FrozenModel
 from ._objective import AbstractObjective
 from ._sde._base import AbstractSDE
 
