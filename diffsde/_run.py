@@ -564,7 +564,7 @@ def evaluate_run(run_path: str | pathlib.Path) -> dict[str, float]:
             "resume it or wait for it to end."
         )
     stored = record.samples
-    conditions = stored["reference_conditions"] if "reference_conditions" in stored else None
+    conditions = stored.get("reference_conditions")  # labelled data's (seam 1)
     evaluation = _evaluate(setup, model, stored["samples"], stored["reference"], keys, conditions)
     add_results(record.path, f"eval-step{step}", kind="eval", evaluation=evaluation, step=step)
     return evaluation

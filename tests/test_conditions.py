@@ -11,7 +11,7 @@ import pytest
 import diffsde
 from diffsde._data import ConditionedBatch, GaussianMixture, split_batch
 from diffsde._model import bind_condition, takes_condition
-from diffsde._run import run
+from diffsde._run import evaluate_run, run
 
 SDE = diffsde.VP(dim=2)
 DATA = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [0.3, 0.6], labelled=True)
@@ -232,6 +232,29 @@ def test_unconditional_model_on_labelled_data_trains_exactly_as_on_plain_data(tm
     np.testing.assert_array_equal(records[0].metrics["loss"], records[1].metrics["loss"])
     np.testing.assert_array_equal(records[0].samples["samples"], records[1].samples["samples"])
     assert "conditions" in records[0].samples and "conditions" not in records[1].samples
+
+
+def test_labelled_run_without_eval_condition_draws_labels_and_reevaluates_with_them(tmp_path):
+    """With eval.condition null, a conditional run samples with labels drawn from the data
+    (class 1 in 70% ± 4 SE of the rows for weights 0.3/0.7) and stores them with the
+    held-out points' labels; `diffsde eval` recomputes the same metrics from the stored
+    samples, the likelihood and esm using those labels. Mutation: not passing the stored
+    reference_conditions in evaluate_run makes this fail (the conditional model is called
+    without a condition)."""
+    text = _spec(2, "null", steps=20).replace("std: 0.5,", "std: 0.5, weights: [0.3, 0.7],")
+    text = text.replace("steps_per_dispatch: 250", "steps_per_dispatch: 10")
+    text = text.replace("n_samples: 2000", "n_samples: 400").replace("steps: 200", "steps: 5")
+    likelihood = "{type: log_likelihood, n: 16, rtol: 1e-3, atol: 1e-3}"
+    text = text.replace("{type: moments}", "{type: moments}, " + likelihood)
+    path = run(diffsde.validate_text(text, "cond.yaml"), tmp_path, progress=False)
+    record = diffsde.runs.open_run(path)
+    labels = record.samples["conditions"]
+    assert labels.shape == (400,) and abs(labels.mean() - 0.7) < 4 * np.sqrt(0.21 / 400)
+    assert record.samples["reference_conditions"].shape == (400,)
+    again = evaluate_run(path)
+    assert set(again) == {"mean_error", "cov_error", "esm", "nll"}
+    for name, value in record.eval.items():
+        np.testing.assert_allclose(again[name], value, rtol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize(
