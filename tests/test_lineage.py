@@ -23,7 +23,7 @@ import diffsde
 from diffsde._cli import main
 from diffsde._lineage import runs_directory
 from diffsde._methods import trainable
-from diffsde._run import _build, _generate, load_model
+from diffsde._run import _generate, build_trainer, load_model
 from tests.tiny import tiny_spec
 
 
@@ -69,13 +69,13 @@ def test_a_child_with_no_steps_samples_exactly_what_the_parent_samples(parent):
     record = diffsde.runs.open_run(parent)
     setup = diffsde.validate_text(_with_init(record.spec_yaml, parent))
     assert setup.spec.init.parent.step == 40
-    trainer, state, keys = _build(setup)
+    trainer, state, keys = build_trainer(setup)
     result = _generate(setup, trainer.sampling_model(state), keys)
     np.testing.assert_array_equal(np.asarray(result.x), record.samples["samples"])
 
     raw_setup = diffsde.validate_text(_with_init(record.spec_yaml, parent, "raw"))
-    _, raw_state, _ = _build(raw_setup)
-    _, parent_state, _ = _build(diffsde.validate_text(record.spec_yaml))
+    _, raw_state, _ = build_trainer(raw_setup)
+    _, parent_state, _ = build_trainer(diffsde.validate_text(record.spec_yaml))
     _, parent_state = diffsde.runs.load_checkpoint(parent, parent_state)
     ours = jax.tree_util.tree_leaves(raw_state.method.params)
     theirs = jax.tree_util.tree_leaves(parent_state.method.params)
@@ -224,7 +224,7 @@ def test_training_leaves_a_frozen_model_out(parent, plugin, tmp_path):
         f"model: {{type: frozen_offset, base: {{run: '{parent}'}}}}",
     )
     setup = diffsde.validate_text(spec)
-    trainer, state, _ = _build(setup)
+    trainer, state, _ = build_trainer(setup)
     assert len(jax.tree_util.tree_leaves(state.method.params)) == 1
     marks = jax.tree_util.tree_leaves(trainable(trainer.method.model))
     assert marks.count(True) == 1
@@ -339,6 +339,32 @@ def test_a_child_that_failed_resumes_from_its_own_copy_of_the_parent(parent, tmp
     assert diffsde.runs.open_run(child).status == "completed"
     moved.rename(copy)
     assert _tree_state(copy) == before
+
+
+def test_a_grandchild_carries_its_whole_lineage(parent, tmp_path):
+    """A run started from a child of the parent copies the child's own copy of the parent
+    (``lineage/init/lineage/init``), so with both ancestors moved away it still resumes and
+    its sampling model is the one it trained. Mutation: `write_copies` not copying the
+    parent's ``lineage/`` fails it."""
+    store = tmp_path / "store"
+    shutil.copytree(parent, store / parent.name)
+    first = store / parent.name
+    child = _api_run(diffsde.validate_text(_with_init(tiny_spec("child", steps=10), first)), store)
+    grandchild = _api_run(
+        diffsde.validate_text(_with_init(tiny_spec("grandchild", steps=10), child)), store
+    )
+    nested = grandchild / "lineage" / "init" / "lineage" / "init" / "checkpoint.eqx"
+    assert nested.read_bytes() == (first / "checkpoint.eqx").read_bytes()
+    model = _sampling_model(grandchild)
+    away = tmp_path / "away"
+    away.mkdir()
+    for ancestor in (first, child):
+        ancestor.rename(away / ancestor.name)
+    again = _sampling_model(grandchild)
+    leaves = zip(jax.tree_util.tree_leaves(model), jax.tree_util.tree_leaves(again), strict=True)
+    assert all(np.array_equal(a, b) for a, b in leaves)
+    (entry,) = diffsde.runs.open_run(grandchild).lineage
+    assert entry["id"] == child.name and entry["step"] == 10
 
 
 def _issue(text: str):
