@@ -1,7 +1,6 @@
 """diffsde: score-based diffusion models declared as SDEs, with plugins."""
 
-from . import (
-    cli as cli,
+from . import (  # diffsde.cli is imported on demand (`python -m diffsde._cli` stays clean)
     expression as expression,
     runs as runs,
     spec as spec,

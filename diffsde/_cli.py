@@ -487,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    from ._runs import CheckpointError, RunReadError, _is_disk_full
+    from ._runs import CheckpointError, RunReadError, is_disk_full
 
     try:
         return args.handler(args)
@@ -495,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diffsde {args.command}: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        if not _is_disk_full(e):
+        if not is_disk_full(e):
             raise
         print(
             f"diffsde {args.command}: disk full ({e.strerror}); everything stored before it is "
