@@ -283,7 +283,6 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-_is_disk_full = is_disk_full  # the name diffsde/_cli.py imports until it uses is_disk_full
 
 
 def pid_alive(pid: int) -> bool:
