@@ -21,12 +21,15 @@ from ._config import (
     SDEConfig as SDEConfig,
     compile_field as compile_field,
 )
+from ._custom_types import Condition as Condition, Conditions as Conditions
 from ._data import (
     AbstractDataset as AbstractDataset,
     ArrayDataset as ArrayDataset,
+    ConditionedBatch as ConditionedBatch,
     GaussianMixture as GaussianMixture,
     TwoDToy as TwoDToy,
     load_digits as load_digits,
+    split_batch as split_batch,
 )
 from ._errors import SpecFieldError as SpecFieldError
 from ._expression import (
@@ -57,11 +60,14 @@ from ._metrics import (
 from ._model import (
     AbstractParameterisation as AbstractParameterisation,
     AutoParameterisation as AutoParameterisation,
+    ConditionedScore as ConditionedScore,
     MLPScore as MLPScore,
     NoiseOutput as NoiseOutput,
     PriorResidualOutput as PriorResidualOutput,
     ScoreOutput as ScoreOutput,
     ShortcutOutput as ShortcutOutput,
+    bind_condition as bind_condition,
+    takes_condition as takes_condition,
 )
 from ._objective import (
     AbstractObjective as AbstractObjective,
