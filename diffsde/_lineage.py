@@ -43,6 +43,7 @@ import numpy as np
 import pydantic
 from jaxtyping import PyTree
 
+from ._errors import SpecFieldError
 from ._frozen import FrozenModel as FrozenModel
 
 LINEAGE_DIR = "lineage"
@@ -143,9 +144,13 @@ class RunRef(pydantic.BaseModel):
 
     @property
     def parent(self) -> Parent:
-        """The run referred to, loaded (resolved at validation)."""
+        """The run referred to, loaded (resolved at validation; a reference built outside a
+        spec, such as a ``--transform`` option's, is resolved here, its error at ``run``)."""
         if self._parent is None:
-            self._parent = resolve(self, "")
+            try:
+                self._parent = resolve(self, "")
+            except LineageError as err:
+                raise SpecFieldError("run", str(err)) from None
         return self._parent
 
     def build(self) -> FrozenModel:

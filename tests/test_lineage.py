@@ -378,7 +378,8 @@ def test_a_parent_that_cannot_be_used_is_one_located_line_at_init_run(parent, tm
     """Missing (as an id and as a path), still training with no checkpoint, damaged, or of
     another architecture (naming the key and the leaf that differ, or the data dimension):
     each is one issue at init.run, on the line of its value. Mutation: reporting at ``init``
-    instead, or omitting the differing key, fails it."""
+    instead, or omitting the differing key, fails it; so does RunRef.parent not turning the
+    error into a SpecFieldError."""
     base = tiny_spec("child")
     line = base.count("\n") + 1
     with runs_directory(tmp_path / "empty"):
@@ -415,8 +416,10 @@ def test_a_parent_that_cannot_be_used_is_one_located_line_at_init_run(parent, tm
     issue = _issue(_with_init(three, parent))
     assert "the data dimension is 3 here and 2 in the parent" in issue.message
 
-    frozen = tiny_spec() + "transforms:\n  - {type: temperature}\n"
-    assert diffsde.validate_text(frozen).transforms  # the base spec is fine
+    # a reference built outside a spec (a --transform option's) says so at its `run` key
+    with pytest.raises(diffsde.SpecFieldError) as err:
+        diffsde.RunRef(run=str(tmp_path / "no" / "such")).build()
+    assert err.value.field == "run" and "no run directory" in err.value.message
 
 
 def test_run_ids_resolve_in_the_runs_directory(parent, tmp_path, monkeypatch):
