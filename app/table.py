@@ -19,7 +19,16 @@ from diffsde.runs import RunRecord, RunSummary, summarise
 RESULT_PREFIXES = ("eval.", "nfe.")
 SPEC_PREFIX = "spec."
 # The runs table: who the run is and how it ended, then its results, then what it was.
-IDENTITY_COLUMNS = ("short_id", "name", "seed", "status", "steps", "loss", "wall_time")
+IDENTITY_COLUMNS = (
+    "short_id",
+    "name",
+    "seed",
+    "status",
+    "parents",
+    "steps",
+    "loss",
+    "wall_time",
+)
 KEY_SPEC_COLUMNS = ("sde.type", "objective.type", "sampler.type", "data.type")
 LEADING_COLUMNS = (*IDENTITY_COLUMNS, *KEY_SPEC_COLUMNS)  # the order of the default view
 INTEGER_COLUMNS = ("steps", "seed")  # and every nfe.* count
@@ -73,6 +82,7 @@ def row(run: RunRecord | RunSummary, *, labelled: bool = False) -> dict[str, Any
         loss=run.loss,
         created=run.created,
         path=str(run.path),
+        parents=run.parents,
     )
     results = {**run.eval, **run.sample_eval} if labelled else run.eval
     out.update({f"eval.{key}": value for key, value in sorted(results.items())})

@@ -46,6 +46,7 @@ def _report_spec_error(err, source) -> int:
 
 
 def _run(args) -> int:
+    from ._lineage import runs_directory
     from ._run import require_runnable, resume, run, sigterm_stops
     from ._spec._validate import SpecError, load_spec
 
@@ -67,7 +68,8 @@ def _run(args) -> int:
                 if not args.spec:
                     print("diffsde run: give a SPEC file (or --resume RUN)", file=sys.stderr)
                     return EXIT_SPEC_ERROR
-                setup = load_spec(args.spec, args.set or ())
+                with runs_directory(args.runs_dir):  # run ids in `init:` are looked up there
+                    setup = load_spec(args.spec, args.set or ())
                 require_runnable(setup)
                 path = run(setup, args.runs_dir, progress=progress, run_dir=args.run_dir, stop=stop)
         except SpecError as err:

@@ -134,7 +134,6 @@ def build_trainer(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
     return trainer, trainer.init(key=jr.fold_in(keys.model, 1)), keys
 
 
-_build = build_trainer  # the old name: diffsde/_lineage.py still imports it (to be dropped)
 
 
 class Progress:

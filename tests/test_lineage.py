@@ -245,9 +245,9 @@ def test_the_lineage_is_stored_in_the_child_and_shown_by_diffsde_runs(parent, tm
     fails it."""
     runs = parent.parent
     spec = tmp_path / "child.yaml"
-    spec.write_text(_with_init(tiny_spec("child", steps=10), parent.name))
-    with runs_directory(runs):
-        assert main(["run", str(spec), "--runs-dir", str(tmp_path / "children"), "-q"]) == 0
+    # the parent by its path: `--runs-dir` (where the child goes) is where ids are looked up
+    spec.write_text(_with_init(tiny_spec("child", steps=10), str(parent)))
+    assert main(["run", str(spec), "--runs-dir", str(tmp_path / "children"), "-q"]) == 0
     capsys.readouterr()
     (child,) = (tmp_path / "children").iterdir()
     head = json.loads((child / "run.json").read_text())
@@ -268,6 +268,19 @@ def test_the_lineage_is_stored_in_the_child_and_shown_by_diffsde_runs(parent, tm
     assert "parents" in table and f"init←{parent.name.rsplit('-', 1)[-1]}@40" in table
     assert main(["runs", "--runs-dir", str(runs)]) == 0
     assert "parents" not in capsys.readouterr().out
+
+
+def test_run_ids_in_init_are_looked_up_in_runs_dir(parent, tmp_path, capsys):
+    """`diffsde run --runs-dir DIR` finds `init: {run: ID}` in DIR. Mutation: dropping the
+    runs_directory(args.runs_dir) around load_spec in diffsde run fails it (the id is then
+    looked up in ./runs)."""
+    runs = parent.parent
+    spec = tmp_path / "child.yaml"
+    spec.write_text(_with_init(tiny_spec("child", steps=10), parent.name))
+    before = set(runs.iterdir())
+    assert main(["run", str(spec), "--runs-dir", str(runs), "-q"]) == 0, capsys.readouterr().err
+    (child,) = set(runs.iterdir()) - before
+    assert json.loads((child / "run.json").read_text())["lineage"][0]["id"] == parent.name
 
 
 @pytest.mark.slow

@@ -107,6 +107,13 @@ def _progress(run) -> None:
     columns[3].metric("ETA", duration(run.eta) if run.state == "running" else "–")
     checkpoint = run.checkpoint_step
     columns[4].metric("last checkpoint", f"step {checkpoint}" if checkpoint else "none")
+    for entry in run.lineage:  # where the run started from (it keeps its own copy of each)
+        st.caption(
+            plain(
+                f"{entry['role']} ← {entry['id']} ({entry['checkpoint']} checkpoint at step "
+                f"{entry['step']}; the run reads its own copy, lineage/{entry['role']}/)"
+            )
+        )
     names = series_names([run])  # loss, lr, grad_norm, then a training method's own
     frame = curves([run], names)
     for first in range(0, len(names), CHARTS_PER_ROW):
