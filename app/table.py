@@ -19,16 +19,7 @@ from diffsde.runs import RunRecord, RunSummary, summarise
 RESULT_PREFIXES = ("eval.", "nfe.")
 SPEC_PREFIX = "spec."
 # The runs table: who the run is and how it ended, then its results, then what it was.
-IDENTITY_COLUMNS = (
-    "short_id",
-    "name",
-    "seed",
-    "status",
-    "parents",
-    "steps",
-    "loss",
-    "wall_time",
-)
+IDENTITY_COLUMNS = ("short_id", "name", "seed", "status", "steps", "loss", "wall_time")
 KEY_SPEC_COLUMNS = ("sde.type", "objective.type", "sampler.type", "data.type")
 LEADING_COLUMNS = (*IDENTITY_COLUMNS, *KEY_SPEC_COLUMNS)  # the order of the default view
 INTEGER_COLUMNS = ("steps", "seed")  # and every nfe.* count
@@ -82,8 +73,9 @@ def row(run: RunRecord | RunSummary, *, labelled: bool = False) -> dict[str, Any
         loss=run.loss,
         created=run.created,
         path=str(run.path),
-        parents=run.parents,
     )
+    if run.parents:  # the column exists only where some run started from another
+        out["parents"] = run.parents
     results = {**run.eval, **run.sample_eval} if labelled else run.eval
     out.update({f"eval.{key}": value for key, value in sorted(results.items())})
     out.update({f"nfe.{key}": value for key, value in sorted(run.nfe.items())})
@@ -103,7 +95,8 @@ def table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=["id", *LEADING_COLUMNS, "created"])
     frame = frame.sort_values(["created", "id"], ignore_index=True)
-    first = [c for c in IDENTITY_COLUMNS if c in frame.columns] + result_columns(frame.columns)
+    first = [c for c in (*IDENTITY_COLUMNS, "parents") if c in frame.columns]
+    first += result_columns(frame.columns)
     first += [c for c in KEY_SPEC_COLUMNS if c in frame.columns] + ["created"]
     last = [c for c in TRAILING_COLUMNS if c in frame.columns]
     rest = sorted(c for c in frame.columns if c not in first and c not in last)
@@ -117,7 +110,8 @@ def runs_table(runs: Iterable[RunRecord | RunSummary]) -> pd.DataFrame:
 
 def default_columns(frame: pd.DataFrame) -> list[str]:
     """The columns the runs table shows unless asked for every spec key."""
-    wanted = [*IDENTITY_COLUMNS, *result_columns(frame.columns), *KEY_SPEC_COLUMNS, "created"]
+    wanted = [*IDENTITY_COLUMNS, "parents", *result_columns(frame.columns)]
+    wanted += [*KEY_SPEC_COLUMNS, "created"]
     return [c for c in wanted if c in frame.columns]
 
 

@@ -263,6 +263,10 @@ def test_the_lineage_is_stored_in_the_child_and_shown_by_diffsde_runs(parent, tm
         }
     ]
     assert diffsde.runs.open_run(child).lineage == tuple(head["lineage"])
+    from app.table import runs_table  # the dashboard's runs table shows it too
+
+    frame = runs_table([diffsde.runs.open_run(child), diffsde.runs.open_run(parent)])
+    assert list(frame["parents"].fillna("")) == ["", f"init←{parent.name.rsplit('-', 1)[-1]}@40"]
     assert main(["runs", "--runs-dir", str(tmp_path / "children")]) == 0
     table = capsys.readouterr().out
     assert "parents" in table and f"init←{parent.name.rsplit('-', 1)[-1]}@40" in table
