@@ -134,8 +134,6 @@ def build_trainer(setup: Setup) -> tuple[Trainer, TrainState, Keys]:
     return trainer, trainer.init(key=jr.fold_in(keys.model, 1)), keys
 
 
-
-
 class Progress:
     """Steps, steps/s, loss and ETA: one terminal line rewritten in place, or, when the stream is
     not a terminal (a log file), a new line at most every ``log_every`` seconds and at the end."""

@@ -283,8 +283,6 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-
-
 def pid_alive(pid: int) -> bool:
     """Whether a process ``pid`` exists on this host (whoever owns it)."""
     try:
