@@ -4,7 +4,7 @@ a module, registered with `diffsde.register_plugin`, and must implement its hook
 the hook adds (a component of its kind, a part, a dashboard page, a subcommand); the usage block
 then runs against it (its own assertions check the behaviour).
 
-Mutation: swapping the sign of the Brownian SDE's kernel σ_t, or registering the page under
+Mutation: doubling the Brownian SDE's kernel σ_t, or registering the page under
 another title, makes the matching case fail; deleting a hook's example fails the coverage test.
 """
 
