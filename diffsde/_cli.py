@@ -1,6 +1,7 @@
 """The ``diffsde`` command line."""
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Sequence
@@ -262,10 +263,27 @@ def _plugins(args) -> int:
         {"title": p.title, "plugin": p.plugin, "distribution": p.distribution}
         for p in registry.pages
     ]
+    parts = [
+        {
+            "kind": kind,
+            "name": name,
+            "plugin": plugin,
+            "distribution": distribution,
+            "doc": ((inspect.getdoc(cls) or "").strip().splitlines() or [""])[0],
+        }
+        for kind, table in sorted(registry.parts.items())
+        for name, (cls, plugin, distribution) in sorted(table.items())
+    ]
     if args.json:
         print(
             json.dumps(
-                {"components": rows, "commands": commands, "pages": pages, "errors": errors},
+                {
+                    "components": rows,
+                    "parts": parts,
+                    "commands": commands,
+                    "pages": pages,
+                    "errors": errors,
+                },
                 indent=2,
             )
         )
@@ -278,6 +296,9 @@ def _plugins(args) -> int:
         for name in names:
             c = registry.get(kind, name)
             print(f"  {name:<16} {c.distribution:<14} {c.doc}")
+    print("parts (a component's key of that kind takes any of them):")
+    for part in parts:
+        print(f"  {part['kind'] + ' ' + part['name']:<28} {part['distribution']:<10} {part['doc']}")
     print("commands (diffsde COMMAND):")
     if not commands:
         print("  (none added by plugins)")

@@ -79,8 +79,10 @@ class LogLikelihood(eqx.Module):
 
 
 class ProbabilityFlowLikelihood(eqx.Module):
-    """Settings of the likelihood solve: an adaptive diffrax ``solver`` (one with an error
-    estimate: tsit5, dopri5, heun) with a ``PIDController(rtol, atol)`` on the state (x, Δ),
+    """The likelihood solve through the probability-flow ODE, with its settings.
+
+    An adaptive diffrax ``solver`` (one with an error estimate: tsit5, dopri5, heun) with a
+    ``PIDController(rtol, atol)`` on the state (x, Δ),
     from t = ``eps`` to T, first step (T − ε)·:data:`FIRST_STEP`, at most ``max_steps`` steps
     (more is an error); ``divergence`` and ``probes`` (K, Hutchinson only, at least 2 so the
     standard error exists). A part (kind ``likelihood_estimator``) of the ``log_likelihood``

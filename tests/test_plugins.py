@@ -212,6 +212,10 @@ def test_plugins_command_lists_components_and_errors(throwaway, capsys):
     listing = json.loads(capsys.readouterr().out)
     kinds = {row["kind"] for row in listing["components"]}
     assert {"sde", "dataset"} <= kinds and listing["errors"]
+    # parts too, from their classes (mutation: listing registry.components only fails it)
+    parts = {(row["kind"], row["name"]) for row in listing["parts"]}
+    assert {("weighting", "g2"), ("ode_solver", "heun"), ("step_controller", "pid")} <= parts
+    assert "step_controller pid" in out
 
 
 def test_validation_says_which_objectives_fit_the_sde(throwaway, tmp_path):
