@@ -1,4 +1,4 @@
-"""Every hook is documented with a complete example that works: docs/plugins.md holds, per hook,
+"""Every hook is documented with a complete example that works: README.md holds, per hook,
 a plugin module and a block that uses it. Each pair is run here: the plugin block is executed as
 a module, registered with `diffsde.register_plugin`, and must implement its hook and add what
 the hook adds (a component of its kind, a part, a dashboard page, a subcommand); the usage block
@@ -20,7 +20,7 @@ import diffsde
 import diffsde.cli
 from diffsde import _plugins, hookspecs
 
-DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+DOC = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
@@ -64,7 +64,7 @@ def _added(hook: str, registry, plugin: str) -> bool:
 def test_example_plugin_works(hook):
     plugin_source, usage = _examples()[hook]
     module = types.ModuleType(f"docs_example_{hook}")
-    exec(compile(plugin_source, f"docs/plugins.md ({hook})", "exec"), module.__dict__)
+    exec(compile(plugin_source, f"README.md ({hook})", "exec"), module.__dict__)
     assert callable(getattr(module, hook, None)), f"the {hook} example does not implement it"
     name = f"docs-{hook}"
     diffsde.register_plugin(module, name, "docs")
@@ -77,6 +77,6 @@ def test_example_plugin_works(hook):
             assert sub.choices["count-runs"].get_default("diffsde_plugin") == name
         else:
             assert _added(hook, registry, name), f"the {hook} example registered nothing"
-        exec(compile(usage, f"docs/plugins.md ({hook}, usage)", "exec"), dict(module.__dict__))
+        exec(compile(usage, f"README.md ({hook}, usage)", "exec"), dict(module.__dict__))
     finally:
         diffsde.unregister_plugin(name)
