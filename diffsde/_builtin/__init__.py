@@ -11,55 +11,24 @@ from .sdes import SDES
 from .transforms import TRANSFORMS
 
 
-@hookimpl
-def register_sdes(register):
-    for sde in SDES:
-        register(sde)
+def _registering(*classes: type):
+    """A hook implementation that registers ``classes`` (pluggy finds it by the module
+    attribute's name, which is the hook's)."""
+
+    @hookimpl
+    def register_all(register):
+        for cls in classes:
+            register(cls)
+
+    return register_all
 
 
-@hookimpl
-def register_datasets(register):
-    for config in DATASET_CONFIGS:
-        register(config)
-
-
-@hookimpl
-def register_models(register):
-    for model in MODELS:
-        register(model)
-
-
-@hookimpl
-def register_objectives(register):
-    for objective in OBJECTIVES:
-        register(objective)
-
-
-@hookimpl
-def register_samplers(register):
-    for sampler in SAMPLERS:
-        register(sampler)
-
-
-@hookimpl
-def register_parts(register):
-    for part in (*OBJECTIVE_PARTS, *SAMPLER_PARTS, *METRIC_PARTS, *PARAMETERISATIONS):
-        register(part)
-
-
-@hookimpl
-def register_metrics(register):
-    for metric in METRICS:
-        register(metric)
-
-
-@hookimpl
-def register_training_methods(register):
-    for method in METHODS:
-        register(method)
-
-
-@hookimpl
-def register_score_transforms(register):
-    for transform in TRANSFORMS:
-        register(transform)
+register_sdes = _registering(*SDES)
+register_datasets = _registering(*DATASET_CONFIGS)
+register_models = _registering(*MODELS)
+register_objectives = _registering(*OBJECTIVES)
+register_samplers = _registering(*SAMPLERS)
+register_metrics = _registering(*METRICS)
+register_training_methods = _registering(*METHODS)
+register_score_transforms = _registering(*TRANSFORMS)
+register_parts = _registering(*OBJECTIVE_PARTS, *SAMPLER_PARTS, *METRIC_PARTS, *PARAMETERISATIONS)
