@@ -248,21 +248,6 @@ def test_the_spec_chooses_the_method_and_validates_its_section(tmp_path):
         diffsde.spec.require_runnable(default)
 
 
-def _stop_at_dispatch(monkeypatch, n):
-    """A real SIGTERM to this process after the n-th dispatch's rows are written."""
-    seen = {"train": 0}
-    point = _faults.point
-
-    def fault(name):
-        point(name)
-        if name == "train":
-            seen["train"] += 1
-            if seen["train"] == n:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(_faults, "point", fault)
-
-
 def test_runs_with_the_second_method_checkpoint_stop_and_resume_bit_for_bit(
     tmp_path, monkeypatch, capsys
 ):
