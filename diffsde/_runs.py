@@ -1441,13 +1441,17 @@ def run_state(run_path: PathLike) -> str | None:
     dead writer) from its status file and heartbeat alone: cheap enough to poll over a whole
     store. None when the status is missing or damaged."""
     run_dir = _run_dir(run_path)
+    status = _sound_status(run_dir)
+    return None if status is None else _writer_state(status, _heartbeat_time(run_dir))
+
+
+def _sound_status(run_dir: pathlib.Path) -> dict | None:
+    """The run's status file, or None when it is missing or damaged."""
     try:
         status = _read_json(run_dir / STATUS_FILE, "", limit=MAX_STATUS_BYTES)
     except RunReadError:
         return None
-    if _status_problem(status):
-        return None
-    return _writer_state(status, _heartbeat_time(run_dir))
+    return None if _status_problem(status) else status
 
 
 # -- summaries ------------------------------------------------------------------------------
@@ -1645,11 +1649,8 @@ def run_is_live(run_path: PathLike) -> bool:
     """`writer_alive` from the status file alone: cheap enough to poll over a whole runs
     directory. False if unreadable."""
     run_dir = _run_dir(run_path)
-    try:
-        status = _read_json(run_dir / STATUS_FILE, "", limit=MAX_STATUS_BYTES)
-    except RunReadError:
-        return False
-    if _status_problem(status):
+    status = _sound_status(run_dir)
+    if status is None:
         return False
     same = status.get("host") == socket.gethostname() and status.get("pid") == os.getpid()
     return not same and _writer_state(status, _heartbeat_time(run_dir)) == "running"
