@@ -9,10 +9,10 @@ SPEC ?= specs/vp_8gaussians.yaml
 
 .PHONY: demo test test-slow lint clean
 
-$(BIN)/diffsde: pyproject.toml plugins/cdpm/pyproject.toml
+$(BIN)/diffsde: pyproject.toml plugins/cdpm/pyproject.toml examples/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dashboard]' -e plugins/cdpm
+	$(BIN)/python -m pip install -q -e '.[test,dashboard]' -e plugins/cdpm -e examples
 	touch $@
 
 demo: $(BIN)/diffsde
