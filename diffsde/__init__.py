@@ -26,8 +26,11 @@ from ._data import (
     AbstractDataset as AbstractDataset,
     ArrayDataset as ArrayDataset,
     ConditionedBatch as ConditionedBatch,
+    ExactMoments as ExactMoments,
+    ExactScore as ExactScore,
     GaussianMixture as GaussianMixture,
     TwoDToy as TwoDToy,
+    exact_score as exact_score,
     load_digits as load_digits,
     split_batch as split_batch,
 )
@@ -137,7 +140,11 @@ from ._sampler import (
     UniformGrid as UniformGrid,
     sample as sample,
 )
-from ._sde._base import AbstractGaussianSDE as AbstractGaussianSDE, AbstractSDE as AbstractSDE
+from ._sde._base import (
+    AbstractGaussianSDE as AbstractGaussianSDE,
+    AbstractSDE as AbstractSDE,
+    mean_dropping_bias as mean_dropping_bias,
+)
 from ._sde._closed_form import (
     OU as OU,
     VE as VE,

@@ -9,6 +9,8 @@ without conditions yields the plain array of points, as it always did.
 
 import abc
 import importlib.resources
+import typing
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import equinox as eqx
@@ -19,7 +21,60 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree, Real
 
 from ._custom_types import Condition, Conditions, Scalar, ScalarLike, Vector
-from ._sde._base import AbstractGaussianSDE
+from ._sde._base import AbstractGaussianSDE, AbstractSDE
+
+
+@typing.runtime_checkable
+class ExactScore(typing.Protocol):
+    """A dataset that knows the exact score ∇ log p_t of its marginals under some SDEs.
+
+    ``knows_score(sde)``: whether :meth:`score` is exact for ``sde`` (a Gaussian mixture knows
+    it for every SDE with a Gaussian kernel, ``isinstance(sde, AbstractGaussianSDE)``).
+    ``score(x, t, sde, condition=None)``: ∇ log p_t(x) for one point x, or ∇ log p_t(x | c)
+    given a condition c (for a dataset with conditions); traceable under ``jax.jit``.
+
+    The score is computed from the SDE's own kernel: for an SDE whose kernel is wrong, the
+    "exact" score is the exact score of the wrong marginals. What uses it (the ``esm`` metric
+    and objective, ``diffsde check``) can therefore judge a learned score or a sampler, never
+    the SDE itself.
+    """
+
+    def knows_score(self, sde: AbstractSDE) -> bool:
+        """Whether :meth:`score` is the exact score of p_t under ``sde``."""
+        ...
+
+    def score(
+        self, x: Vector, t: ScalarLike, sde: AbstractSDE, condition: Condition = None
+    ) -> Vector:
+        """∇ log p_t(x) (of p_t(x | condition) given one), exactly."""
+        ...
+
+
+@typing.runtime_checkable
+class ExactMoments(typing.Protocol):
+    """A dataset that knows its mean and covariance exactly (``moments`` compares with them
+    instead of the held-out sample's)."""
+
+    def mean(self) -> Vector:
+        """E[X]."""
+        ...
+
+    def covariance(self) -> Float[Array, "dim dim"]:
+        """Cov[X]."""
+        ...
+
+
+def exact_score(dataset: object, sde: AbstractSDE) -> Callable[..., Vector] | None:
+    """The exact score ``(x, t, condition=None) -> ∇ log p_t(x)`` of ``dataset``'s marginals
+    under ``sde``, or None when the dataset does not know it (it does not implement
+    :class:`ExactScore`, or its ``knows_score(sde)`` is False)."""
+    if not isinstance(dataset, ExactScore) or not dataset.knows_score(sde):
+        return None
+
+    def score(x: Vector, t: ScalarLike, condition: Condition = None) -> Vector:
+        return dataset.score(x, t, sde, condition)
+
+    return score
 
 
 class ConditionedBatch(eqx.Module):
@@ -98,6 +153,9 @@ class GaussianMixture(AbstractDataset):
 
     ``labelled``: each point comes with the index k of its component as its condition, and
     ``score(x, t, sde, condition=k)`` is the exact score of p_t(x | k), component k's alone.
+
+    Implements :class:`ExactScore` for every SDE with a Gaussian kernel whose mean m_t(x₀) is
+    affine in x₀ (λ_t x₀, or μ + λ_t (x₀ − μ)), and :class:`ExactMoments`.
     """
 
     dim: int = eqx.field(static=True)
@@ -174,6 +232,10 @@ class GaussianMixture(AbstractDataset):
     def _component_log_prob(self, x: Vector, mean: Vector, std: Scalar) -> Scalar:
         sq = jnp.sum((x - mean) ** 2)
         return -0.5 * sq / std**2 - self.dim * (jnp.log(std) + 0.5 * jnp.log(2 * jnp.pi))
+
+    def knows_score(self, sde: AbstractSDE) -> bool:
+        """The score is exact under every SDE with a Gaussian kernel."""
+        return isinstance(sde, AbstractGaussianSDE)
 
     def marginal(self, sde: AbstractGaussianSDE, t: ScalarLike) -> tuple[Array, Array]:
         """Means and standard deviations of the components of p_t."""

@@ -18,7 +18,7 @@ import pydantic
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._custom_types import Scalar, ScoreFn
-from ._data import AbstractDataset, GaussianMixture
+from ._data import AbstractDataset, ExactMoments, ExactScore, exact_score
 from ._model import bind_condition
 from ._prior import AbstractPrior
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
@@ -208,9 +208,17 @@ class ExactScoreError(AbstractMetric):
     data the samples come with their components c, and the error is that of the score given c
     against the exact ∇log p_t(x | c).
 
-    It applies only when the data set knows its score at every t (a :class:`GaussianMixture`),
-    the SDE has a Gaussian transition kernel and a score is given; otherwise it returns ``{}``
-    (nothing is reported, rather than a NaN).
+    It applies when the data set knows its exact score under the SDE (it implements
+    :class:`diffsde.ExactScore` and ``knows_score(sde)`` holds, e.g. a Gaussian mixture under
+    an SDE with a Gaussian kernel) and a score is given; otherwise it returns ``{}`` (nothing
+    is reported, rather than a NaN).
+
+    What it can and cannot detect: it measures the learned score against the dataset's own
+    claimed score under the spec's own SDE kernel. It detects a badly trained score, a wrong
+    model or objective; it cannot detect an SDE whose kernel is wrong, because that wrong
+    kernel makes the "exact" score (and the x_t it is measured at) wrong in the same way —
+    ``diffsde check sde TAG`` tests the kernel against a simulation of the SDE. Nor does it see
+    the sampler: judge the samples with ``sliced_w2``, ``mmd`` or ``moments``.
     """
 
     tag: ClassVar[str] = "esm"
@@ -230,10 +238,11 @@ class ExactScoreError(AbstractMetric):
 
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         dataset, sde, score = ctx.dataset, ctx.sde, ctx.score
+        # x_t is drawn from the SDE's kernel: a Gaussian one
         if (
-            not isinstance(dataset, GaussianMixture)
+            score is None
             or not isinstance(sde, AbstractGaussianSDE)
-            or score is None
+            or exact_score(dataset, sde) is None
         ):
             return {}
         if not self.eps < sde.T:
@@ -241,7 +250,7 @@ class ExactScoreError(AbstractMetric):
         return {"esm": float(self._error(score, dataset, sde, ctx.key))}
 
     @eqx.filter_jit
-    def _error(self, score, dataset: GaussianMixture, sde: AbstractGaussianSDE, key) -> Scalar:
+    def _error(self, score, dataset: ExactScore, sde: AbstractGaussianSDE, key) -> Scalar:
         # jitted on (score, dataset, sde) as pytrees: a score that is an eqx.Module or
         # eqx.Partial with new parameters reuses the compilation
         ts = jnp.linspace(self.eps, sde.T, self.n_times)
@@ -273,8 +282,9 @@ def _moments(x: Float[Array, "n dim"]) -> tuple[Array, Array]:
 
 class Moments(AbstractMetric):
     """``moments``: ``mean_error`` |m̂ − m| and ``cov_error`` ‖Ĉ − C‖_F of the samples (unbiased
-    covariance) against the reference set, or against the exact moments when the data set is a
-    :class:`GaussianMixture`."""
+    covariance) against the reference set, or against the exact moments when the data set knows
+    them (it implements :class:`diffsde.ExactMoments`: ``mean()`` and ``covariance()``, as a
+    Gaussian mixture does)."""
 
     tag: ClassVar[str] = "moments"
     directions: ClassVar[Mapping[str, Direction]] = {"mean_error": "min", "cov_error": "min"}
@@ -282,7 +292,7 @@ class Moments(AbstractMetric):
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         if ctx.samples.shape[0] < 2:
             raise ValueError(f"moments need at least 2 samples, got {ctx.samples.shape[0]}")
-        if isinstance(ctx.dataset, GaussianMixture):
+        if isinstance(ctx.dataset, ExactMoments) and callable(ctx.dataset.covariance):
             mean, cov = ctx.dataset.mean(), ctx.dataset.covariance()
         else:
             if ctx.reference.shape[0] < 2:

@@ -24,12 +24,14 @@ import pydantic
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Condition, Conditions, Scalar, ScoreFn, Vector
-from ._data import GaussianMixture
+from ._data import ExactScore
 from ._errors import REQUIREMENTS, SpecFieldError
 from ._model import bind_condition
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
-REQUIREMENTS[GaussianMixture] = "Gaussian-mixture data (data type 'gmm'), whose exact score it uses"
+REQUIREMENTS[ExactScore] = (
+    "data with an exact score (a dataset implementing diffsde.ExactScore, e.g. 'gmm')"
+)
 
 Times = Float[Array, " m"]
 Points = Float[Array, "m dim"]
@@ -406,16 +408,27 @@ class DenoisingScoreMatching(AbstractRegressionScoreMatching):
 
 
 class ExplicitScoreMatching(AbstractRegressionScoreMatching):
-    """Explicit score matching: regress on the exact score of p_t of Gaussian-mixture data
-    under an SDE with a Gaussian kernel (for calibration)."""
+    """Explicit score matching: regress on the exact score of p_t, for data that know it under
+    the SDE (a dataset implementing :class:`diffsde.ExactScore`, such as a Gaussian mixture
+    under an SDE with a Gaussian kernel), for calibration."""
 
     tag: ClassVar[str] = "esm"
     sde: AbstractGaussianSDE
-    data: GaussianMixture
+    data: ExactScore
     weighting: AbstractWeighting = Sigma2Weighting()
     time_sampling: AbstractTimeDistribution = UniformTimes()
     eps: Positive = eqx.field(static=True, default=1e-3)
     source: ClassVar[AbstractXtSource] = KernelSource()
+
+    def __check_init__(self):
+        if not self.data.knows_score(self.sde):
+            raise SpecFieldError(
+                "type",
+                f"objective 'esm' needs the exact score of the data under the SDE, and "
+                f"{type(self.data).__name__} does not know it under {type(self.sde).__name__} "
+                "(its knows_score(sde) is False): choose objective dsm, or data and an SDE "
+                "whose exact score is known (e.g. gmm with vp)",
+            )
 
     def target(self, t, xt, x0, condition=None) -> Vector:
         del x0
