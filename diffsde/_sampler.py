@@ -16,6 +16,7 @@ the probability-flow ODE backwards in t, from T to ε.
 """
 
 import abc
+import dataclasses
 from collections.abc import Callable
 from typing import Annotated, ClassVar
 
@@ -59,6 +60,22 @@ class AbstractSampler(eqx.Module):
 
     kind: ClassVar[str] = "sampler"
     eps: eqx.AbstractVar[float]
+
+    @property
+    def order(self) -> float | None:
+        """The declared order p of the global error in the step size h, error ∝ h^p (the weak
+        order for a stochastic sampler); None when none is declared (adaptive steps, or a
+        corrector whose bias does not vanish with h). `diffsde check` fits it."""
+        return None
+
+    def with_steps(self, steps: int) -> "AbstractSampler":
+        """This sampler on a grid of ``steps`` steps (replaces a field named ``steps``)."""
+        if "steps" not in {f.name for f in dataclasses.fields(self)}:
+            raise TypeError(
+                f"{type(self).__name__} has no field `steps`: override with_steps to say how "
+                "its step count is set"
+            )
+        return dataclasses.replace(self, steps=steps)
 
     def check_context(self, *, sde: AbstractSDE | None = None, **context) -> None:
         """On building from a spec: :meth:`check_sde` of the spec's SDE."""
@@ -195,6 +212,8 @@ class EulerMaruyama(AbstractSampler):
     def __check_init__(self):
         if self.steps < 1:
             raise SpecFieldError("steps", f"must be at least 1, got {self.steps}")
+
+    order: ClassVar[float] = 1.0  # weak order 1
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
@@ -337,6 +356,8 @@ class AbstractODESolver(eqx.Module):
     per_step: ClassVar[int]
     init: ClassVar[int] = 0
     error_estimate: ClassVar[bool]
+    order: ClassVar[int]
+    """The method's order: its global error on a fixed grid ∝ h^order."""
 
     @abc.abstractmethod
     def solver(self) -> diffrax.AbstractSolver:
@@ -349,6 +370,7 @@ class Euler(AbstractODESolver):
     tag: ClassVar[str] = "euler"
     per_step: ClassVar[int] = 1
     error_estimate: ClassVar[bool] = False
+    order: ClassVar[int] = 1
 
     def solver(self) -> diffrax.AbstractSolver:
         return diffrax.Euler()
@@ -360,6 +382,7 @@ class Heun(AbstractODESolver):
     tag: ClassVar[str] = "heun"
     per_step: ClassVar[int] = 2
     error_estimate: ClassVar[bool] = True
+    order: ClassVar[int] = 2
 
     def solver(self) -> diffrax.AbstractSolver:
         return diffrax.Heun()
@@ -371,6 +394,7 @@ class ClassicalRK4(AbstractODESolver):
     tag: ClassVar[str] = "rk4"
     per_step: ClassVar[int] = 4
     error_estimate: ClassVar[bool] = False
+    order: ClassVar[int] = 4
 
     def solver(self) -> diffrax.AbstractSolver:
         return RK4()
@@ -386,6 +410,7 @@ class Tsit5(AbstractODESolver):
     per_step: ClassVar[int] = 6
     init: ClassVar[int] = 1
     error_estimate: ClassVar[bool] = True
+    order: ClassVar[int] = 5
 
     def solver(self) -> diffrax.AbstractSolver:
         return diffrax.Tsit5()
@@ -398,6 +423,7 @@ class Dopri5(AbstractODESolver):
     per_step: ClassVar[int] = 6
     init: ClassVar[int] = 1
     error_estimate: ClassVar[bool] = True
+    order: ClassVar[int] = 5
 
     def solver(self) -> diffrax.AbstractSolver:
         return diffrax.Dopri5()
@@ -506,6 +532,16 @@ class ProbabilityFlow(AbstractSampler):
 
     def __check_init__(self):
         check_solver(self.solver, self.controller)
+
+    @property
+    def order(self) -> float | None:
+        """The solver's order on a fixed grid; None under an adaptive controller."""
+        return float(self.solver.order) if isinstance(self.controller, FixedSteps) else None
+
+    def with_steps(self, steps: int) -> "ProbabilityFlow":
+        """On a fixed grid of ``steps`` steps (the controller's grid kept, if fixed)."""
+        grid = self.controller.grid if isinstance(self.controller, FixedSteps) else UniformGrid()
+        return eqx.tree_at(lambda s: s.controller, self, FixedSteps(steps, grid))
 
     @classmethod
     def spec_aliases(cls, data: dict) -> dict:
@@ -707,6 +743,8 @@ class ExponentialIntegrator(AbstractSampler):
     steps: StepCount = eqx.field(static=True, default=100)
     frozen: AbstractFrozenQuantity = FrozenNoise()
     eps: Positive = eqx.field(static=True, default=1e-3)
+
+    order: ClassVar[float] = 1.0  # weak order 1, every frozen quantity
 
     def check_sde(self, sde: AbstractSDE) -> None:
         """Also: the SDE must have a Gaussian kernel."""

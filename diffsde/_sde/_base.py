@@ -42,6 +42,20 @@ class AbstractSDE(eqx.Module):
     def prior(self) -> AbstractPrior:
         """p_noise, the approximation of p_T sampled to start the reverse process."""
 
+    # declarations read by `diffsde check` (diffsde.testing) -----------------------------------
+    def prior_bias(self) -> float:
+        """How far ``prior()`` may lie from the law of X_T for standardised data N(0, I): the
+        largest gap in mean and in standard deviation, per coordinate, in units of that law's
+        standard deviation. 0.02 unless an SDE declares more (a prior that drops the kernel's
+        mean term, as the contractive SDEs' does, declares its noise-approximation bias)."""
+        return 0.02
+
+    def stationary_law(self) -> AbstractPrior | None:
+        """A law the forward SDE leaves invariant (a stationary solution of its Fokker–Planck
+        equation), or None when none is declared: Langevin's Gibbs law e^{−U}/Z, OU's
+        N(0, σ²/(2θ) I), VP's N(0, I)."""
+        return None
+
     # forward process ------------------------------------------------------------------------
     def forward_terms(self, brownian: diffrax.AbstractBrownianPath) -> diffrax.MultiTerm:
         """diffrax terms of the forward SDE in t (Brownian motion of shape (dim,))."""
@@ -131,6 +145,21 @@ class AbstractGaussianSDE(AbstractSDE):
     def conditional_score(self, t: ScalarLike, xt: Vector, x0: Vector) -> Vector:
         """∇ log p(x_t | x_0) = −(x_t − m_t(x0)) / σ_t²."""
         return -(xt - self.marginal_mean(t, x0)) / self.marginal_std(t) ** 2
+
+
+def mean_dropping_bias(sde: AbstractGaussianSDE) -> float:
+    """The noise-approximation bias of a Gaussian prior that drops the kernel's mean term
+    λ_T x₀: for data N(0, I), X_T ~ N(m_T(0), s² I) with s = √(λ_T² + σ_T²), so a prior
+    N(μ, σ_T² I) is 1 − σ_T/s too narrow and |μ − m_T(0)|/s off in mean (in units of s);
+    the default 0.02 of every SDE is added."""
+    lam, sigma = (float(v) for v in sde.kernel(sde.T))
+    spread = (lam**2 + sigma**2) ** 0.5
+    prior = sde.prior()
+    mean = getattr(prior, "mean", None)
+    shift = 0.0
+    if mean is not None:
+        shift = float(jnp.max(jnp.abs(mean - sde.marginal_mean(sde.T, 0 * mean))))
+    return max(1.0 - sigma / spread, shift / spread) + 0.02
 
 
 REQUIREMENTS[AbstractGaussianSDE] = (

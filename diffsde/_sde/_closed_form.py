@@ -79,6 +79,9 @@ class OU(AbstractGaussianSDE):
     def prior(self) -> GaussianPrior:
         return GaussianPrior(self.dim, 0.0, self.sigma / (2 * self.theta) ** 0.5)
 
+    def stationary_law(self) -> GaussianPrior:
+        return self.prior()
+
 
 class VE(AbstractGaussianSDE):
     """Variance exploding (SMLD): σ(t) = σ_min (σ_max/σ_min)^{t/T}, b = 0, g = σ(t)√(2 log r / T).
@@ -148,9 +151,15 @@ class AbstractLinearBetaSDE(AbstractGaussianSDE):
 
 
 class VP(AbstractLinearBetaSDE):
-    """Variance preserving (DDPM): b = −½β(t) x, g = √β(t); λ_t = e^{−B/2}, σ_t² = 1 − e^{−B}."""
+    """Variance preserving (DDPM): b = −½β(t) x, g = √β(t); λ_t = e^{−B/2}, σ_t² = 1 − e^{−B}.
+
+    N(0, I) is stationary: its variance v solves dv/dt = −βv + β, whose fixed point is 1.
+    """
 
     tag: ClassVar[str] = "vp"
+
+    def stationary_law(self) -> GaussianPrior:
+        return self.prior()
 
     def diffusion(self, t: ScalarLike) -> Scalar:
         return jnp.sqrt(self.schedule.beta(t))

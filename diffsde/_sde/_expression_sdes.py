@@ -19,7 +19,7 @@ from .._errors import SpecFieldError
 from .._expression import Expression
 from .._fields import Expr, Params, compile_fields
 from .._prior import AbstractPrior, GaussianPrior, GibbsPrior
-from ._base import AbstractGaussianSDE, AbstractSDE
+from ._base import AbstractGaussianSDE, AbstractSDE, mean_dropping_bias
 
 Positive = Annotated[float, pydantic.Field(gt=0)]
 
@@ -123,11 +123,19 @@ class Affine(AbstractGaussianSDE):
         return self.g(t=t)
 
     def kernel(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
-        log_lam, var = self.solution.evaluate(jnp.clip(t, 0.0, self.T))
+        # clipped into [0, T] without halving d/dt at the ends (jnp.clip's derivative at a bound
+        # is ½, which `diffsde check`'s moment-ODE comparison caught at t = T)
+        t = t + jax.lax.stop_gradient(jnp.clip(t, 0.0, self.T) - t)
+        log_lam, var = self.solution.evaluate(t)
         return jnp.exp(log_lam), jnp.sqrt(jnp.maximum(var, 0.0))
 
     def prior(self) -> GaussianPrior:
         return GaussianPrior(self.dim, 0.0, self.marginal_std(self.T))
+
+    def prior_bias(self) -> float:
+        """The prior drops the mean λ_T x₀: for data N(0, I) the law of X_T has standard
+        deviation √(λ_T² + σ_T²) against the prior's σ_T (plus the default 0.02)."""
+        return mean_dropping_bias(self)
 
 
 class Langevin(AbstractSDE):
@@ -165,6 +173,9 @@ class Langevin(AbstractSDE):
 
     def prior(self) -> GibbsPrior:
         return GibbsPrior(self.dim, self.potential)
+
+    def stationary_law(self) -> GibbsPrior:
+        return self.prior()
 
 
 class General(AbstractSDE):

@@ -103,6 +103,10 @@ class COU(diffsde.AbstractGaussianSDE):
     def prior(self) -> diffsde.GaussianPrior:
         return diffsde.GaussianPrior(self.dim, self.mu, self.marginal_std(self.T))
 
+    def prior_bias(self) -> float:
+        """The noise-approximation bias the prior declares (``diffsde check`` allows it)."""
+        return diffsde.mean_dropping_bias(self)
+
 
 class AbstractContractiveBetaSDE(diffsde.AbstractGaussianSDE):
     """The expansive drift +½β(t) x with a linear β (1 → 8 by default) and the prior
@@ -129,6 +133,10 @@ class AbstractContractiveBetaSDE(diffsde.AbstractGaussianSDE):
 
     def prior(self) -> diffsde.GaussianPrior:
         return diffsde.GaussianPrior(self.dim, 0.0, self.marginal_std(self.T))
+
+    def prior_bias(self) -> float:
+        """The noise-approximation bias the prior declares (``diffsde check`` allows it)."""
+        return diffsde.mean_dropping_bias(self)
 
 
 class CVP(AbstractContractiveBetaSDE):

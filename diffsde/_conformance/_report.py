@@ -1,0 +1,67 @@
+"""What a conformance check reports: each comparison, its measured deviation and tolerance."""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """One comparison: ``deviation`` measured against ``tolerance``, both in ``unit``
+    ("SE": standard errors of a Monte-Carlo estimate; "relative": |a − b| / scale; "order":
+    |fitted − declared| order; "count": a discrepancy in a count). ``skipped`` says why a
+    check did not apply (it then passes)."""
+
+    name: str
+    compared: str
+    deviation: float = 0.0
+    tolerance: float = 0.0
+    unit: str = ""
+    passed: bool = True
+    skipped: str | None = None
+
+    def line(self) -> str:
+        if self.skipped is not None:
+            return f"skip  {self.name}: {self.skipped}"
+        mark = "ok  " if self.passed else "FAIL"
+        return (
+            f"{mark}  {self.name}: {self.compared}: {self.deviation:.3g} {self.unit} "
+            f"({'within' if self.passed else 'beyond'} {self.tolerance:.3g} {self.unit})"
+        )
+
+
+def measured(name: str, compared: str, deviation: float, tolerance: float, unit: str):
+    """A result that passes when ``deviation`` ≤ ``tolerance`` (a NaN fails)."""
+    deviation = float(deviation)
+    return CheckResult(name, compared, deviation, tolerance, unit, bool(deviation <= tolerance))
+
+
+def skipped(name: str, why: str) -> CheckResult:
+    return CheckResult(name, "", skipped=why)
+
+
+@dataclasses.dataclass
+class CheckReport:
+    """Every result of checking one component."""
+
+    kind: str
+    tag: str
+    results: list[CheckResult] = dataclasses.field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.passed]
+
+    def text(self) -> str:
+        lines = [r.line() for r in self.results]
+        ran = sum(r.skipped is None for r in self.results)
+        verdict = "passed" if self.passed else f"FAILED ({len(self.failures)} of {ran})"
+        lines.append(f"{self.kind} '{self.tag}': {ran} checks {verdict}")
+        return "\n".join(lines)
+
+    def assert_ok(self) -> "CheckReport":
+        if not self.passed:
+            raise AssertionError(self.text())
+        return self
