@@ -7,10 +7,12 @@ registers something invalid is reported (``Registry.errors``) and skipped; the r
 """
 
 import dataclasses
+import difflib
 import importlib.metadata
 import inspect
 import os
 import typing
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -72,9 +74,18 @@ class PluginError:
     plugin: str
     distribution: str
     message: str
+    kind: str | None = None
+    """The kind of component it is about (None: no one kind)."""
+    tag: str | None = None
+    """The tag of the component it could not register (None: not about one component)."""
+    lost: bool = False
+    """The plugin registered nothing (it failed to import, or pluggy refused it)."""
 
     def __str__(self) -> str:
         return f"plugin '{self.plugin}' (distribution '{self.distribution}'): {self.message}"
+
+
+IMPORT_FAILED = "failed to import: "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +117,19 @@ class Registry:
 
     def configs(self, kind: str) -> list[type[ComponentConfig]]:
         return [self.components[kind][n].config for n in self.names(kind)]
+
+    def notes_for(self, kind: str, tag: str) -> list[PluginError]:
+        """The errors that may explain why ``tag`` is not a registered ``kind``: a refused
+        component of that kind and tag, a misspelt hook of that kind, and every plugin that
+        registered nothing (it failed to import, or pluggy refused it)."""
+        own = [e for e in self.errors if e.kind == kind and e.tag == tag]
+        hooks = [e for e in self.errors if e.kind == kind and e.tag is None]
+        return [*own, *hooks, *(e for e in self.errors if e.lost)]
+
+    def where(self, kind: str, name: str) -> str:
+        """``plugin 'p', distribution 'd'`` of a registered component."""
+        c = self.get(kind, name)
+        return f"plugin '{c.plugin}', distribution '{c.distribution}'"
 
     def rows(self) -> list[dict[str, str]]:
         """Every component as kind, name, distribution, plugin and one-line doc, by kind."""
@@ -140,6 +164,8 @@ class _PluginHost:
         self.manager.add_hookspecs(hookspecs)
         self.distributions: dict[str, str] = {}
         self.load_errors: list[PluginError] = []
+        self.refused: dict[str, PluginError] = {}
+        """Plugins whose hook implementations pluggy refused (by plugin name)."""
         self.entry_points_loaded = False
         self._registry: Registry | None = None
         from . import _builtin
@@ -147,12 +173,21 @@ class _PluginHost:
         self.add(_builtin, BUILTIN, BUILTIN)
 
     def add(self, plugin: Any, name: str, distribution: str) -> None:
-        self.manager.register(plugin, name=name)
+        """Register ``plugin``; one whose hook implementations pluggy refuses (arguments the
+        hook does not pass) is reported as one :class:`PluginError` and left out."""
+        try:
+            self.manager.register(plugin, name=name)
+        except pluggy.PluginValidationError as err:
+            self.refused[name] = PluginError(
+                name, distribution, _validation_message(self.manager, plugin, err), lost=True
+            )
         self.distributions[name] = distribution
         self._registry = None
 
     def remove(self, name: str) -> None:
-        self.manager.unregister(name=name)
+        if self.manager.has_plugin(name):
+            self.manager.unregister(name=name)
+        self.refused.pop(name, None)
         self.distributions.pop(name, None)
         self._registry = None
 
@@ -169,9 +204,13 @@ class _PluginHost:
             try:
                 module = ep.load()
             except Exception as err:
+                first = (str(err).strip().splitlines() or [""])[0]
                 self.load_errors.append(
                     PluginError(
-                        ep.name, distribution, f"failed to import: {type(err).__name__}: {err}"
+                        ep.name,
+                        distribution,
+                        f"{IMPORT_FAILED}{type(err).__name__}: {first}",
+                        lost=True,
                     )
                 )
                 continue
@@ -185,7 +224,7 @@ class _PluginHost:
         return self._registry
 
     def _collect(self) -> Registry:
-        errors = list(self.load_errors)
+        errors = [*self.load_errors, *self.refused.values(), *self._unknown_hooks()]
         found: dict[str, dict[str, tuple[Any, str, str]]] = {kind: {} for kind in HOOKS}
         parts: dict[str, dict[str, tuple[Any, str, str]]] = {}
         hooks = [*HOOKS.items(), (None, PART_HOOK)]
@@ -203,7 +242,8 @@ class _PluginHost:
                         table = found[kind]
                         problem = _check_component(kind, obj, table)
                     if problem:
-                        errors.append(PluginError(plugin, distribution, problem))
+                        tag = (type_tag(obj) or tag_of(obj)) if isinstance(obj, type) else None
+                        errors.append(PluginError(plugin, distribution, problem, kind, tag))
                         return
                     table[type_tag(obj) or tag_of(obj)] = (obj, plugin, distribution)
 
@@ -230,11 +270,37 @@ class _PluginHost:
                             distribution,
                             f"cannot read the spec of {obj.__qualname__} from its constructor: "
                             f"{err}",
+                            kind,
+                            name,
                         )
                     )
                     continue
                 components[kind][name] = Component(kind, name, config, plugin, distribution, obj)
         return components
+
+    def _unknown_hooks(self) -> list[PluginError]:
+        """Hook implementations whose name is no diffsde hook (``register_sde``), which
+        pluggy would otherwise ignore: one error each, with the nearest hook's name."""
+        hooks = sorted(n for n, c in vars(self.manager.hook).items() if _has_spec(c))
+        errors = []
+        for name, caller in sorted(vars(self.manager.hook).items()):
+            if name.startswith("_") or _has_spec(caller):
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook:
+                    continue
+                close = difflib.get_close_matches(name, hooks, n=1, cutoff=0.6)
+                fix = f"did you mean {close[0]}?" if close else f"the hooks are {', '.join(hooks)}"
+                kind = next((k for k, h in HOOKS.items() if close and h == close[0]), None)
+                errors.append(
+                    PluginError(
+                        impl.plugin_name,
+                        self.distributions.get(impl.plugin_name, "?"),
+                        f"{name} is not a diffsde hook: {fix}",
+                        kind,
+                    )
+                )
+        return errors
 
     def _collect_pages(self, errors: list[PluginError]) -> list[Page]:
         pages: list[Page] = []
@@ -313,6 +379,43 @@ def _call(impl, hook_name: str, distribution: str, errors: list[PluginError], **
         )
 
 
+def _has_spec(caller: Any) -> bool:
+    return isinstance(caller, pluggy.HookCaller) and caller.has_spec()
+
+
+def _validation_message(manager: pluggy.PluginManager, plugin: Any, err: Exception) -> str:
+    """One line for pluggy's refusal of a hook implementation: which hook, which arguments it
+    declares that the hook does not pass, and what the hook passes."""
+    for attr in dir(plugin):
+        opts = manager.parse_hookimpl_opts(plugin, attr)
+        if opts is None:
+            continue
+        hook_name = opts.get("specname") or attr
+        caller = getattr(manager.hook, hook_name, None)
+        if not _has_spec(caller):
+            continue
+        function = getattr(plugin, attr)
+        try:
+            declared = [
+                p.name
+                for p in inspect.signature(function).parameters.values()
+                if p.default is inspect.Parameter.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+        except (TypeError, ValueError):
+            continue
+        passed = list(caller.spec.argnames)
+        extra = [a for a in declared if a not in passed and a != "self"]
+        if extra:
+            return (
+                f"{hook_name}({', '.join(declared)}) declares {', '.join(extra)}, which the hook "
+                f"does not pass: name its arguments from ({', '.join(passed)}), e.g. "
+                f"def {hook_name}({', '.join(passed)})"
+            )
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return f"pluggy refused its hook implementations: {first}"
+
+
 def _module_base(kind: str) -> type:
     module, _, name = MODULE_BASES[kind].partition(":")
     return getattr(importlib.import_module(module), name)
@@ -322,8 +425,7 @@ def _check_component(kind: str, obj: Any, existing: dict[str, tuple]) -> str | N
     label = getattr(obj, "__qualname__", repr(obj))
     article = "an" if kind[0] in "aeiou" else "a"
     if isinstance(obj, type) and inspect.isabstract(obj):
-        missing = ", ".join(sorted(obj.__abstractmethods__))
-        return f"registered {label}, which is abstract: implement {missing}"
+        return _abstract_message(obj, label)
     if isinstance(obj, type) and issubclass(obj, ComponentConfig):
         base = BASES.get(kind)
         if base is None:
@@ -339,6 +441,9 @@ def _check_component(kind: str, obj: Any, existing: dict[str, tuple]) -> str | N
         name = type_tag(obj)
         if name is None:
             return f'registered {label} without a field `type: Literal["<tag>"]`: add one'
+        problem = _missing_class_attributes(obj, label, base)
+        if problem:
+            return problem
     else:
         base = _module_base(kind)
         if not (isinstance(obj, type) and issubclass(obj, base)):
@@ -351,7 +456,106 @@ def _check_component(kind: str, obj: Any, existing: dict[str, tuple]) -> str | N
         name = tag_of(obj)
         if name is None:
             return f'registered {label} without a class attribute `tag: ClassVar[str] = "…"`'
-    return _duplicate(kind, name, label, existing)
+        problem = _abstract_variables(obj, label)
+        if problem:
+            return problem
+    problem = _bad_directions(obj, label) if kind == "metric" else None
+    return problem or _duplicate(kind, name, label, existing)
+
+
+def _public_name(cls: type) -> str:
+    """``diffsde.AbstractSDE`` for a diffsde base, ``module.Name`` otherwise."""
+    module = "diffsde" if cls.__module__.startswith("diffsde") else cls.__module__
+    return f"{module}.{cls.__name__}"
+
+
+def _declared_by(cls: type, name: str) -> str:
+    """The public name of the nearest base of ``cls`` that declares ``name`` abstract."""
+    for base in cls.__mro__[1:]:
+        member = base.__dict__.get(name)
+        annotations = base.__dict__.get("__annotations__", {})
+        if getattr(member, "__isabstractmethod__", False) or name in annotations:
+            return _public_name(base)
+    return _public_name(cls.__mro__[1])
+
+
+def _abstract_message(cls: type, label: str) -> str:
+    missing = sorted(cls.__abstractmethods__)
+    bases = sorted({_declared_by(cls, m) for m in missing})
+    return (
+        f"registered {label}, which is abstract: implement {', '.join(missing)} "
+        f"(abstract in {', '.join(bases)})"
+    )
+
+
+def _abstract_variables(cls: type, label: str) -> str | None:
+    """An ``eqx.AbstractVar``/``AbstractClassVar`` of a base that ``cls`` leaves undefined
+    (equinox would refuse to build it, in the middle of a run)."""
+    variables = sorted(getattr(cls, "__abstractvars__", ()))
+    class_variables = sorted(getattr(cls, "__abstractclassvars__", ()))
+    missing = [*variables, *class_variables]
+    if not missing:
+        return None
+    bases = sorted({_declared_by(cls, m) for m in missing})
+    example = (
+        f"`{variables[0]}: float = eqx.field(static=True, default=1.0)`"
+        if variables
+        else f"`{class_variables[0]}: ClassVar[...] = ...`"
+    )
+    return (
+        f"registered {label}, which does not define {', '.join(missing)} (required by "
+        f"{', '.join(bases)}): add a field or class attribute for each, e.g. {example}"
+    )
+
+
+def _missing_class_attributes(cls: type, label: str, base: type) -> str | None:
+    """A class attribute the spec-model base declares without a value (``ObjectiveConfig``'s
+    ``needs_gaussian_kernel: ClassVar[bool]``) that ``cls`` does not set."""
+    declared = {
+        name: annotation
+        for b in reversed(base.__mro__)
+        if b.__module__.startswith("diffsde")
+        for name, annotation in b.__dict__.get("__annotations__", {}).items()
+    }
+    for name, annotation in declared.items():
+        if typing.get_origin(annotation) is not typing.ClassVar or name == "kind":
+            continue
+        if any(name in vars(b) for b in cls.__mro__):
+            continue
+        if name == "needs_gaussian_kernel":
+            fix = (
+                "add `needs_gaussian_kernel: ClassVar[bool] = True` if it uses the SDE's "
+                "Gaussian transition kernel (as dsm does), False if it needs only samples of "
+                "p_t (as ssm does)"
+            )
+        else:
+            fix = f"give it a value (`{name}: ClassVar[...] = ...`)"
+        return (
+            f"registered {label} without the class attribute `{name}` that "
+            f"{_public_name(base)} requires: {fix}"
+        )
+    return None
+
+
+DIRECTIONS = ("min", "max", "zero")
+
+
+def _bad_directions(cls: type, label: str) -> str | None:
+    """A metric's ``directions`` must map each name it reports to "min", "max" or "zero"."""
+    directions = getattr(cls, "directions", {})
+    if not isinstance(directions, Mapping):
+        return (
+            f"registered {label}, whose `directions` is {type(directions).__name__}, not a "
+            'mapping: give {name: "min" | "max" | "zero"} for the names it reports'
+        )
+    bad = {k: v for k, v in directions.items() if not isinstance(k, str) or v not in DIRECTIONS}
+    if bad:
+        name, value = next(iter(bad.items()))
+        return (
+            f"registered {label}, whose `directions` gives {name!r}: {value!r}: each name it "
+            'reports maps to "min" (lower is better), "max" or "zero" (nearest 0)'
+        )
+    return None
 
 
 def _check_part(obj: Any, kind: str | None, existing: dict[str, tuple]) -> str | None:
@@ -365,9 +569,8 @@ def _check_part(obj: Any, kind: str | None, existing: dict[str, tuple]) -> str |
     if name is None:
         return f'registered {label} without a class attribute `tag: ClassVar[str] = "…"`'
     if inspect.isabstract(obj):
-        missing = ", ".join(sorted(obj.__abstractmethods__))
-        return f"registered {label}, which is abstract: implement {missing}"
-    return _duplicate(kind, name, label, existing)
+        return _abstract_message(obj, label)
+    return _abstract_variables(obj, label) or _duplicate(kind, name, label, existing)
 
 
 def _duplicate(kind: str, name: str, label: str, existing: dict[str, tuple]) -> str | None:
@@ -415,3 +618,11 @@ def reload_plugins() -> None:
     """Forget every loaded plugin (e.g. after changing DIFFSDE_PLUGINS); reload lazily."""
     global _host
     _host = None
+
+
+def plugin_warnings(registry: Registry | None = None) -> list[str]:
+    """One line per plugin problem, ``warning: plugin 'x' (distribution 'y'): …``, for a
+    command that otherwise succeeds (``diffsde validate`` and ``diffsde run`` print them on
+    stderr), so a plugin that failed to import is not silent."""
+    registry = registry or get_registry()
+    return [f"warning: {e}" for e in registry.errors]

@@ -164,6 +164,14 @@ def _choices(registry: Registry, kind: str | None) -> list[str]:
     return registry.names(kind) if kind in registry.components else []
 
 
+def _plugin_notes(registry: Registry, kind: str | None, tag: Any) -> str:
+    """``; note: plugin 'x' (distribution 'y') failed to import: …`` for each plugin error
+    that may be why ``tag`` is unknown (a failed import, a refused component of that tag)."""
+    if kind not in registry.components:
+        return ""
+    return "".join(f"; note: {e}" for e in registry.notes_for(kind, str(tag)))
+
+
 def _did_you_mean(value: Any, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(str(value), list(choices), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
@@ -204,7 +212,7 @@ def _describe(error: dict, path: Path, data: Any, registry: Registry) -> tuple[P
         return (
             where,
             f"unknown {label} type '{tag}'; valid choices: {', '.join(choices)}"
-            f"{_did_you_mean(tag, choices)}",
+            f"{_did_you_mean(tag, choices)}{_plugin_notes(registry, label, tag)}",
             False,
         )
     if kind == "extra_forbidden":
@@ -422,12 +430,14 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
         prior = _construct(("prior",), source, lambda: spec.prior.build(dim=dim), issues)
     if sde is None:
         return None, issues
-    issues += _trace_sde(sde, source)
+    issues += _trace_sde(spec, sde, registry, source)
     if spec.prior is None:
         try:
             prior = sde.prior()
         except ValueError as err:
             issues.append(_issue(source, ("sde", "type"), str(err)))
+    if not issues:
+        issues += _trace_prior(spec, sde, prior, registry, source)
     if not issues:  # the runs the spec takes models from, loaded before anything is built
         lineage = _lineage_issues(spec, sde, prior, dim, source)
         if lineage:
@@ -465,7 +475,7 @@ def _build(spec: SpecBase, source: SourceMap, registry: Registry, file: str):
             )
         )
     elif not issues:
-        issues += _build_checks(spec, sde, prior, data, source)
+        issues += _build_checks(spec, sde, prior, data, source, registry)
     transforms = []
     for i, item in enumerate(getattr(spec, "transforms", [])):
         built = _construct(("transforms", i), source, lambda item=item: item.build(sde=sde), issues)
@@ -484,7 +494,9 @@ def _lineage_issues(spec, sde: AbstractSDE, prior, dim: int, source: SourceMap) 
     return [_issue(source, path, message) for path, message in check(spec, sde, prior, dim)]
 
 
-def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecIssue]:
+def _build_checks(
+    spec, sde: AbstractSDE, prior, data, source: SourceMap, registry: Registry
+) -> list[SpecIssue]:
     """Build the sections whose checks involve the SDE or the data (the model only abstractly,
     without computing its weights), so a combination that cannot run, such as a noise-predicting
     model or σ²-weighting on an SDE without a Gaussian kernel, is a located spec error now
@@ -511,6 +523,8 @@ def _build_checks(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> lis
             issues.append(
                 _issue(source, (section,), f"cannot be built: {type(err).__name__}: {first}")
             )
+    if not issues and "model" in built:
+        issues += _trace_model(spec, built["model"], data, registry, source)
     method = getattr(spec, "method", None)
     if not issues and method is not None and "model" in built:
         try:
@@ -717,27 +731,138 @@ def compatible_objectives(sde: AbstractSDE, registry: Registry) -> list[str]:
     ]
 
 
-def _trace_sde(sde: AbstractSDE, source: SourceMap) -> list[SpecIssue]:
-    """Trace drift and diffusion with dummy inputs: shape errors become spec errors."""
-    x = jax.ShapeDtypeStruct((sde.dim,), jnp.float32)
+PRIOR_PROBE_ROWS = 4
+"""Rows drawn from the prior when its ``sample`` is traced for its shape."""
+
+
+def _who(obj: Any, registry: Registry, kind: str, tag: str) -> str:
+    """``WideG (plugin 'x', distribution 'y')``: the class of a built component and where it
+    comes from, for a shape error that is the plugin author's to fix."""
+    name = type(obj).__name__
+    if tag in registry.components.get(kind, {}):
+        return f"{name} ({registry.where(kind, tag)})"
+    return name
+
+
+def _shape_of(out: Any) -> str:
+    """A traced output, described: ``shape (3,)``, ``a tuple of 3``, ``a dict``."""
+    if isinstance(out, jax.ShapeDtypeStruct):
+        return f"shape {out.shape}"
+    if isinstance(out, tuple | list):
+        shapes = [str(o.shape) if isinstance(o, jax.ShapeDtypeStruct) else "?" for o in out]
+        return f"a {type(out).__name__} of shapes {', '.join(shapes)}"
+    return f"a {type(out).__name__}"
+
+
+def _first_line(err: Exception) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _traced(trace, what: str, expected: str, fix: str, check) -> str | None:
+    """Trace ``trace()`` with ``jax.eval_shape``; a message if it fails or ``check(out)`` is
+    false, else None."""
+    try:
+        out = trace()
+    except Exception as err:
+        return f"{what} cannot be evaluated on {expected}: {_first_line(err)}"
+    if check(out):
+        return None
+    return f"{what} gives {_shape_of(out)}, expected {fix}"
+
+
+def _is_shape(out: Any, shape: tuple[int, ...]) -> bool:
+    return isinstance(out, jax.ShapeDtypeStruct) and out.shape == shape
+
+
+def _trace_sde(spec, sde: AbstractSDE, registry: Registry, source: SourceMap) -> list[SpecIssue]:
+    """Trace the SDE's drift, diffusion and kernel with ``jax.eval_shape`` for the data's
+    dimension: a wrong shape is an issue at ``sde.type`` naming the class and its plugin,
+    rather than an error in the middle of a run."""
+    dim = sde.dim
+    x = jax.ShapeDtypeStruct((dim,), jnp.float32)
     t = jax.ShapeDtypeStruct((), jnp.float32)
+    inputs = f"t of shape () and x of shape ({dim},)"
     checks = [
-        ("drift", lambda: jax.eval_shape(sde.drift, t, x), (sde.dim,)),
-        ("diffusion", lambda: jax.eval_shape(sde.diffusion, t), ()),
+        (
+            lambda: jax.eval_shape(sde.drift, t, x),
+            "drift(t, x)",
+            inputs,
+            f"shape ({dim},), one value per coordinate of x: return an array like x",
+            lambda out: _is_shape(out, (dim,)),
+        ),
+        (
+            lambda: jax.eval_shape(sde.diffusion, t),
+            "diffusion(t)",
+            "t of shape ()",
+            "shape (), the scalar g(t) shared by every coordinate: return a scalar",
+            lambda out: _is_shape(out, ()),
+        ),
     ]
-    issues = []
-    for name, trace, shape in checks:
-        try:
-            out = trace()
-        except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            issues.append(_issue(source, ("sde",), f"its {name} cannot be evaluated: {first}"))
-            continue
-        if out.shape != shape:
-            issues.append(
-                _issue(source, ("sde",), f"its {name} has shape {out.shape}, expected {shape}")
+    if isinstance(sde, AbstractGaussianSDE):
+        checks.append(
+            (
+                lambda: jax.eval_shape(sde.kernel, t),
+                "kernel(t)",
+                "t of shape ()",
+                "(λ_t, σ_t), two scalars (the mean's scale and the standard deviation, not a "
+                "variance): return a tuple of two scalars",
+                lambda out: (
+                    isinstance(out, tuple | list)
+                    and len(out) == 2
+                    and all(_is_shape(o, ()) for o in out)
+                ),
             )
+        )
+    who = _who(sde, registry, "sde", spec.sde.type)
+    issues = []
+    for trace, what, given, expected, check in checks:
+        problem = _traced(trace, what, given, expected, check)
+        if problem:
+            issues.append(_issue(source, ("sde", "type"), f"{who}: {problem}"))
     return issues
+
+
+def _trace_prior(spec, sde: AbstractSDE, prior, registry: Registry, source: SourceMap):
+    """The prior's ``sample(key=…, n=…)`` must give ``(n, dim)`` rows (traced)."""
+    n, dim = PRIOR_PROBE_ROWS, sde.dim
+    if spec.prior is not None:
+        where, who = ("prior", "type"), type(prior).__name__
+    else:
+        where, who = ("sde", "type"), f"the prior() of {_who(sde, registry, 'sde', spec.sde.type)}"
+    problem = _traced(
+        lambda: jax.eval_shape(lambda k: prior.sample(key=k, n=n), jr.key(0)),
+        f"sample(key=…, n={n})",
+        "a key",
+        f"shape ({n}, {dim}), n rows in the data's dimension {dim}",
+        lambda out: _is_shape(out, (n, dim)),
+    )
+    return [_issue(source, where, f"{who}: {problem}")] if problem else []
+
+
+def _trace_model(spec, model, data: AbstractDataset, registry: Registry, source: SourceMap):
+    """The (abstract) model's ``model(x, t)`` must give ``(dim,)`` (traced, no weights)."""
+    from .._model import condition_classes
+
+    dim = data.dim
+    x = jax.ShapeDtypeStruct((dim,), jnp.float32)
+    t = jax.ShapeDtypeStruct((), jnp.float32)
+    # the abstract model's leaves are ShapeDtypeStructs: trace them as the arrays they stand for
+    leaves, rest = eqx.partition(model, lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
+    extra = {"condition": jax.ShapeDtypeStruct((), jnp.int32)} if condition_classes(model) else {}
+
+    def call(leaves, x, t):
+        return eqx.combine(leaves, rest)(x, t, **extra)
+
+    problem = _traced(
+        lambda: jax.eval_shape(call, leaves, x, t),
+        "model(x, t)",
+        f"t of shape () and x of shape ({dim},)",
+        f"shape ({dim},), the score at one point x: return one value per coordinate",
+        lambda out: _is_shape(out, (dim,)),
+    )
+    who = _who(model, registry, "model", spec.model.type)
+    return [_issue(source, ("model", "type"), f"{who}: {problem}")] if problem else []
 
 
 def validate_text(
