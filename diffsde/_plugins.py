@@ -181,6 +181,17 @@ class _PluginHost:
             self.refused[name] = PluginError(
                 name, distribution, _validation_message(self.manager, plugin, err), lost=True
             )
+        except ValueError:  # pluggy: this name, or this very object, is registered already
+            other = self.manager.get_name(plugin)
+            problem = (
+                f"its module is already registered as plugin '{other}': give each entry point "
+                "its own module"
+                if other is not None
+                else f"the name '{name}' is taken by another plugin: give it another name"
+            )
+            self.refused[name] = PluginError(name, distribution, problem, lost=True)
+            self._registry = None
+            return
         self.distributions[name] = distribution
         self._registry = None
 
@@ -479,6 +490,17 @@ def _declared_by(cls: type, name: str) -> str:
     return _public_name(cls.__mro__[1])
 
 
+def _declared_type(cls: type, name: str) -> str:
+    """``float`` of a base's ``name: eqx.AbstractVar[float]``."""
+    for base in cls.__mro__[1:]:
+        annotation = base.__dict__.get("__annotations__", {}).get(name)
+        if annotation is not None:
+            args = typing.get_args(annotation)
+            inner = args[0] if args else annotation
+            return getattr(inner, "__name__", str(inner))
+    return "…"
+
+
 def _abstract_message(cls: type, label: str) -> str:
     missing = sorted(cls.__abstractmethods__)
     bases = sorted({_declared_by(cls, m) for m in missing})
@@ -497,10 +519,11 @@ def _abstract_variables(cls: type, label: str) -> str | None:
     if not missing:
         return None
     bases = sorted({_declared_by(cls, m) for m in missing})
+    first = missing[0]
     example = (
-        f"`{variables[0]}: float = eqx.field(static=True, default=1.0)`"
+        f"`{first}: {_declared_type(cls, first)} = eqx.field(static=True, default=…)`"
         if variables
-        else f"`{class_variables[0]}: ClassVar[...] = ...`"
+        else f"`{first}: ClassVar[{_declared_type(cls, first)}] = …`"
     )
     return (
         f"registered {label}, which does not define {', '.join(missing)} (required by "

@@ -445,3 +445,22 @@ def test_validate_and_run_warn_of_a_failed_import_when_they_succeed(install, tmp
     status, out, err = _validate(capsys, _spec(tmp_path, "sde: {type: vp}\n" + GMM))
     assert status == 0 and out[0].startswith("ok: ")
     assert err == [f"warning: {IMPORT_ERROR}"]
+
+
+def test_one_module_registered_twice_is_one_line(capsys):
+    """Two entry points naming one module (pluggy refuses the second with a ValueError).
+    Mutation: not catching that ValueError in `_PluginHost.add` makes this raise."""
+    import types
+
+    module = types.ModuleType("twice")
+    diffsde.register_plugin(module, "first", "twice-dist")
+    try:
+        diffsde.register_plugin(module, "second", "twice-dist")
+        assert (
+            "plugin 'second' (distribution 'twice-dist'): its module is already registered as "
+            "plugin 'first': give each entry point its own module"
+        ) in _plugin_errors(capsys)
+    finally:
+        diffsde.unregister_plugin("second")
+        diffsde.unregister_plugin("first")
+    assert not [e for e in diffsde.get_registry().errors if e.plugin in ("first", "second")]
