@@ -45,6 +45,13 @@ def _cls(kind: str, tag: str):
     return _component(kind, tag).cls
 
 
+def _sde(tag: str, dim: int):
+    """The SDE ``tag`` with its defaults, the contractive OU with a kernel mean
+    μ + λ_t (x₀ − μ) that is not λ_t x₀ (μ = 0.7)."""
+    settings = {"mu": 0.7} if tag == "cou" else {}
+    return diffsde.get_registry().get("sde", tag).config(**settings).build(dim=dim)
+
+
 # loading -------------------------------------------------------------------------------------
 
 
@@ -86,8 +93,8 @@ def plugin_env(monkeypatch):
 def test_diffsde_plugins_picks_single_examples(plugin_env):
     """DIFFSDE_PLUGINS=example_sde,example_dataset loads those two examples and no other.
 
-    Mutation: giving two kinds one entry point (example_sde = diffsde_examples) makes the
-    sampler appear here, and this fails."""
+    Mutation: renaming the entry point example_sde in examples/pyproject.toml makes this
+    fail."""
     plugin_env.setenv("DIFFSDE_PLUGINS", "example_sde,example_dataset")
     diffsde.reload_plugins()
     loaded = {
@@ -170,8 +177,8 @@ def test_quartic_gibbs_prior_is_normalised_and_samples_its_density():
     its score is the autodiff gradient of its log-density, and 100 000 of its samples have
     E[x²] and E[x⁴] within 4 SE of the quadrature moments.
 
-    Mutation: the potential with +a x²/2, or the inverse CDF interpolated on a shifted grid,
-    makes this fail."""
+    Mutation: the table's density with +a x²/2, or samples drawn by interpolating the grid
+    against the CDF the wrong way round, makes this fail."""
     a = 1.0
     prior = _cls("sde", "quartic_langevin")(dim=2, a=a).prior()
     y = np.linspace(-8, 8, 40_001)
@@ -188,11 +195,22 @@ def test_quartic_gibbs_prior_is_normalised_and_samples_its_density():
         assert abs(values.mean() - exact) < 4 * values.std() / math.sqrt(values.size)
 
 
+def _law_moments(law) -> tuple[float, float]:
+    """E[x²], E[x⁴] of one coordinate of a separable law on R², by the trapezoid rule on its
+    own log-density along the line (y, 0)."""
+    y = np.linspace(-8, 8, 20_001)
+    points = jnp.stack([jnp.asarray(y, jnp.float32), jnp.zeros(y.size)], -1)
+    w = np.exp(np.asarray(jax.vmap(law.log_prob)(points), np.float64))
+    z = np.trapezoid(w, y)
+    return np.trapezoid(y**2 * w, y) / z, np.trapezoid(y**4 * w, y) / z
+
+
 @pytest.mark.parametrize("a", [0.0, 1.0, 2.0])
 def test_quartic_langevin_leaves_its_stationary_law_invariant(a):
     """Started in ``stationary_law()``, the forward SDE simulated by Euler–Maruyama
     (h = 1e-3, for t = 1: a relaxation time at a = 2, where the wells are at ±√2) keeps
-    E[x²] and E[x⁴] of the quadrature moments within 4 SE + 2 % (the Euler bias, O(h)).
+    E[x²] and E[x⁴] of the declared law (by quadrature of its log-density) within 4 SE + 2 %
+    (the Euler bias, O(h)).
 
     Mutation: the drift +∇U, the stationary law with 2a, or a diffusion of 1 instead of √2,
     makes this fail."""
@@ -207,7 +225,7 @@ def test_quartic_langevin_leaves_its_stationary_law_invariant(a):
 
     x, _ = jax.jit(lambda x: jax.lax.scan(step, x, jr.normal(jr.key(2), (steps, n, 2))))(x)
     samples = np.asarray(x, np.float64).ravel()
-    m2, m4 = _quartic_moments(a)
+    m2, m4 = _law_moments(law)
     for power, exact in ((2, m2), (4, m4)):
         values = samples**power
         tolerance = 4 * values.std() / math.sqrt(values.size) + 0.02 * exact
@@ -318,12 +336,11 @@ def test_correlated_gaussian_exact_score_is_the_gradient_of_its_log_density(sde_
     (to 1e-4 relative), under SDEs with λ_t x₀ means and the contractive OU's μ + λ(x₀ − μ);
     and the dataset implements ``diffsde.ExactScore`` and ``ExactMoments``.
 
-    Mutation: a score with + instead of −, or m_t = λ_t μ ignoring marginal_mean (fails cou),
-    makes this fail."""
+    Mutation: a score with + instead of − makes this fail."""
     data = _cls("dataset", "correlated_gaussian")(
         mean=[1.0, -1.0, 0.5], covariance=[[1.0, 0.6, 0.0], [0.6, 0.5, 0.1], [0.0, 0.1, 0.3]]
     )
-    sde = diffsde.get_registry().get("sde", sde_tag).config().build(dim=3)
+    sde = _sde(sde_tag, 3)
     assert isinstance(data, diffsde.ExactScore) and isinstance(data, diffsde.ExactMoments)
     assert data.knows_score(sde)
     xs = jr.normal(jr.key(0), (5, 3)) * 2
@@ -333,15 +350,17 @@ def test_correlated_gaussian_exact_score_is_the_gradient_of_its_log_density(sde_
             np.testing.assert_allclose(data.score(x, t, sde), autodiff, rtol=1e-4, atol=1e-5)
 
 
-def test_correlated_gaussian_marginal_against_kernel_draws():
+@pytest.mark.parametrize("sde_tag", ["cosine_vp", "cou"])
+def test_correlated_gaussian_marginal_against_kernel_draws(sde_tag):
     """x_t = m_t(x₀) + σ_t z of 200 000 data points x₀ has the mean m_t(μ) (within 4 SE) and
     covariance λ_t² Σ + σ_t² I (within 4 SE per entry) that the exact score is built from; at
     t = 0 the log-density is the N(μ, Σ) density by numpy's formula; data samples have mean μ
     and covariance Σ within 4 SE; the SDE without a kernel has no exact score.
 
-    Mutation: λ_t Σ instead of λ_t² Σ in the marginal, or samples L z with Lᵀ, fail this."""
+    Mutation: λ_t Σ instead of λ_t² Σ in the marginal, samples z Lᵀ drawn as z L, or the
+    mean λ_t μ instead of marginal_mean(t, μ) (under cou) makes this fail."""
     data = _cls("dataset", "correlated_gaussian")()
-    sde = _cls("sde", "cosine_vp")(dim=2)
+    sde = _sde(sde_tag, 2)
     n, t = 200_000, 0.6
     x0 = data.sample(key=jr.key(0), n=n)
     xt, _ = jax.vmap(lambda x, k: sde.sample_marginal(t, x, key=k))(x0, jr.split(jr.key(1), n))
@@ -389,7 +408,7 @@ def test_gaussian_score_with_the_datas_parameters_is_its_exact_score(sde_tag):
 
     Mutation: λ_t μ instead of marginal_mean(t, μ) fails under cou."""
     data = _cls("dataset", "correlated_gaussian")()
-    sde = diffsde.get_registry().get("sde", sde_tag).config().build(dim=2)
+    sde = _sde(sde_tag, 2)
     model = _cls("model", "gaussian_score")(sde, key=jr.key(0))
     model = eqx.tree_at(lambda m: (m.mu, m.cholesky), model, (data.mu, data.cholesky))
     for i, t in enumerate(np.linspace(0.05, 0.95, 5) * sde.T):

@@ -68,6 +68,12 @@ class QuarticLangevin(diffsde.AbstractSDE):
     a: Annotated[float, pydantic.Field(ge=0, le=4, description="wells at ±√a")] = 1.0
     T: Annotated[float, pydantic.Field(gt=0)] = eqx.field(static=True, default=5.0)
 
+    def __check_init__(self):  # also when built in Python, where pydantic does not look
+        if not 0 <= self.a <= 4:
+            raise diffsde.SpecFieldError(
+                "a", f"must lie in [0, 4] (the prior table spans |x| ≤ {HALF_WIDTH}), got {self.a}"
+            )
+
     def drift(self, t, x):
         del t  # time-homogeneous
         return -jax.grad(potential)(x, self.a)
