@@ -1,16 +1,30 @@
 """The hooks a diffsde plugin can implement.
 
-Each hook receives a ``register`` callback; call it once per component with a pydantic config
-class that subclasses the matching base (``diffsde.SDEConfig`` for ``register_sdes``, …) and has
-a ``type: Literal["tag"]`` field. The tag is the name used in specs and on the command line.
+Each component hook receives a ``register`` callback; call it once per component with its one
+class (an ``equinox.Module`` deriving from the kind's base, ``diffsde.AbstractSDE`` for
+``register_sdes``, …, with a class attribute ``tag``), or with a pydantic spec model
+subclassing the matching ``…Config`` base with a ``type: Literal["tag"]`` field. The tag is the
+name used in specs and on the command line.
 
     import diffsde
 
     @diffsde.hookimpl
     def register_sdes(register):
-        register(MySDEConfig)
+        register(MySDE)
 
 Built-in components are registered through these same hooks (``diffsde._builtin``).
+
+What is checked, each problem reported as one line naming the plugin and its distribution (in
+``diffsde plugins``, and as a note of a spec's "unknown … type" error): a function marked
+``@diffsde.hookimpl`` whose name is no hook here (``register_sde``: "did you mean
+register_sdes?"); a hook implementation with arguments the hook does not pass (implement
+``register_sdes(register)``, a subset of the hook's argument names); a class that leaves an
+abstract method or an ``eqx.AbstractVar`` of its base undefined (an SDE's ``dim``, ``T``,
+``kernel``; a sampler's ``eps``); a metric whose ``directions`` are not "min", "max" or "zero";
+a spec model without a class attribute its base requires (``ObjectiveConfig``'s
+``needs_gaussian_kernel``); a missing or taken tag. At validation the SDE's drift, diffusion
+and kernel, the prior's samples and the model's output are traced with ``jax.eval_shape`` for
+the data's dimension; a wrong shape is an error at the spec's ``type:`` line.
 """
 
 from pluggy import HookimplMarker, HookspecMarker
@@ -21,32 +35,40 @@ hookimpl = HookimplMarker("diffsde")
 
 @hookspec
 def register_sdes(register):
-    """Register forward SDEs (subclasses of ``diffsde.SDEConfig``), used in ``sde:``."""
+    """Register forward SDEs (``diffsde.AbstractSDE`` or ``AbstractGaussianSDE`` subclasses
+    with a ``tag``, or ``diffsde.SDEConfig`` spec models), used in ``sde:``."""
 
 
 @hookspec
 def register_objectives(register):
-    """Register score-matching objectives (``diffsde.ObjectiveConfig``), used in ``objective:``."""
+    """Register score-matching objectives (``diffsde.AbstractObjective`` subclasses with a
+    ``tag``, or ``diffsde.ObjectiveConfig`` spec models), used in ``objective:``."""
 
 
 @hookspec
 def register_samplers(register):
-    """Register reverse-process samplers (``diffsde.SamplerConfig``), used in ``sampler:``."""
+    """Register reverse-process samplers (``diffsde.AbstractSampler`` subclasses with a
+    ``tag`` and an ``eps``, or ``diffsde.SamplerConfig`` spec models), used in ``sampler:``."""
 
 
 @hookspec
 def register_models(register):
-    """Register score models (``diffsde.ModelConfig``), used in ``model:``."""
+    """Register score models (``equinox.Module`` classes with a ``tag`` whose
+    ``model(x, t)`` is the score at one point, or ``diffsde.ModelConfig`` spec models), used in
+    ``model:``."""
 
 
 @hookspec
 def register_datasets(register):
-    """Register datasets (``diffsde.DatasetConfig``), used in ``data:``."""
+    """Register datasets (``diffsde.AbstractDataset`` subclasses with a ``tag``, or
+    ``diffsde.DatasetConfig`` spec models), used in ``data:``. A dataset that knows its exact
+    score implements ``diffsde.ExactScore`` (``esm`` uses it)."""
 
 
 @hookspec
 def register_metrics(register):
-    """Register evaluation metrics (``diffsde.MetricConfig``), used in ``eval.metrics``."""
+    """Register evaluation metrics (``diffsde.AbstractMetric`` subclasses with a ``tag`` and
+    ``directions``, or ``diffsde.MetricConfig`` spec models), used in ``eval.metrics``."""
 
 
 @hookspec
