@@ -235,6 +235,29 @@ def _runs(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    from ._conformance import check, settings_from
+    from ._spec._validate import SpecError
+
+    try:
+        report = check(
+            args.kind,
+            args.tag,
+            settings=settings_from(args.set or []),
+            quick=args.quick,
+            sde=args.sde,
+            dim=args.dim,
+            seed=args.seed,
+        )
+    except SpecError as err:
+        return _report_spec_error(err, f"diffsde check {args.kind} {args.tag}")
+    except ValueError as err:
+        print(f"diffsde check: {err}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    print(report.text())
+    return 0 if report.passed else 1
+
+
 def _schema(args) -> int:
     from ._plugins import get_registry
     from ._spec._model import spec_model
@@ -448,6 +471,29 @@ def parser() -> argparse.ArgumentParser:
         help="convert runs of the old one-file format (run.h5) to the current one",
     )
     ls.set_defaults(handler=_runs)
+
+    ck = sub.add_parser(
+        "check",
+        help="check a component against theory (the conformance kit): exit 0 if it passes",
+        description="Build the component KIND TAG from --set settings and run its kind's "
+        "checks: each prints what it compared, the measured deviation (standard errors, "
+        "relative, or order) and its tolerance. Exit 0: all passed; 1: a check failed; 2: bad "
+        "input.",
+    )
+    ck.add_argument("kind", help="sde, sampler, objective, metric, dataset, model or transform")
+    ck.add_argument("tag", help="the component's spec `type:` (see `diffsde plugins`)")
+    _add_overrides(ck, "a key of the component's spec section (e.g. steps=20), repeatable")
+    ck.add_argument(
+        "--quick", action="store_true", help="fewer paths and steps (seconds, not minutes)"
+    )
+    ck.add_argument(
+        "--sde",
+        default="vp",
+        help="the SDE a sampler, objective, metric or dataset is checked with (default: vp)",
+    )
+    ck.add_argument("--dim", type=int, help="the data dimension (default: per kind)")
+    ck.add_argument("--seed", type=int, default=0, help="the seed of every check (default: 0)")
+    ck.set_defaults(handler=_check)
 
     pl = sub.add_parser("plugins", help="list every registered component and plugin errors")
     pl.add_argument("--json", action="store_true", help="machine-readable output")

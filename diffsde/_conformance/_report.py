@@ -22,6 +22,8 @@ class CheckResult:
         if self.skipped is not None:
             return f"skip  {self.name}: {self.skipped}"
         mark = "ok  " if self.passed else "FAIL"
+        if not self.unit:  # a yes/no check: what was compared says it all
+            return f"{mark}  {self.name}: {self.compared}"
         return (
             f"{mark}  {self.name}: {self.compared}: {self.deviation:.3g} {self.unit} "
             f"({'within' if self.passed else 'beyond'} {self.tolerance:.3g} {self.unit})"
