@@ -33,7 +33,7 @@ EXAMPLES = {
     "example_dataset": ("dataset", "correlated_gaussian"),
     "example_model": ("model", "gaussian_score"),
     "example_method": ("method", "moment_fit"),
-    "example_transform": ("transform", "clip_norm"),
+    "example_transform": ("transform", "clip_score"),
 }
 
 
@@ -458,12 +458,12 @@ def test_moment_fit_reports_the_gaussian_nll_and_fits_the_data():
 # score transform -----------------------------------------------------------------------------
 
 
-def test_clip_norm_clips_the_norm_and_keeps_the_direction():
+def test_clip_score_clips_the_norm_and_keeps_the_direction():
     """Above max_norm the clipped score has norm max_norm and the score's direction; below it
     the score is unchanged; the same under jit.
 
     Mutation: jnp.maximum instead of jnp.minimum makes this fail."""
-    transform = _cls("transform", "clip_norm")(max_norm=2.0)
+    transform = _cls("transform", "clip_score")(max_norm=2.0)
     score = diffsde.apply_transforms(lambda x, t: 10 * x, [transform])
     x = jnp.array([0.3, -0.4])  # |10x| = 5
     out = jax.jit(score)(x, 0.5)
@@ -489,7 +489,7 @@ def _run(spec: str, tmp_path) -> diffsde.runs.RunRecord:
 
 def test_examples_spec_runs_five_examples_together(tmp_path):
     """examples/specs/examples.yaml: the cosine VP, the correlated Gaussian, the Gaussian score
-    model trained by noise prediction for 100 steps, Heun by hand with clip_norm. The run
+    model trained by noise prediction for 100 steps, Heun by hand with clip_score. The run
     completes with NFE 40, the exact-score error (esm, from the dataset's ExactScore) below
     0.01, the samples' mean within 0.1 and covariance within 0.1 (Frobenius) of the data's exact
     moments, and mean_gap reported.

@@ -16,7 +16,7 @@ import diffsde
 class ClipNorm(diffsde.AbstractScoreTransform):
     """The score with its norm clipped to at most `max_norm`."""
 
-    tag: ClassVar[str] = "clip_norm"
+    tag: ClassVar[str] = "clip_score"
     max_norm: Annotated[float, pydantic.Field(gt=0)] = 10.0
 
     def __call__(self, score, x, t, condition=None):
