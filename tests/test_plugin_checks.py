@@ -396,12 +396,19 @@ def register_models(register):
 
 
 def test_built_in_components_pass_the_shape_checks(capsys, tmp_path):
-    """No false alarm: every built-in SDE with a Gaussian kernel and the MLP validate (the
-    shape checks run on each)."""
+    """No false alarm: every built-in SDE with a Gaussian kernel, the MLP and the conditional
+    MLP validate (the shape checks run on each). Mutation: closing `_trace_model` over the
+    condition's ShapeDtypeStruct instead of passing it to eval_shape fails the conditional one."""
     for sde in ("vp", "ve", "subvp", "ou"):
         spec = f"sde: {{type: {sde}}}\n" + GMM + "model: {type: mlp, width: 8, depth: 1}\n"
         status, out, err = _validate(capsys, _spec(tmp_path, spec, f"{sde}.yaml"))
         assert status == 0, err
+    spec = (
+        "sde: {type: vp}\ndata: {type: gmm, dim: 2, components: 2, labels: true}\n"
+        "model: {type: mlp, width: 8, depth: 1, classes: 2}\n"
+    )
+    status, out, err = _validate(capsys, _spec(tmp_path, spec, "conditional.yaml"))
+    assert status == 0, err
 
 
 # failed imports -----------------------------------------------------------------------------

@@ -851,11 +851,11 @@ def _trace_model(spec, model, data: AbstractDataset, registry: Registry, source:
     leaves, rest = eqx.partition(model, lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
     extra = {"condition": jax.ShapeDtypeStruct((), jnp.int32)} if condition_classes(model) else {}
 
-    def call(leaves, x, t):
+    def call(leaves, x, t, extra):
         return eqx.combine(leaves, rest)(x, t, **extra)
 
     problem = _traced(
-        lambda: jax.eval_shape(call, leaves, x, t),
+        lambda: jax.eval_shape(call, leaves, x, t, extra),
         "model(x, t)",
         f"t of shape () and x of shape ({dim},)",
         f"shape ({dim},), the score at one point x: return one value per coordinate",
