@@ -26,11 +26,11 @@ from ._simulate import mean_and_se
 
 
 def _ok(name: str, compared: str) -> CheckResult:
-    return CheckResult(name, compared, 0, 0, "", True)
+    return CheckResult(name, compared, 0.0, 0.0, "", True)
 
 
 def _bad(name: str, compared: str) -> CheckResult:
-    return CheckResult(name, compared, 1, 0, "", False)
+    return CheckResult(name, compared, 1.0, 0.0, "", False)
 
 
 def dataset_shapes(data: AbstractDataset) -> list[CheckResult]:

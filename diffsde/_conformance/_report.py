@@ -30,9 +30,9 @@ class CheckResult:
         )
 
 
-def measured(name: str, compared: str, deviation: float, tolerance: float, unit: str):
+def measured(name: str, compared: str, deviation: float | int, tolerance: float | int, unit: str):
     """A result that passes when ``deviation`` ≤ ``tolerance`` (a NaN fails)."""
-    deviation = float(deviation)
+    deviation, tolerance = float(deviation), float(tolerance)
     return CheckResult(name, compared, deviation, tolerance, unit, bool(deviation <= tolerance))
 
 

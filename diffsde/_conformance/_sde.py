@@ -75,7 +75,7 @@ def shapes(sde: AbstractSDE) -> CheckResult:
         f"{k} has shape {found[k]}, expected {v}" for k, v in expected.items() if found[k] != v
     ]
     if wrong:
-        return CheckResult(name, "; ".join(wrong), 1, 0, "", False)
+        return CheckResult(name, "; ".join(wrong), 1.0, 0.0, "", False)
     ts = jnp.linspace(0.0, sde.T, 9)
     xs = 3.0 * jr.normal(jr.key(1), (9, dim))
     drift = jax.vmap(sde.drift)(ts, xs)
@@ -85,12 +85,14 @@ def shapes(sde: AbstractSDE) -> CheckResult:
         return CheckResult(
             name,
             f"{' and '.join(bad)} not finite at some t in [0, T] for x ~ N(0, 9 I)",
-            1,
-            0,
+            1.0,
+            0.0,
             "",
             False,
         )
-    return CheckResult(name, "drift (dim,), diffusion (), kernel, prior; finite", 0, 0, "", True)
+    return CheckResult(
+        name, "drift (dim,), diffusion (), kernel, prior; finite", 0.0, 0.0, "", True
+    )
 
 
 def kernel_vs_simulation(sde: AbstractGaussianSDE, budget: Budget, key) -> list[CheckResult]:

@@ -1,0 +1,219 @@
+"""The conformance kit (`diffsde check`, `diffsde.testing`): every registered component —
+built-ins, the cdpm plugin, the examples — passes its kind's checks, and deliberately broken
+components are caught by the check that guards each defect.
+
+Mutations (each makes the named test fail; verified once): the kernel variance ×2 and the drift's
+sign flipped pass `check_sde` when the kernel-vs-simulation comparison is removed; a Heun
+sampler whose second stage reuses the first (order 1) declaring order 2 passes when the order
+fit is skipped; doubling the reported NFE passes without the counted-calls check; DSM with the
+target's sign flipped passes without the gradient-at-the-exact-score check; a metric declaring
+"max" for a distance passes without the ranking check; a dataset whose score is that of data
+twice as wide passes without Stein's identity.
+"""
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import diffsde
+import diffsde.cli
+import diffsde.testing
+from diffsde._data import GaussianMixture
+from diffsde._objective import DenoisingScoreMatching
+from diffsde._plugins import get_registry
+from diffsde._sde._closed_form import VP
+
+SETTINGS = {
+    ("sde", "general"): {"drift": "-x", "diffusion": "1.0"},
+    ("dataset", "toy"): {"name": "moons"},
+    ("transform", "guidance"): {"log_potential": "-0.5 * sum((x - 1)**2)"},
+    ("transform", "inpaint"): {"mask": [True, False], "values": [1.0]},
+}
+"""Settings of the components that have required keys."""
+NEEDS_FILE = {("dataset", "file")}
+
+
+def _components() -> list[tuple[str, str]]:
+    registry = get_registry()
+    return [
+        (kind, tag)
+        for kind in diffsde.testing.KINDS
+        for tag in sorted(registry.components[kind])
+        if (kind, tag) not in NEEDS_FILE
+    ]
+
+
+@pytest.mark.parametrize(("kind", "tag"), _components(), ids=lambda v: v)
+def test_every_registered_component_passes_quick(kind, tag):
+    """`diffsde check KIND TAG --quick` passes for every built-in, cdpm and example component
+    with its default settings (and the required keys above)."""
+    diffsde.testing.assert_passes(kind, tag, settings=SETTINGS.get((kind, tag)), quick=True)
+
+
+def test_file_dataset_passes(tmp_path):
+    path = tmp_path / "points.npy"
+    jnp.save(path, jax.random.normal(jax.random.key(0), (300, 3)))
+    diffsde.testing.assert_passes("dataset", "file", settings={"path": str(path)}, quick=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "tag"),
+    [c for c in _components() if c[0] in ("sde", "sampler", "objective", "dataset")],
+    ids=lambda v: v,
+)
+def test_every_registered_component_passes_full(kind, tag):
+    """The full checks (5× the paths, 4× the steps, longer training) of the kinds whose quick
+    checks are Monte-Carlo estimates."""
+    diffsde.testing.assert_passes(kind, tag, settings=SETTINGS.get((kind, tag)))
+
+
+# broken components --------------------------------------------------------------------------
+
+
+def _by_name(results):
+    return {r.name: r for r in results}
+
+
+class KernelVarianceTimesTwo(VP):
+    def kernel(self, t):
+        lam, sigma = super().kernel(t)
+        return lam, jnp.sqrt(2.0) * sigma
+
+
+class DriftSignFlipped(VP):
+    def drift(self, t, x):
+        return -super().drift(t, x)
+
+
+@pytest.mark.parametrize("broken", [KernelVarianceTimesTwo, DriftSignFlipped])
+def test_broken_sdes_are_caught(broken):
+    results = _by_name(diffsde.testing.check_sde(broken(2), quick=True))
+    assert not results["kernel variance vs simulation"].passed
+    assert results["kernel variance vs simulation"].deviation > 20  # standard errors
+    assert not results["kernel vs moment ODEs"].passed
+    assert not results["reverse SDE returns the target"].passed
+    if broken is DriftSignFlipped:
+        assert not results["kernel mean vs simulation"].passed
+        assert not results["stationary law"].passed
+    with pytest.raises(AssertionError, match="FAIL  kernel variance vs simulation"):
+        diffsde.testing.assert_ok(diffsde.testing.check_sde(broken(2), quick=True))
+
+
+class FakeHeun(diffsde.AbstractSampler):
+    """Declares order 2 but its second stage reuses the first: Euler, order 1."""
+
+    tag: ClassVar[str] = "fake_heun"
+    order: ClassVar[float] = 2.0
+    steps: int = 50
+    eps: float = 1e-3
+    nfe_factor: int = 2
+
+    def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None):
+        del key, save_ts, condition
+        field = jax.vmap(sde.probability_flow(score), in_axes=(None, 0))
+        ts = jnp.linspace(sde.T, self.eps, self.steps + 1)
+
+        def step(x, times):
+            t, s = times
+            k1 = field(t, x)
+            k2 = field(s, x) * 0 + k1  # evaluated, then ignored: the mutation
+            return x + (s - t) * (k1 + k2) / 2, None
+
+        x, _ = jax.lax.scan(step, x_T, (ts[:-1], ts[1:]))
+        return diffsde.Samples(x, jnp.asarray(self.nfe_factor * self.steps, jnp.int32))
+
+
+def test_wrong_order_sampler_is_caught():
+    results = _by_name(diffsde.testing.check_sampler(FakeHeun(), VP(8), quick=True))
+    order = results["order of convergence"]
+    assert not order.passed and 0.6 < order.deviation < 1.4, order.line()  # fitted ≈ 1, not 2
+    assert results["NFE equals score calls"].passed
+
+
+def test_misreported_nfe_is_caught():
+    results = _by_name(diffsde.testing.check_sampler(FakeHeun(nfe_factor=4), VP(8), quick=True))
+    assert not results["NFE equals score calls"].passed
+    assert results["NFE equals score calls"].deviation == 100  # 200 reported, 100 made
+
+
+class FlippedDSM(DenoisingScoreMatching):
+    def target(self, t, xt, x0, condition=None):
+        return -super().target(t, xt, x0, condition)
+
+
+def test_wrong_sign_objective_is_caught():
+    sde = VP(2)
+    results = _by_name(diffsde.testing.check_objective(FlippedDSM(sde), sde, quick=True))
+    assert not results["gradient vanishes at the exact score"].passed
+    assert not results["gradient equals explicit score matching's"].passed
+
+
+class Distance(diffsde.AbstractMetric):
+    tag: ClassVar[str] = "distance"
+    directions: ClassVar[dict] = {"distance": "max"}  # the mutation: a distance is "min"
+
+    def __call__(self, ctx):
+        return {"distance": float(jnp.linalg.norm(ctx.samples.mean(0) - ctx.reference.mean(0)))}
+
+
+def test_misdirected_metric_is_caught():
+    results = _by_name(diffsde.testing.check_metric(Distance(), VP(2)))
+    assert not results["ranks 'distance'"].passed
+
+
+class WideScore(GaussianMixture):
+    """Claims the score of the same mixture with components twice as wide."""
+
+    def score(self, x, t, sde, condition=None):
+        wide = GaussianMixture(jnp.exp(self.log_weights), self.means, 2 * self.stds)
+        return wide.score(x, t, sde, condition)
+
+
+def test_wrong_exact_score_is_caught():
+    data = WideScore([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], 0.3)
+    results = _by_name(diffsde.testing.check_dataset(data, VP(2), quick=True))
+    assert not results["exact score (Stein's identity)"].passed
+    good = GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], 0.3)
+    assert _by_name(diffsde.testing.check_dataset(good, VP(2), quick=True))[
+        "exact score (Stein's identity)"
+    ].passed
+
+
+# the command --------------------------------------------------------------------------------
+
+
+def test_check_command_exit_codes(capsys):
+    assert diffsde.cli.main(["check", "sde", "vp", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "kernel variance vs simulation" in out and "sde 'vp':" in out and "passed" in out
+    assert diffsde.cli.main(["check", "sde", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown sde 'nope'" in err and "Traceback" not in err
+    assert diffsde.cli.main(["check", "sde", "vp", "--set", "beta_min=-1"]) == 2
+    assert "sde.beta_min" in capsys.readouterr().err
+    assert diffsde.cli.main(["check", "thing", "vp"]) == 2
+
+
+def test_check_command_fails_a_broken_plugin(capsys):
+    import types
+
+    module = types.ModuleType("broken_plugin")
+    module.KernelVarianceTimesTwo = type(
+        "BrokenVP", (KernelVarianceTimesTwo,), {"tag": "broken_vp", "__annotations__": {}}
+    )
+
+    @diffsde.hookimpl
+    def register_sdes(register):
+        register(module.KernelVarianceTimesTwo)
+
+    module.register_sdes = register_sdes
+    diffsde.register_plugin(module, "broken_plugin")
+    try:
+        assert diffsde.cli.main(["check", "sde", "broken_vp", "--quick"]) == 1
+        out = capsys.readouterr().out
+        assert "FAIL  kernel variance vs simulation" in out and "FAILED" in out
+    finally:
+        diffsde.unregister_plugin("broken_plugin")
