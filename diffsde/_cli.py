@@ -24,6 +24,7 @@ def _validate(args) -> int:
             file=sys.stderr,
         )
         return EXIT_SPEC_ERROR
+    _warn_of_plugins()
     if args.resolved:
         sys.stdout.write(setup.resolved_yaml())
         return 0
@@ -36,6 +37,15 @@ def _validate(args) -> int:
         f"dimension {setup.dim}; objectives that can train it: {objectives})"
     )
     return 0
+
+
+def _warn_of_plugins() -> None:
+    """One stderr line per plugin problem (a failed import, a misspelt hook, a refused
+    component) when a spec validates anyway: what the user may have meant to use is missing."""
+    from ._plugins import plugin_warnings
+
+    for line in plugin_warnings():
+        print(line, file=sys.stderr)
 
 
 def _report_spec_error(err, source) -> int:
@@ -71,6 +81,7 @@ def _run(args) -> int:
                     return EXIT_SPEC_ERROR
                 with runs_directory(args.runs_dir):  # run ids in `init:` are looked up there
                     setup = load_spec(args.spec, args.set or ())
+                _warn_of_plugins()
                 require_runnable(setup)
                 path = run(setup, args.runs_dir, progress=progress, run_dir=args.run_dir, stop=stop)
         except SpecError as err:

@@ -134,7 +134,10 @@ def test_sample_applies_transforms_in_order_and_labels_them(tiny_run, capsys):
     [
         ("temperature:tau=0", "--transform temperature:tau=0:1:1 tau: Input should be greater"),
         ("temperature:tau", "--transform 'temperature:tau': setting 'tau' is not KEY=VALUE"),
-        ("warm", "type: unknown transform 'warm'; choose one of guidance, inpaint, temperature"),
+        (
+            "warm",
+            "type: unknown transform 'warm'; choose one of clip_score, guidance, inpaint, temperature",
+        ),
         (
             "inpaint:mask=[true,true,false],values=[1.0,2.0]",
             "mask: has 3 entries but the data has dimension 2: give one true/false per",

@@ -257,7 +257,12 @@ def general_sde():
         ({"type": "temperature", "tau": 0.0}, VP, "tau", "greater than 0"),
         ({"type": "temperature", "tau": "hot"}, VP, "tau", "valid number"),
         ({"type": "temperature", "t": 1.0}, VP, "t", "its fields: tau"),
-        ({"type": "warmth"}, VP, "type", "choose one of guidance, inpaint, temperature"),
+        (
+            {"type": "warmth"},
+            VP,
+            "type",
+            "choose one of clip_score, guidance, inpaint, temperature",
+        ),
         ({"type": "inpaint", "mask": [True], "values": [1.0]}, VP, "mask", "one true/false"),
         ({"type": "inpaint", "mask": [1, 0], "values": [1.0]}, VP, "mask.0", "boolean"),
         ({"type": "inpaint", "mask": [False, False], "values": []}, VP, "mask", "observes no"),
