@@ -247,7 +247,7 @@ def _runs(args) -> int:
 
 
 def _check(args) -> int:
-    from ._conformance import check, settings_from
+    from ._check import check, settings_from
     from ._spec._validate import SpecError
 
     try:

@@ -14,11 +14,18 @@ Monte-Carlo estimate, relative, or in order) and its tolerance; a failing one ra
 AssertionError with the whole report.
 """
 
-from ._conformance import KINDS, CheckReport, CheckResult, check
-from ._conformance._data import check_dataset, check_metric, check_model, check_transform
-from ._conformance._objective import check_objective
-from ._conformance._sampler import check_sampler
-from ._conformance._sde import check_sde
+from ._check import KINDS, check
+from ._conformance import (
+    CheckReport,
+    CheckResult,
+    check_dataset,
+    check_metric,
+    check_model,
+    check_objective,
+    check_sampler,
+    check_sde,
+    check_transform,
+)
 
 
 def assert_passes(kind: str, tag: str, **options) -> CheckReport:

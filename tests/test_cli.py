@@ -136,7 +136,8 @@ def test_sample_applies_transforms_in_order_and_labels_them(tiny_run, capsys):
         ("temperature:tau", "--transform 'temperature:tau': setting 'tau' is not KEY=VALUE"),
         (
             "warm",
-            "type: unknown transform 'warm'; choose one of clip_score, guidance, inpaint, temperature",
+            "type: unknown transform 'warm'; choose one of clip_score, guidance, inpaint, "
+            "temperature",
         ),
         (
             "inpaint:mask=[true,true,false],values=[1.0,2.0]",

@@ -8,7 +8,8 @@
    (``from ._metrics import _subsample``, ``module._helper``); importing a private *module*
    (``from . import _faults``, ``from ._sde._base import AbstractSDE``) is how the package is
    organised and is allowed inside diffsde.
-3. ``bench/`` and ``app/`` use the public API only: no ``diffsde._…`` module, no ``_`` name.
+3. ``bench/``, ``app/``, ``examples/`` and ``plugins/`` use the public API only: no
+   ``diffsde._…`` module, no ``_`` name.
 
 Glue (allowed to import the spec layer), each for a reason:
 ``diffsde/_spec/`` (the spec layer itself), ``_config.py``/``_component.py`` (the pydantic
@@ -16,8 +17,9 @@ section bases and the generator of spec models from components: the spec layer's
 ``_builtin/`` (registers the built-ins' spec sections), ``_plugins.py`` (the registry collects
 spec sections), ``_run.py`` (builds core objects from a validated spec and runs them),
 ``_lineage.py`` (builds a parent run's model from the parent's stored spec, as ``_run.py``
-does), ``_cli.py``/``cli.py`` and ``_jobs.py``/``jobs.py`` (front ends: they validate specs
-before running or queueing them), ``spec.py`` and ``__init__.py`` (public lists that
+does), ``_check.py``/``testing.py`` (build registered components from spec settings for the
+conformance kit), ``_cli.py``/``cli.py`` and ``_jobs.py``/``jobs.py`` (front ends: they
+validate specs before running or queueing them), ``spec.py`` and ``__init__.py`` (public lists that
 re-export the spec layer), ``hookspecs.py`` (the plugin interface, which names the spec sections
 it registers).
 
@@ -55,6 +57,8 @@ GLUE = (
     "diffsde.jobs",
     "diffsde.spec",
     "diffsde.hookspecs",
+    "diffsde._check",
+    "diffsde.testing",
 )
 GLUE_MODULES = {"diffsde"}  # __init__.py alone, not the package below it
 PUBLIC_MODULES = {
@@ -66,6 +70,7 @@ PUBLIC_MODULES = {
     "diffsde.training",
     "diffsde.cli",
     "diffsde.hookspecs",
+    "diffsde.testing",
 }
 
 KNOWN: set[str] = set()  # every known offence is fixed; a new one fails the test
@@ -192,7 +197,9 @@ def test_layering():
     ``from ._metrics import _subsample`` to _likelihood.py, makes this fail."""
     package = offences(sorted(PACKAGE.rglob("*.py")), public_only=False)
     outside = offences(
-        sorted([*(ROOT / "bench").rglob("*.py"), *(ROOT / "app").rglob("*.py")]),
+        sorted(
+            p for d in ("bench", "app", "examples", "plugins") for p in (ROOT / d).rglob("*.py")
+        ),
         public_only=True,
     )
     found = package | outside

@@ -1,122 +1,22 @@
-"""The conformance kit behind ``diffsde check`` and :mod:`diffsde.testing`: a component of a
-kind, named by its tag and built from spec settings like any spec section, checked against
-theory (``_sde``, ``_sampler``, ``_objective``, ``_data``)."""
+"""The conformance kit: checks of a built component against theory, by kind (``_sde``,
+``_sampler``, ``_objective``, ``_data``), each result a :class:`CheckResult` (``_report``).
+``diffsde check`` (``diffsde/_check.py``) builds registered components for it."""
 
-from collections.abc import Mapping
-from typing import Any
-
-import jax.random as jr
-import yaml
-
-from .._plugins import get_registry
-from .._spec._validate import validate_text
 from ._data import check_dataset, check_metric, check_model, check_transform
 from ._objective import check_objective
 from ._report import CheckReport, CheckResult
 from ._sampler import check_sampler, mixture
 from ._sde import check_sde
 
-KINDS = ("sde", "sampler", "objective", "metric", "dataset", "model", "transform")
-"""The kinds ``diffsde check`` knows how to check."""
-SECTION = {
-    "sde": "sde",
-    "sampler": "sampler",
-    "objective": "objective",
-    "dataset": "data",
-    "model": "model",
-}
-DIMS = {
-    "sde": 2,
-    "sampler": 8,
-    "objective": 2,
-    "metric": 2,
-    "dataset": None,
-    "model": 2,
-    "transform": 2,
-}
-"""The data dimension each kind is checked in (a sampler's order needs more coordinates to
-average its weak error over; a dataset has its own)."""
-
-
-def settings_from(pairs: list[str]) -> dict[str, Any]:
-    """``["a=1", "b.c=x"]`` → ``{"a": 1, "b": {"c": "x"}}`` (values read as YAML)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set steps=20")
-        node = out
-        *parents, last = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
-    return out
-
-
-def _spec(kind: str, tag: str, settings: Mapping[str, Any], sde: str, dim: int | None) -> dict:
-    section = {"type": tag, **settings}
-    spec: dict[str, Any] = {"sde": {"type": sde}, "data": {"type": "gmm", "dim": dim or 2}}
-    if kind == "metric":
-        spec["eval"] = {"metrics": [section]}
-    elif kind == "transform":
-        spec["transforms"] = [section]
-    else:
-        spec[SECTION[kind]] = section
-    if kind == "dataset":
-        spec["data"] = section
-    return spec
-
-
-def check(
-    kind: str,
-    tag: str,
-    *,
-    settings: Mapping[str, Any] | None = None,
-    quick: bool = False,
-    sde: str = "vp",
-    dim: int | None = None,
-    seed: int = 0,
-) -> CheckReport:
-    """Build the ``kind`` component ``tag`` from ``settings`` (its spec section's keys) and run
-    every check of its kind. The context: the SDE ``sde`` (for the kinds that take one), the
-    data dimension ``dim`` (default per kind, ``DIMS``). Raises ValueError for an unknown kind
-    or tag and diffsde.SpecError for settings its spec section rejects."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind '{kind}': diffsde check knows {', '.join(KINDS)}")
-    registry = get_registry()
-    table = registry.components["transform" if kind == "transform" else kind]
-    if tag not in table:
-        failed = "".join(f"\n  note: {e}" for e in registry.errors)
-        raise ValueError(
-            f"unknown {kind} '{tag}': registered are {', '.join(sorted(table))}{failed}"
-        )
-    settings = dict(settings or {})
-    if kind == "sde" and "dim" in settings:
-        dim = settings.pop("dim")
-    dim = dim if dim is not None else DIMS[kind]
-    text = yaml.safe_dump(_spec(kind, tag, settings, tag if kind == "sde" else sde, dim))
-    setup = validate_text(text, file=f"<diffsde check {kind} {tag}>")
-    report = CheckReport(kind, tag)
-    built = setup.sde
-    if kind == "sde":
-        report.results = check_sde(built, quick=quick, seed=seed)
-    elif kind == "sampler":
-        report.results = check_sampler(
-            setup.spec.sampler.build(sde=built), built, quick=quick, seed=seed
-        )
-    elif kind == "objective":
-        objective = setup.spec.objective.build(sde=built, data=mixture(built.dim))
-        report.results = check_objective(objective, built, quick=quick, seed=seed)
-    elif kind == "metric":
-        report.results = check_metric(setup.spec.eval.metrics[0].build(), built, seed=seed)
-    elif kind == "dataset":
-        report.results = check_dataset(setup.data, built, quick=quick, seed=seed)
-    elif kind == "model":
-        model = setup.spec.model.build(sde=built, key=jr.key(seed), prior=setup.prior)
-        report.results = check_model(model, built, seed=seed)
-    else:
-        report.results = check_transform(setup.transforms[0], built, seed=seed)
-    return report
-
-
-__all__ = ["KINDS", "CheckReport", "CheckResult", "check", "settings_from"]
+__all__ = [
+    "CheckReport",
+    "CheckResult",
+    "check_dataset",
+    "check_metric",
+    "check_model",
+    "check_objective",
+    "check_sampler",
+    "check_sde",
+    "check_transform",
+    "mixture",
+]

@@ -20,7 +20,7 @@ from .._metrics import EvalContext
 from .._sde._base import AbstractGaussianSDE
 from .._transforms import apply_transforms
 from ._report import CheckResult, measured, skipped
-from ._sampler import _exact_at, mixture
+from ._sampler import exact_at, mixture
 from ._sde import Z
 from ._simulate import mean_and_se
 
@@ -85,7 +85,7 @@ def stein(data: AbstractDataset, sde, n: int, key) -> CheckResult:
         return skipped(name, "needs an SDE with a Gaussian kernel to draw from p_t")
     worst = 0.0
     for i, t in enumerate(jnp.array([0.05, 0.25, 0.5, 1.0]) * sde.T):
-        xt = _exact_at(data, sde, t, n, jr.fold_in(key, i))
+        xt = exact_at(data, sde, t, n, jr.fold_in(key, i))
         s = jax.vmap(lambda x: score(x, t))(xt)
         if not bool(jnp.all(jnp.isfinite(s))):
             return _bad(name, f"the score is not finite at t = {float(t):g}")

@@ -30,7 +30,7 @@ def mixture(dim: int) -> GaussianMixture:
     return GaussianMixture([0.3, 0.7], jnp.stack([-1.2 * direction, 1.2 * direction]), 0.4)
 
 
-def _exact_at(data: GaussianMixture, sde: AbstractGaussianSDE, t, n: int, key):
+def exact_at(data: GaussianMixture, sde: AbstractGaussianSDE, t, n: int, key):
     """n exact draws of p_t (data pushed through the kernel)."""
     dkey, zkey = jr.split(key)
     x0 = data.sample(key=dkey, n=n)
@@ -42,9 +42,9 @@ def returns_target(sampler, sde, n: int, key) -> CheckResult:
     exact draws of p_ε, in two-sample standard errors."""
     data = mixture(sde.dim)
     xkey, skey, rkey = jr.split(key, 3)
-    x_T = _exact_at(data, sde, sde.T, n, xkey)
+    x_T = exact_at(data, sde, sde.T, n, xkey)
     out = sample(sampler, sde, lambda x, t: data.score(x, t, sde), x_T, key=skey)
-    ref = _exact_at(data, sde, sampler.eps, n, rkey)
+    ref = exact_at(data, sde, sampler.eps, n, rkey)
     worst = 0.0
     for f in (lambda x: x, lambda x: (x - jnp.mean(ref, 0)) ** 2):
         a, sa = mean_and_se(f(out.x))
@@ -175,7 +175,7 @@ def nfe_counted(sampler, sde, key) -> CheckResult:
         jax.debug.callback(counter, x)  # x is one row: called once per row and evaluation
         return data.score(x, t, sde)
 
-    x_T = _exact_at(data, sde, sde.T, rows, key)
+    x_T = exact_at(data, sde, sde.T, rows, key)
     out = sample(sampler, sde, score, x_T, key=key)
     jax.block_until_ready(out.x)
     jax.effects_barrier()
@@ -206,7 +206,7 @@ def compiles_once(sampler, sde, key) -> CheckResult:
     global _compiles
     data = mixture(sde.dim)
     score = jax.tree_util.Partial(_mixture_score, data, sde)
-    x_T = _exact_at(data, sde, sde.T, 64, key)
+    x_T = exact_at(data, sde, sde.T, 64, key)
     jax.block_until_ready(sample(sampler, sde, score, x_T, key=jr.key(1)).x)
     _compiles = []
     try:
