@@ -19,7 +19,7 @@ from ._conformance import (
     mixture,
 )
 from ._plugins import get_registry
-from ._spec._validate import validate_text
+from ._spec._validate import SpecError, validate_text
 
 KINDS = ("sde", "sampler", "objective", "metric", "dataset", "model", "transform")
 """The kinds ``diffsde check`` knows how to check."""
@@ -99,8 +99,16 @@ def check(
     if kind == "sde" and "dim" in settings:
         dim = settings.pop("dim")
     dim = dim if dim is not None else DIMS[kind]
-    text = yaml.safe_dump(_spec(kind, tag, settings, tag if kind == "sde" else sde, dim))
-    setup = validate_text(text, file=f"<diffsde check {kind} {tag}>")
+    spec = _spec(kind, tag, settings, tag if kind == "sde" else sde, dim)
+    try:
+        setup = validate_text(yaml.safe_dump(spec), file=f"<diffsde check {kind} {tag}>")
+    except SpecError as err:
+        if kind != "sde" or not any("no default prior" in i.message for i in err.issues):
+            raise
+        # an SDE without a default prior (a general one) needs the spec's own to validate; its
+        # checks never sample it
+        spec["prior"] = {"type": "gaussian", "std": 1.0}
+        setup = validate_text(yaml.safe_dump(spec), file=f"<diffsde check {kind} {tag}>")
     report = CheckReport(kind, tag)
     built = setup.sde
     if kind == "sde":

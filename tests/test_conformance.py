@@ -27,6 +27,7 @@ from diffsde._sde._closed_form import VP
 
 SETTINGS = {
     ("sde", "general"): {"drift": "-x", "diffusion": "1.0"},
+    ("sde", "affine"): {"f": "-0.5 * (0.1 + 19.9 * t)", "g": "sqrt(0.1 + 19.9 * t)"},
     ("dataset", "toy"): {"name": "moons"},
     ("transform", "guidance"): {"log_potential": "-0.5 * sum((x - 1)**2)"},
     ("transform", "inpaint"): {"mask": [True, False], "values": [1.0]},

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._data import GaussianMixture
+from .._data import AbstractDataset, GaussianMixture
 from .._sampler import AbstractSampler, sample
 from .._sde._base import AbstractGaussianSDE, AbstractSDE
 from ._report import CheckResult, measured, skipped
@@ -30,7 +30,7 @@ def mixture(dim: int) -> GaussianMixture:
     return GaussianMixture([0.3, 0.7], jnp.stack([-1.2 * direction, 1.2 * direction]), 0.4)
 
 
-def exact_at(data: GaussianMixture, sde: AbstractGaussianSDE, t, n: int, key):
+def exact_at(data: AbstractDataset, sde: AbstractGaussianSDE, t, n: int, key):
     """n exact draws of p_t (data pushed through the kernel)."""
     dkey, zkey = jr.split(key)
     x0 = data.sample(key=dkey, n=n)
