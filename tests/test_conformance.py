@@ -218,3 +218,15 @@ def test_check_command_fails_a_broken_plugin(capsys):
         assert "FAIL  kernel variance vs simulation" in out and "FAILED" in out
     finally:
         diffsde.unregister_plugin("broken_plugin")
+
+
+class RaisingDrift(VP):
+    def drift(self, t, x):
+        raise RuntimeError("a bug in the plugin")
+
+
+def test_a_component_that_raises_is_one_failed_line():
+    """Mutation: without `guarded`, the RuntimeError escapes as a traceback."""
+    results = diffsde.testing.check_sde(RaisingDrift(2), quick=True)
+    assert [(r.name, r.passed) for r in results] == [("shapes", False)]
+    assert "raised RuntimeError: a bug in the plugin" in results[0].line()

@@ -19,7 +19,7 @@ from .._data import AbstractDataset, exact_score
 from .._metrics import EvalContext
 from .._sde._base import AbstractGaussianSDE
 from .._transforms import apply_transforms
-from ._report import CheckResult, measured, skipped
+from ._report import CheckResult, guarded, measured, skipped
 from ._sampler import exact_at, mixture
 from ._sde import Z
 from ._simulate import mean_and_se
@@ -102,9 +102,10 @@ def stein(data: AbstractDataset, sde, n: int, key) -> CheckResult:
 
 
 def check_dataset(data: AbstractDataset, sde, *, quick: bool = False, seed: int = 0):
-    results = dataset_shapes(data)
+    results = guarded("samples", dataset_shapes, data)
     if all(r.passed for r in results):
-        results.append(stein(data, sde, 4_000 if quick else 20_000, jr.key(seed)))
+        n = 4_000 if quick else 20_000
+        results += guarded("exact score (Stein's identity)", stein, data, sde, n, jr.key(seed))
     return results
 
 
@@ -128,6 +129,10 @@ def _contexts(sde, key):
 
 def check_metric(metric, sde, *, quick: bool = False, seed: int = 0) -> list[CheckResult]:
     del quick
+    return guarded("metric", _metric_checks, metric, sde, seed)
+
+
+def _metric_checks(metric, sde, seed: int) -> list[CheckResult]:
     perfect, degraded = _contexts(sde, jr.key(seed))
     values = metric(perfect)
     if not isinstance(values, dict) or not all(
@@ -169,6 +174,10 @@ def check_metric(metric, sde, *, quick: bool = False, seed: int = 0) -> list[Che
 
 def check_model(model, sde, *, quick: bool = False, seed: int = 0) -> list[CheckResult]:
     del quick
+    return guarded("model", _model_checks, model, sde, seed)
+
+
+def _model_checks(model, sde, seed: int) -> list[CheckResult]:
     x = jr.normal(jr.key(seed), (8, sde.dim))
     t = jnp.linspace(0.01, 1.0, 8) * sde.T
     shape = jax.eval_shape(model, x[0], t[0]).shape
@@ -187,4 +196,4 @@ def check_transform(transform, sde, *, quick: bool = False, seed: int = 0):
     del quick
     data = mixture(sde.dim)
     wrapped = apply_transforms(lambda x, t: data.score(x, t, sde), [transform])
-    return check_model(wrapped, sde, seed=seed)
+    return guarded("transform", _model_checks, wrapped, sde, seed)

@@ -22,7 +22,7 @@ from .._data import GaussianMixture
 from .._model import MLPScore
 from .._objective import AbstractObjective, ExplicitScoreMatching
 from .._sde._base import AbstractGaussianSDE
-from ._report import CheckResult, measured
+from ._report import CheckResult, guarded, measured
 from ._sampler import mixture
 from ._sde import Z
 from ._simulate import mean_and_se
@@ -189,6 +189,6 @@ def check_objective(
 ) -> list[CheckResult]:
     keys = jr.split(jr.key(seed), 2)
     return [
-        *gradient_checks(objective, sde, quick, keys[0]),
-        trains(objective, sde, quick, keys[1]),
+        *guarded("gradient checks", gradient_checks, objective, sde, quick, keys[0]),
+        *guarded("trains a small model", trains, objective, sde, quick, keys[1]),
     ]

@@ -36,6 +36,17 @@ def measured(name: str, compared: str, deviation: float | int, tolerance: float 
     return CheckResult(name, compared, deviation, tolerance, unit, bool(deviation <= tolerance))
 
 
+def guarded(name: str, check, *args) -> list[CheckResult]:
+    """``check(*args)`` (one result or a list); what it raises — a bug in the component under
+    check, met while checking — is one failed result naming the exception, not a traceback."""
+    try:
+        out = check(*args)
+    except Exception as err:  # noqa: BLE001  (reported, and the other checks still run)
+        why = (str(err).strip().splitlines() or [""])[0][:300]
+        return [CheckResult(name, f"raised {type(err).__name__}: {why}", 1.0, 0.0, "", False)]
+    return out if isinstance(out, list) else [out]
+
+
 def skipped(name: str, why: str) -> CheckResult:
     return CheckResult(name, "", skipped=why)
 

@@ -16,7 +16,7 @@ import numpy as np
 from .._data import AbstractDataset, GaussianMixture
 from .._sampler import AbstractSampler, sample
 from .._sde._base import AbstractGaussianSDE, AbstractSDE
-from ._report import CheckResult, measured, skipped
+from ._report import CheckResult, guarded, measured, skipped
 from ._sde import Z
 from ._simulate import mean_and_se
 
@@ -235,8 +235,10 @@ def check_sampler(
         return [skipped("sampler checks", "the exact score needs an SDE with a Gaussian kernel")]
     keys = jr.split(jr.key(seed), 4)
     return [
-        returns_target(sampler, sde, 4_000 if quick else 20_000, keys[0]),
-        observed_order(sampler, sde, quick, keys[1]),
-        nfe_counted(sampler, sde, keys[2]),
-        compiles_once(sampler, sde, keys[3]),
+        *guarded(
+            "returns the target", returns_target, sampler, sde, 4_000 if quick else 20_000, keys[0]
+        ),
+        *guarded("order of convergence", observed_order, sampler, sde, quick, keys[1]),
+        *guarded("NFE equals score calls", nfe_counted, sampler, sde, keys[2]),
+        *guarded("compiles once", compiles_once, sampler, sde, keys[3]),
     ]

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._sde._base import AbstractGaussianSDE, AbstractSDE
-from ._report import CheckResult, measured, skipped
+from ._report import CheckResult, guarded, measured, skipped
 from ._simulate import extrapolated, mean_and_se, paired_paths
 
 Z = 4.0
@@ -334,19 +334,18 @@ def check_sde(sde: AbstractSDE, *, quick: bool = False, seed: int = 0) -> list[C
     """Every check that applies to ``sde``."""
     budget = Budget.of(quick)
     keys = jr.split(jr.key(seed), 5)
-    results = [shapes(sde)]
+    results = guarded("shapes", shapes, sde)
     if not results[0].passed:
         return results
     if isinstance(sde, AbstractGaussianSDE):
-        results += kernel_vs_simulation(sde, budget, keys[0])
-        results += [
-            moment_odes(sde),
-            conditional_score(sde),
-            prior_vs_law(sde, budget, keys[1]),
-            reverse_returns_target(sde, budget, keys[2]),
-            pf_ode_returns_target(sde, keys[3]),
-        ]
+        results += guarded("kernel vs simulation", kernel_vs_simulation, sde, budget, keys[0])
+        results += guarded("kernel vs moment ODEs", moment_odes, sde)
+        results += guarded("conditional score vs autodiff", conditional_score, sde)
+        results += guarded("prior vs law of X_T", prior_vs_law, sde, budget, keys[1])
+        results += guarded(
+            "reverse SDE returns the target", reverse_returns_target, sde, budget, keys[2]
+        )
+        results += guarded("PF-ODE returns the target", pf_ode_returns_target, sde, keys[3])
     else:
         results.append(skipped("kernel checks", "no Gaussian kernel (not an AbstractGaussianSDE)"))
-    results.append(stationary_law(sde, budget, keys[4]))
-    return results
+    return results + guarded("stationary law", stationary_law, sde, budget, keys[4])
