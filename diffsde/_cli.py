@@ -24,7 +24,7 @@ def _validate(args) -> int:
             file=sys.stderr,
         )
         return EXIT_SPEC_ERROR
-    _warn_of_plugins()
+    _warn_of_plugins(setup)
     if args.resolved:
         sys.stdout.write(setup.resolved_yaml())
         return 0
@@ -39,13 +39,18 @@ def _validate(args) -> int:
     return 0
 
 
-def _warn_of_plugins() -> None:
+def _warn_of_plugins(setup) -> None:
     """One stderr line per plugin problem (a failed import, a misspelt hook, a refused
-    component) when a spec validates anyway: what the user may have meant to use is missing."""
+    component) when a spec validates anyway — what the user may have meant to use is missing —
+    and one if the spec's SDE has a kernel that contradicts its own drift and diffusion."""
+    from ._conformance import kernel_warning
     from ._plugins import plugin_warnings
 
     for line in plugin_warnings():
         print(line, file=sys.stderr)
+    warning = kernel_warning(setup.sde, setup.spec.sde.type)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def _report_spec_error(err, source) -> int:
@@ -81,7 +86,7 @@ def _run(args) -> int:
                     return EXIT_SPEC_ERROR
                 with runs_directory(args.runs_dir):  # run ids in `init:` are looked up there
                     setup = load_spec(args.spec, args.set or ())
-                _warn_of_plugins()
+                _warn_of_plugins(setup)
                 require_runnable(setup)
                 path = run(setup, args.runs_dir, progress=progress, run_dir=args.run_dir, stop=stop)
         except SpecError as err:

@@ -198,7 +198,9 @@ def test_check_command_exit_codes(capsys):
     assert diffsde.cli.main(["check", "thing", "vp"]) == 2
 
 
-def test_check_command_fails_a_broken_plugin(capsys):
+def test_check_command_fails_a_broken_plugin(capsys, tmp_path):
+    """And `validate` warns of it (the moment-ODE check, one compiled call). Mutation: dropping
+    the kernel warning from `_warn_of_plugins` makes this fail."""
     import types
 
     module = types.ModuleType("broken_plugin")
@@ -216,6 +218,16 @@ def test_check_command_fails_a_broken_plugin(capsys):
         assert diffsde.cli.main(["check", "sde", "broken_vp", "--quick"]) == 1
         out = capsys.readouterr().out
         assert "FAIL  kernel variance vs simulation" in out and "FAILED" in out
+        spec = tmp_path / "broken.yaml"
+        spec.write_text("sde: {type: broken_vp}\ndata: {type: gmm}\n")
+        assert diffsde.cli.main(["validate", str(spec)]) == 0
+        err = capsys.readouterr().err
+        assert "warning: sde 'broken_vp' (BrokenVP): its kernel(t) contradicts its drift" in err
+        assert "relative error 0.333" in err and "diffsde check sde broken_vp" in err
+        good = tmp_path / "good.yaml"
+        good.write_text("sde: {type: vp}\ndata: {type: gmm}\n")
+        assert diffsde.cli.main(["validate", str(good)]) == 0
+        assert "warning" not in capsys.readouterr().err
     finally:
         diffsde.unregister_plugin("broken_plugin")
 

@@ -6,7 +6,7 @@ from ._data import check_dataset, check_metric, check_model, check_transform
 from ._objective import check_objective
 from ._report import CheckReport, CheckResult
 from ._sampler import check_sampler, mixture
-from ._sde import check_sde
+from ._sde import check_sde, kernel_warning
 
 __all__ = [
     "CheckReport",
@@ -18,5 +18,6 @@ __all__ = [
     "check_sampler",
     "check_sde",
     "check_transform",
+    "kernel_warning",
     "mixture",
 ]

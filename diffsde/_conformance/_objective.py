@@ -100,8 +100,9 @@ def gradient_checks(objective, sde, quick: bool, key) -> list[CheckResult]:
             f"E[∇loss·θ] > 0 at θ ≠ 0 ({where}): {float(uphill):.3g} ± {float(uphill_se):.2g}",
             float(uphill / uphill_se),
             Z,
-            "SE (at least)",
+            "SE",
             bool(uphill > Z * uphill_se),
+            at_least=True,
         )
     )
     m1, s1 = mean_and_se(g1)

@@ -17,6 +17,8 @@ class CheckResult:
     unit: str = ""
     passed: bool = True
     skipped: str | None = None
+    at_least: bool = False
+    """The deviation must reach the tolerance (a significance), not stay within it."""
 
     def line(self) -> str:
         if self.skipped is not None:
@@ -24,9 +26,13 @@ class CheckResult:
         mark = "ok  " if self.passed else "FAIL"
         if not self.unit:  # a yes/no check: what was compared says it all
             return f"{mark}  {self.name}: {self.compared}"
+        if self.at_least:
+            verdict = "at least" if self.passed else "below"
+        else:
+            verdict = "within" if self.passed else "beyond"
         return (
             f"{mark}  {self.name}: {self.compared}: {self.deviation:.3g} {self.unit} "
-            f"({'within' if self.passed else 'beyond'} {self.tolerance:.3g} {self.unit})"
+            f"({verdict} {self.tolerance:.3g} {self.unit})"
         )
 
 
