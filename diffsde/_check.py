@@ -86,6 +86,11 @@ def check(
     every check of its kind. The context: the SDE ``sde`` (for the kinds that take one), the
     data dimension ``dim`` (default per kind, ``DIMS``). Raises ValueError for an unknown kind
     or tag and diffsde.SpecError for settings its spec section rejects."""
+    if kind == "method":
+        raise ValueError(
+            "training methods have no conformance checks: check one by running a spec with it "
+            "(`diffsde run`), and its objective, sampler and model with `diffsde check`"
+        )
     if kind not in KINDS:
         raise ValueError(f"unknown kind '{kind}': diffsde check knows {', '.join(KINDS)}")
     registry = get_registry()

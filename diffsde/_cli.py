@@ -265,8 +265,16 @@ def _check(args) -> int:
             dim=args.dim,
             seed=args.seed,
         )
-    except SpecError as err:
-        return _report_spec_error(err, f"diffsde check {args.kind} {args.tag}")
+    except SpecError as err:  # in the settings: name the --set key, not the spec built from it
+        section = {"dataset": "data", "metric": "eval.metrics.0", "transform": "transforms.0"}
+        prefix = section.get(args.kind, args.kind) + "."
+        for issue in err.issues:
+            key = issue.key.removeprefix(prefix) if issue.key.startswith(prefix) else issue.key
+            print(
+                f"diffsde check {args.kind} {args.tag}: --set {key}: {issue.message}",
+                file=sys.stderr,
+            )
+        return EXIT_SPEC_ERROR
     except ValueError as err:
         print(f"diffsde check: {err}", file=sys.stderr)
         return EXIT_SPEC_ERROR

@@ -194,8 +194,12 @@ def test_check_command_exit_codes(capsys):
     err = capsys.readouterr().err
     assert "unknown sde 'nope'" in err and "Traceback" not in err
     assert diffsde.cli.main(["check", "sde", "vp", "--set", "beta_min=-1"]) == 2
-    assert "sde.beta_min" in capsys.readouterr().err
+    assert "diffsde check sde vp: --set beta_min: Input should be greater than or equal to 0" in (
+        capsys.readouterr().err
+    )
     assert diffsde.cli.main(["check", "thing", "vp"]) == 2
+    assert diffsde.cli.main(["check", "method", "score_matching"]) == 2
+    assert "training methods have no conformance checks" in capsys.readouterr().err
 
 
 def test_check_command_fails_a_broken_plugin(capsys, tmp_path):

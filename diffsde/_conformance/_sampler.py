@@ -190,6 +190,8 @@ def nfe_counted(sampler, sde, key) -> CheckResult:
 
 
 _compiles: list[str] | None = None
+"""XLA compilations seen while a count is on (None: off)."""
+_listening = False
 
 
 def _on_event(name: str, duration: float, **kwargs) -> None:
@@ -198,12 +200,18 @@ def _on_event(name: str, duration: float, **kwargs) -> None:
         _compiles.append(name)
 
 
-jax.monitoring.register_event_duration_secs_listener(_on_event)
+def _listen() -> None:
+    """Register the compilation listener once, on first use (jax.monitoring keeps it)."""
+    global _listening
+    if not _listening:
+        jax.monitoring.register_event_duration_secs_listener(_on_event)
+        _listening = True
 
 
 def compiles_once(sampler, sde, key) -> CheckResult:
     """A second ``diffsde.sample`` call of the same shapes with another key compiles nothing."""
     global _compiles
+    _listen()
     data = mixture(sde.dim)
     score = jax.tree_util.Partial(_mixture_score, data, sde)
     x_T = exact_at(data, sde, sde.T, 64, key)
