@@ -54,13 +54,17 @@ def settings_from(pairs: list[str]) -> dict[str, Any]:
         *parents, last = key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {pair!r}: {part} is already set to a value")
+        if isinstance(node.get(last), dict):
+            raise ValueError(f"--set {pair!r}: {last} already has keys set under it")
         node[last] = yaml.safe_load(value)
     return out
 
 
 def _spec(kind: str, tag: str, settings: Mapping[str, Any], sde: str, dim: int | None) -> dict:
     section = {"type": tag, **settings}
-    spec: dict[str, Any] = {"sde": {"type": sde}, "data": {"type": "gmm", "dim": dim or 2}}
+    spec: dict[str, Any] = {"sde": {"type": sde}, "data": {"type": "gmm", "dim": dim}}
     if kind == "metric":
         spec["eval"] = {"metrics": [section]}
     elif kind == "transform":
@@ -120,7 +124,11 @@ def check(
         report.results = check_sde(built, quick=quick, seed=seed)
     elif kind == "sampler":
         report.results = check_sampler(
-            setup.spec.sampler.build(sde=built), built, quick=quick, seed=seed
+            setup.spec.sampler.build(sde=built),
+            built,
+            quick=quick,
+            seed=seed,
+            rebuild=lambda: setup.spec.sampler.build(sde=built),
         )
     elif kind == "objective":
         objective = setup.spec.objective.build(sde=built, data=mixture(built.dim))

@@ -265,13 +265,10 @@ def _check(args) -> int:
             dim=args.dim,
             seed=args.seed,
         )
-    except SpecError as err:  # in the settings: name the --set key, not the spec built from it
-        section = {"dataset": "data", "metric": "eval.metrics.0", "transform": "transforms.0"}
-        prefix = section.get(args.kind, args.kind) + "."
+    except SpecError as err:  # name the option the problem came from, not the spec built
         for issue in err.issues:
-            key = issue.key.removeprefix(prefix) if issue.key.startswith(prefix) else issue.key
             print(
-                f"diffsde check {args.kind} {args.tag}: --set {key}: {issue.message}",
+                f"diffsde check {args.kind} {args.tag}: {_check_option(args, issue)}",
                 file=sys.stderr,
             )
         return EXIT_SPEC_ERROR
@@ -280,6 +277,24 @@ def _check(args) -> int:
         return EXIT_SPEC_ERROR
     print(report.text())
     return 0 if report.passed else 1
+
+
+def _check_option(args, issue) -> str:
+    """``--set KEY: message`` for a key of the checked section, ``--sde …``/``--dim …`` for the
+    context, the message alone for the section's type (the component itself)."""
+    section = {"dataset": "data", "metric": "eval.metrics.0", "transform": "transforms.0"}.get(
+        args.kind, args.kind
+    )
+    key = issue.key
+    if key == f"{section}.type" or key == section:
+        return issue.message
+    if key.startswith(f"{section}."):
+        return f"--set {key.removeprefix(section + '.')}: {issue.message}"
+    if key.startswith("sde."):
+        return f"--sde {args.sde}: {issue.message}"
+    if key.startswith("data."):
+        return f"--dim {args.dim}: {issue.message}"
+    return f"{key}: {issue.message}" if key else issue.message
 
 
 def _schema(args) -> int:

@@ -23,6 +23,15 @@ class SpecFieldErrors(ValueError):
         self.errors = errors
 
 
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first line of ``str(err)`` — what a one-line report of an exception shows — or
+    ``default`` when the message is empty (the exception's type name if None)."""
+    lines = str(err).strip().splitlines()
+    if lines:
+        return lines[0]
+    return type(err).__name__ if default is None else default
+
+
 REQUIREMENTS: dict[type, str] = {}
 """Readable names of what a component's context parameter requires, by its annotation
 (``AbstractGaussianSDE`` → "an SDE with a Gaussian transition kernel"), for the located error a

@@ -43,7 +43,7 @@ import numpy as np
 import pydantic
 from jaxtyping import PyTree
 
-from ._errors import SpecFieldError
+from ._errors import SpecFieldError, first_line
 from ._frozen import FrozenModel as FrozenModel
 
 LINEAGE_DIR = "lineage"
@@ -220,7 +220,7 @@ def _load(source: pathlib.Path, spec_yaml: str, checkpoint: str, *, id: str, ori
             io.BytesIO(data), (np.asarray(0, np.int64), state)
         )
     except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise LineageError(
             f"{file} is damaged or does not match its run's spec ({type(err).__name__}: {first});"
             " resume that run to rewrite its checkpoint, or choose another run"

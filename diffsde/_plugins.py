@@ -21,6 +21,7 @@ import pluggy
 from . import hookspecs
 from ._component import SpecModels, kind_of, tag_of
 from ._config import BASES, ComponentConfig
+from ._errors import first_line
 
 HOOKS: dict[str, str] = {
     "sde": "register_sdes",
@@ -215,7 +216,7 @@ class _PluginHost:
             try:
                 module = ep.load()
             except Exception as err:
-                first = (str(err).strip().splitlines() or [""])[0]
+                first = first_line(err, "")
                 self.load_errors.append(
                     PluginError(
                         ep.name,
@@ -423,7 +424,7 @@ def _validation_message(manager: pluggy.PluginManager, plugin: Any, err: Excepti
                 f"does not pass: name its arguments from ({', '.join(passed)}), e.g. "
                 f"def {hook_name}({', '.join(passed)})"
             )
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    first = first_line(err)
     return f"pluggy refused its hook implementations: {first}"
 
 

@@ -11,8 +11,10 @@ target's sign flipped passes without the gradient-at-the-exact-score check; a me
 twice as wide passes without Stein's identity.
 """
 
+from collections.abc import Callable
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
@@ -246,3 +248,119 @@ def test_a_component_that_raises_is_one_failed_line():
     results = diffsde.testing.check_sde(RaisingDrift(2), quick=True)
     assert [(r.name, r.passed) for r in results] == [("shapes", False)]
     assert "raised RuntimeError: a bug in the plugin" in results[0].line()
+
+
+class MomentMatched(GaussianMixture):
+    """Claims the score of the one Gaussian with the mixture's own mean and variance: right in
+    its first two moments, wrong beyond (Stein's identity with f = 1, x_i alone passes it)."""
+
+    def score(self, x, t, sde, condition=None):
+        weights = jnp.exp(self.log_weights)
+        mean = weights @ self.means
+        var = jnp.mean(weights @ ((self.means - mean) ** 2)) + jnp.mean(weights * self.stds**2)
+        return GaussianMixture([1.0], mean[None], jnp.sqrt(var)).score(x, t, sde, condition)
+
+
+def test_a_score_right_only_in_its_moments_is_caught():
+    """Mutation: dropping the random Fourier features from `stein` makes this pass."""
+    data = MomentMatched([0.3, 0.7], [[-1.2, -1.2], [1.2, 1.2]], 0.4)
+    results = _by_name(diffsde.testing.check_dataset(data, VP(2), quick=True))
+    assert not results["exact score (Stein's identity)"].passed
+
+
+def test_a_prior_that_ignores_what_x_T_keeps_is_caught():
+    """VP with β_max = 0.5 keeps λ_T = e^{−0.15} = 86 % of x₀ at T; its N(0, I) prior is wrong
+    by that. Mutation: checking the prior on data N(0, I) (which VP leaves invariant) passes it."""
+    report = diffsde.testing.check("sde", "vp", settings={"beta_max": 0.5}, quick=True)
+    assert [r.name for r in report.failures] == ["prior vs law of X_T"]
+
+
+class Recompiling(diffsde.AbstractSampler):
+    """A static field that is a new function at every construction: each sampler built from the
+    same settings is a new cache key, so every `diffsde sample` call compiles again."""
+
+    tag: ClassVar[str] = "recompiling"
+    eps: float = eqx.field(static=True, default=1e-3)
+    steps: int = eqx.field(static=True, default=20)
+    rate: Callable = eqx.field(static=True, default=None)
+
+    def __post_init__(self):
+        self.rate = lambda h: h  # the mutation: a new object each time
+
+    def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None):
+        del key, save_ts, condition
+        field = jax.vmap(sde.probability_flow(score), in_axes=(None, 0))
+        ts = jnp.linspace(sde.T, self.eps, self.steps + 1)
+        x, _ = jax.lax.scan(
+            lambda x, ts: (x + self.rate(ts[1] - ts[0]) * field(ts[0], x), None),
+            x_T,
+            (ts[:-1], ts[1:]),
+        )
+        return diffsde.Samples(x, jnp.asarray(self.steps, jnp.int32))
+
+
+def test_a_sampler_that_recompiles_is_caught():
+    """Mutation: giving the second call the same sampler object (not one built again) passes."""
+    sde = VP(8)
+    results = _by_name(
+        diffsde.testing.check_sampler(Recompiling(), sde, quick=True, rebuild=Recompiling)
+    )
+    assert not results["compiles once"].passed and results["compiles once"].deviation >= 1
+    fixed = _by_name(diffsde.testing.check_sampler(FakeHeun(), sde, quick=True, rebuild=FakeHeun))
+    assert fixed["compiles once"].passed
+
+
+class Silent(diffsde.AbstractMetric):
+    tag: ClassVar[str] = "silent"
+    directions: ClassVar[dict] = {"w2": "min"}
+
+    def __call__(self, ctx):
+        return {}  # the mutation: it never applies
+
+
+def test_a_metric_that_never_applies_is_caught():
+    """Mutation: treating an empty result as "finite floats []" passes it."""
+    results = diffsde.testing.check_metric(Silent(), VP(2))
+    assert [(r.name, r.passed) for r in results] == [("values", False)]
+
+
+@jax.custom_vjp
+def _exp(x):
+    return jnp.exp(x)
+
+
+_exp.defvjp(lambda x: (jnp.exp(x), jnp.exp(x)), lambda e, g: (g * e,))
+
+
+class ReverseModeKernel(VP):
+    """A kernel written with a custom_vjp helper: fine for training and sampling, but it has no
+    forward-mode derivative, which the moment-ODE check takes."""
+
+    def kernel(self, t):
+        B = self.schedule.integral(t)
+        return _exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
+
+
+def test_a_kernel_without_forward_mode_is_skipped_not_a_traceback():
+    """Mutation: without the TypeError guard in `moment_odes`, `kernel_warning` (every
+    validate and run) raises."""
+    from diffsde._conformance import kernel_warning
+
+    assert kernel_warning(ReverseModeKernel(2), "vp") is None
+    results = _by_name(diffsde.testing.check_sde(ReverseModeKernel(2), quick=True))
+    assert results["kernel vs moment ODEs"].skipped.startswith("the kernel cannot be diff")
+    assert results["kernel variance vs simulation"].passed
+
+
+def test_check_command_names_the_option_at_fault(capsys):
+    cases = [
+        (["sampler", "pf_ode", "--sde", "nope"], "diffsde check sampler pf_ode: --sde nope:"),
+        (["sde", "vp", "--dim", "0"], "diffsde check sde vp: --dim 0:"),
+        (["objective", "dsm", "--sde", "langevin"], "diffsde check objective dsm: objective 'dsm'"),
+        (["sde", "vp", "--set", "T=1", "--set", "T.x=2"], "--set 'T.x=2': T is already set"),
+        (["dataset", "toy"], "diffsde check dataset toy: --set name: missing required key"),
+    ]
+    for argv, expected in cases:
+        assert diffsde.cli.main(["check", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, (argv, err)

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from .._errors import first_line
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
@@ -42,14 +44,23 @@ def measured(name: str, compared: str, deviation: float | int, tolerance: float 
     return CheckResult(name, compared, deviation, tolerance, unit, bool(deviation <= tolerance))
 
 
+def passed(name: str, compared: str) -> CheckResult:
+    """A yes/no check that passed; ``compared`` says what held."""
+    return CheckResult(name, compared, 0.0, 0.0, "", True)
+
+
+def failed(name: str, compared: str) -> CheckResult:
+    """A yes/no check that failed; ``compared`` says what was wrong."""
+    return CheckResult(name, compared, 1.0, 0.0, "", False)
+
+
 def guarded(name: str, check, *args) -> list[CheckResult]:
     """``check(*args)`` (one result or a list); what it raises — a bug in the component under
     check, met while checking — is one failed result naming the exception, not a traceback."""
     try:
         out = check(*args)
     except Exception as err:  # noqa: BLE001  (reported, and the other checks still run)
-        why = (str(err).strip().splitlines() or [""])[0][:300]
-        return [CheckResult(name, f"raised {type(err).__name__}: {why}", 1.0, 0.0, "", False)]
+        return [failed(name, f"raised {type(err).__name__}: {first_line(err, '')[:300]}")]
     return out if isinstance(out, list) else [out]
 
 

@@ -17,7 +17,7 @@ from .._data import AbstractDataset, GaussianMixture
 from .._sampler import AbstractSampler, sample
 from .._sde._base import AbstractGaussianSDE, AbstractSDE
 from ._report import CheckResult, guarded, measured, skipped
-from ._sde import Z
+from ._sde import Z, gaussian_target
 from ._simulate import mean_and_se
 
 ORDER_MARGIN = 0.35
@@ -65,16 +65,6 @@ def returns_target(sampler, sde, n: int, key) -> CheckResult:
     )
 
 
-def _gaussian(sde: AbstractGaussianSDE):
-    mu, s = 0.5 * jnp.linspace(-1.0, 1.5, sde.dim), 0.5
-
-    def law(t):
-        lam, sigma = sde.kernel(t)
-        return sde.marginal_mean(t, mu), jnp.sqrt(lam**2 * s**2 + sigma**2)
-
-    return law, lambda x, t: -(x - law(t)[0]) / law(t)[1] ** 2
-
-
 def _fit_order(steps: list[int], errors: list[float]) -> float:
     slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
     return float(-slope)
@@ -91,7 +81,7 @@ def observed_order(sampler, sde, quick: bool, key) -> CheckResult:
         sampler.with_steps(4)
     except TypeError as err:
         return skipped(name, f"with_steps is not available: {err}")
-    law, score = _gaussian(sde)
+    law, score = gaussian_target(sde)
     m_T, s_T = law(sde.T)
     m, s = law(sampler.eps)
     xkey, akey, bkey = jr.split(key, 3)
@@ -189,43 +179,32 @@ def nfe_counted(sampler, sde, key) -> CheckResult:
     )
 
 
-_compiles: list[str] | None = None
-"""XLA compilations seen while a count is on (None: off)."""
-_listening = False
-
-
-def _on_event(name: str, duration: float, **kwargs) -> None:
-    del duration, kwargs
-    if _compiles is not None and name == "/jax/core/compile/backend_compile_duration":
-        _compiles.append(name)
-
-
-def _listen() -> None:
-    """Register the compilation listener once, on first use (jax.monitoring keeps it)."""
-    global _listening
-    if not _listening:
-        jax.monitoring.register_event_duration_secs_listener(_on_event)
-        _listening = True
-
-
-def compiles_once(sampler, sde, key) -> CheckResult:
-    """A second ``diffsde.sample`` call of the same shapes with another key compiles nothing."""
-    global _compiles
-    _listen()
+def compiles_once(sampler, sde, key, rebuild=None) -> CheckResult:
+    """A second ``diffsde.sample`` call with the same shapes, another key and the sampler built
+    again from the same settings (``rebuild()``, as each command builds it from its spec)
+    compiles nothing: XLA compilations are counted with a jax.monitoring listener."""
     data = mixture(sde.dim)
     score = jax.tree_util.Partial(_mixture_score, data, sde)
     x_T = exact_at(data, sde, sde.T, 64, key)
     jax.block_until_ready(sample(sampler, sde, score, x_T, key=jr.key(1)).x)
-    _compiles = []
+    again = sampler if rebuild is None else rebuild()
+    compiles: list[str] = []
+
+    def on_event(name: str, duration: float, **kwargs) -> None:
+        del duration, kwargs
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
     try:
-        jax.block_until_ready(sample(sampler, sde, score, x_T, key=jr.key(2)).x)
-        count = len(_compiles)
+        jax.block_until_ready(sample(again, sde, score, x_T, key=jr.key(2)).x)
     finally:
-        _compiles = None
+        jax.monitoring.unregister_event_duration_listener(on_event)
     return measured(
         "compiles once",
-        "XLA compilations during a second call with another key",
-        count,
+        "XLA compilations during a second call with another key"
+        + (", the sampler built again" if rebuild is not None else ""),
+        len(compiles),
         0,
         "count",
     )
@@ -236,9 +215,15 @@ def _mixture_score(data, sde, x, t):
 
 
 def check_sampler(
-    sampler: AbstractSampler, sde: AbstractSDE, *, quick: bool = False, seed: int = 0
+    sampler: AbstractSampler,
+    sde: AbstractSDE,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    rebuild=None,
 ) -> list[CheckResult]:
-    """Every check of ``sampler`` on ``sde`` (which needs a Gaussian kernel: the exact score)."""
+    """Every check of ``sampler`` on ``sde`` (which needs a Gaussian kernel: the exact score).
+    ``rebuild()``: the sampler built again from its settings, for the compilation check."""
     if not isinstance(sde, AbstractGaussianSDE):
         return [skipped("sampler checks", "the exact score needs an SDE with a Gaussian kernel")]
     keys = jr.split(jr.key(seed), 4)
@@ -248,5 +233,5 @@ def check_sampler(
         ),
         *guarded("order of convergence", observed_order, sampler, sde, quick, keys[1]),
         *guarded("NFE equals score calls", nfe_counted, sampler, sde, keys[2]),
-        *guarded("compiles once", compiles_once, sampler, sde, keys[3]),
+        *guarded("compiles once", compiles_once, sampler, sde, keys[3], rebuild),
     ]

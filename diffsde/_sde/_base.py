@@ -44,10 +44,11 @@ class AbstractSDE(eqx.Module):
 
     # declarations read by `diffsde check` (diffsde.testing) -----------------------------------
     def prior_bias(self) -> float:
-        """How far ``prior()`` may lie from the law of X_T for standardised data N(0, I): the
-        largest gap in mean and in standard deviation, per coordinate, in units of that law's
-        standard deviation. 0.02 unless an SDE declares more (a prior that drops the kernel's
-        mean term, as the contractive SDEs' does, declares its noise-approximation bias)."""
+        """How far ``prior()`` may lie from the law of X_T for data N(½·1, I) (unit variance,
+        means half a standard deviation from 0): the largest gap in mean and in standard
+        deviation, per coordinate, in units of that law's standard deviation. 0.02 unless an SDE
+        declares more (a prior that drops the kernel's mean term, as the contractive SDEs' does,
+        declares its noise-approximation bias: :func:`mean_dropping_bias`)."""
         return 0.02
 
     def stationary_law(self) -> AbstractPrior | None:
@@ -148,17 +149,18 @@ class AbstractGaussianSDE(AbstractSDE):
 
 
 def mean_dropping_bias(sde: AbstractGaussianSDE) -> float:
-    """The noise-approximation bias of a Gaussian prior that drops the kernel's mean term
-    λ_T x₀: for data N(0, I), X_T ~ N(m_T(0), s² I) with s = √(λ_T² + σ_T²), so a prior
-    N(μ, σ_T² I) is 1 − σ_T/s too narrow and |μ − m_T(0)|/s off in mean (in units of s);
+    """The noise-approximation bias of a Gaussian prior N(μ, σ_T² I) that drops the kernel's
+    mean term λ_T x₀, for data N(½·1, I): X_T ~ N(m_T(0) + ½λ_T, s² I) with s = √(λ_T² + σ_T²),
+    so the prior is 1 − σ_T/s too narrow and |μ − m_T(0) − ½λ_T|/s off in mean (units of s);
     the default 0.02 of every SDE is added."""
     lam, sigma = (float(v) for v in sde.kernel(sde.T))
     spread = (lam**2 + sigma**2) ** 0.5
     prior = sde.prior()
     mean = getattr(prior, "mean", None)
-    shift = 0.0
+    shift = 0.5 * abs(lam)
     if mean is not None:
-        shift = float(jnp.max(jnp.abs(mean - sde.marginal_mean(sde.T, 0 * mean))))
+        kept = sde.marginal_mean(sde.T, 0.5 + 0 * mean)  # m_T of the data's mean, ½·1
+        shift = float(jnp.max(jnp.abs(mean - kept)))
     return max(1.0 - sigma / spread, shift / spread) + 0.02
 
 

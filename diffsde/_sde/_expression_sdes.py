@@ -15,7 +15,7 @@ import numpy as np
 import pydantic
 
 from .._custom_types import Scalar, ScalarLike, Vector
-from .._errors import SpecFieldError
+from .._errors import SpecFieldError, first_line
 from .._expression import Expression
 from .._fields import Expr, Params, compile_fields
 from .._prior import AbstractPrior, GaussianPrior, GibbsPrior
@@ -105,11 +105,7 @@ class Affine(AbstractGaussianSDE):
                 max_steps=16384,
             )
         except Exception as err:  # diffrax's max_steps on a stiff or exploding f
-            why = (
-                "the solver ran out of steps"
-                if "max_steps" in str(err)
-                else (str(err).strip().splitlines() or [type(err).__name__])[0]
-            )
+            why = "the solver ran out of steps" if "max_steps" in str(err) else first_line(err)
             raise SpecFieldError(
                 "f",
                 f"the kernel ODE d log λ/dt = f, dσ²/dt = 2fσ² + g² cannot be solved on "

@@ -23,6 +23,7 @@ import yaml
 from .._component import MOVED_KEYS, requirement
 from .._config import SpecFieldError, SpecFieldErrors
 from .._data import AbstractDataset
+from .._errors import first_line
 from .._plugins import Component, Registry, get_registry
 from .._prior import AbstractPrior
 from .._sde._base import AbstractGaussianSDE, AbstractSDE
@@ -519,7 +520,7 @@ def _build_checks(
         except ValueError as err:
             issues.append(_issue(source, (section,), str(err)))
         except Exception as err:  # a plugin's or JAX's own error: reported, never a traceback
-            first = (str(err).strip().splitlines() or [""])[0]
+            first = first_line(err, "")
             issues.append(
                 _issue(source, (section,), f"cannot be built: {type(err).__name__}: {first}")
             )
@@ -674,14 +675,14 @@ def _probe(spec, sde: AbstractSDE, prior, data, source: SourceMap) -> list[SpecI
         try:
             xs, results = points(), [None] * len(probes)  # the failing probe is found below
         except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            first = first_line(err)
             return [_issue(source, ("data",), f"cannot be sampled: {first}")]
     for (key, what, fn), values in zip(probes, results, strict=True):
         try:
             if values is None:
                 values = on_grid(fn, xs)
         except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            first = first_line(err)
             return [_issue(source, key, f"{what} cannot be evaluated: {first}")]
         for value in jax.tree_util.tree_leaves(values):
             value = np.asarray(value).reshape(len(ts), len(xs), -1)
@@ -755,7 +756,8 @@ def _shape_of(out: Any) -> str:
 
 
 def _first_line(err: Exception) -> str:
-    first = (str(err).strip().splitlines() or [""])[0]
+    """``Type: first line``, or the type alone for an empty message."""
+    first = first_line(err, "")
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
