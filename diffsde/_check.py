@@ -1,6 +1,7 @@
 """``diffsde check KIND TAG``: a registered component, built from spec settings like any spec
 section, checked by the conformance kit (:mod:`diffsde._conformance`)."""
 
+import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +19,12 @@ from ._conformance import (
     check_transform,
     mixture,
 )
+from ._conformance._method import check_method
 from ._plugins import get_registry
+from ._spec._optim import build_method
 from ._spec._validate import SpecError, validate_text
 
-KINDS = ("sde", "sampler", "objective", "metric", "dataset", "model", "transform")
+KINDS = ("sde", "sampler", "objective", "metric", "dataset", "model", "transform", "method")
 """The kinds ``diffsde check`` knows how to check."""
 SECTION = {
     "sde": "sde",
@@ -29,6 +32,7 @@ SECTION = {
     "objective": "objective",
     "dataset": "data",
     "model": "model",
+    "method": "method",
 }
 DIMS = {
     "sde": 2,
@@ -38,6 +42,7 @@ DIMS = {
     "dataset": None,
     "model": 2,
     "transform": 2,
+    "method": 2,
 }
 """The data dimension each kind is checked in (a sampler's order needs more coordinates to
 average its weak error over; a dataset has its own)."""
@@ -85,16 +90,14 @@ def check(
     sde: str = "vp",
     dim: int | None = None,
     seed: int = 0,
+    spec: str | pathlib.Path | None = None,
 ) -> CheckReport:
     """Build the ``kind`` component ``tag`` from ``settings`` (its spec section's keys) and run
     every check of its kind. The context: the SDE ``sde`` (for the kinds that take one), the
-    data dimension ``dim`` (default per kind, ``DIMS``). Raises ValueError for an unknown kind
+    data dimension ``dim`` (default per kind, ``DIMS``); for a training method, the other
+    sections of the spec file ``spec`` if given (its model, objective, data, SDE, training),
+    else a 2×64 MLP trained by DSM on a Gaussian mixture. Raises ValueError for an unknown kind
     or tag and diffsde.SpecError for settings its spec section rejects."""
-    if kind == "method":
-        raise ValueError(
-            "training methods have no conformance checks: check one by running a spec with it "
-            "(`diffsde run`), and its objective, sampler and model with `diffsde check`"
-        )
     if kind not in KINDS:
         raise ValueError(f"unknown kind '{kind}': diffsde check knows {', '.join(KINDS)}")
     registry = get_registry()
@@ -108,6 +111,8 @@ def check(
     if kind == "sde" and "dim" in settings:
         dim = settings.pop("dim")
     dim = dim if dim is not None else DIMS[kind]
+    if kind == "method":
+        return _check_method(tag, settings, quick=quick, sde=sde, dim=dim, seed=seed, spec=spec)
     spec = _spec(kind, tag, settings, tag if kind == "sde" else sde, dim)
     try:
         setup = validate_text(yaml.safe_dump(spec), file=f"<diffsde check {kind} {tag}>")
@@ -142,4 +147,61 @@ def check(
         report.results = check_model(model, built, seed=seed)
     else:
         report.results = check_transform(setup.transforms[0], built, seed=seed)
+    return report
+
+
+METHOD_STEPS = {True: 600, False: 2000}
+"""Training steps of a method's check, quick and full."""
+
+
+def _mixture_section(dim: int) -> dict:
+    """The spec section of the kit's two-mode mixture (``_conformance._sampler.mixture``)."""
+    mixture_ = mixture(dim)
+    return {
+        "type": "gmm",
+        "dim": dim,
+        "components": 2,
+        "means": mixture_.means.tolist(),
+        "weights": [0.3, 0.7],
+        "std": 0.4,
+    }
+
+
+def _check_method(tag, settings, *, quick, sde, dim, seed, spec) -> CheckReport:
+    steps = METHOD_STEPS[quick]
+    section = {"type": tag, **settings}
+    if spec is None:
+        data = {
+            "sde": {"type": sde},
+            "data": _mixture_section(dim),
+            "model": {"type": "mlp", "width": 64, "depth": 2},
+            "objective": {"type": "dsm"},
+            "training": {
+                "steps": steps,
+                "learning_rate": 3e-3,
+                "warmup_steps": 20,
+                "ema_decay": 0.99,
+            },
+        }
+        file, base = f"<diffsde check method {tag}>", None
+    else:
+        path = pathlib.Path(spec)
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"--spec {spec}: a spec is a mapping of sections")
+        data["training"] = {**(data.get("training") or {}), "steps": steps}
+        file, base = str(path), path.parent
+    data["method"] = section
+    setup = validate_text(yaml.safe_dump(data), file=file, base_dir=base)
+    model = None
+    if setup.spec.model is not None:
+        model = setup.spec.model.build(sde=setup.sde, key=jr.key(seed), prior=setup.prior)
+    objective = None
+    if setup.spec.objective is not None:
+        objective = setup.spec.objective.build(sde=setup.sde, data=setup.data)
+    method = build_method(
+        setup.spec, model, objective, sde=setup.sde, data=setup.data, prior=setup.prior
+    )
+    report = CheckReport("method", tag)
+    report.results = check_method(method, setup.data, setup.sde, steps=steps, seed=seed)
     return report

@@ -264,6 +264,7 @@ def _check(args) -> int:
             sde=args.sde,
             dim=args.dim,
             seed=args.seed,
+            spec=args.spec,
         )
     except SpecError as err:  # name the option the problem came from, not the spec built
         for issue in err.issues:
@@ -519,7 +520,9 @@ def parser() -> argparse.ArgumentParser:
         "relative, or order) and its tolerance. Exit 0: all passed; 1: a check failed; 2: bad "
         "input.",
     )
-    ck.add_argument("kind", help="sde, sampler, objective, metric, dataset, model or transform")
+    ck.add_argument(
+        "kind", help="sde, sampler, objective, metric, dataset, model, transform or method"
+    )
     ck.add_argument("tag", help="the component's spec `type:` (see `diffsde plugins`)")
     _add_overrides(ck, "a key of the component's spec section (e.g. steps=20), repeatable")
     ck.add_argument(
@@ -531,6 +534,11 @@ def parser() -> argparse.ArgumentParser:
         help="the SDE a sampler, objective, metric or dataset is checked with (default: vp)",
     )
     ck.add_argument("--dim", type=int, help="the data dimension (default: per kind)")
+    ck.add_argument(
+        "--spec",
+        help="for a training method: a spec file whose other sections (model, objective, data, "
+        "SDE, training) are its context (default: a small MLP, DSM, a Gaussian mixture)",
+    )
     ck.add_argument("--seed", type=int, default=0, help="the seed of every check (default: 0)")
     ck.set_defaults(handler=_check)
 

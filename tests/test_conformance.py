@@ -11,6 +11,7 @@ target's sign flipped passes without the gradient-at-the-exact-score check; a me
 twice as wide passes without Stein's identity.
 """
 
+import pathlib
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -21,6 +22,7 @@ import pytest
 
 import diffsde
 import diffsde.cli
+import diffsde.spec
 import diffsde.testing
 from diffsde._data import GaussianMixture
 from diffsde._objective import DenoisingScoreMatching
@@ -36,6 +38,8 @@ SETTINGS = {
 }
 """Settings of the components that have required keys."""
 NEEDS_FILE = {("dataset", "file")}
+SPECS = {("method", "moment_fit"): "examples/specs/moment_fit.yaml"}
+"""Methods checked in a spec's context (moment_fit trains only its own Gaussian score model)."""
 
 
 def _components() -> list[tuple[str, str]]:
@@ -52,7 +56,14 @@ def _components() -> list[tuple[str, str]]:
 def test_every_registered_component_passes_quick(kind, tag):
     """`diffsde check KIND TAG --quick` passes for every built-in, cdpm and example component
     with its default settings (and the required keys above)."""
-    diffsde.testing.assert_passes(kind, tag, settings=SETTINGS.get((kind, tag)), quick=True)
+    diffsde.testing.assert_passes(
+        kind, tag, settings=SETTINGS.get((kind, tag)), spec=_spec_of(kind, tag), quick=True
+    )
+
+
+def _spec_of(kind: str, tag: str):
+    path = SPECS.get((kind, tag))
+    return None if path is None else str(pathlib.Path(__file__).resolve().parents[1] / path)
 
 
 def test_file_dataset_passes(tmp_path):
@@ -64,13 +75,15 @@ def test_file_dataset_passes(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "tag"),
-    [c for c in _components() if c[0] in ("sde", "sampler", "objective", "dataset")],
+    [c for c in _components() if c[0] in ("sde", "sampler", "objective", "dataset", "method")],
     ids=lambda v: v,
 )
 def test_every_registered_component_passes_full(kind, tag):
     """The full checks (5× the paths, 4× the steps, longer training) of the kinds whose quick
     checks are Monte-Carlo estimates."""
-    diffsde.testing.assert_passes(kind, tag, settings=SETTINGS.get((kind, tag)))
+    diffsde.testing.assert_passes(
+        kind, tag, settings=SETTINGS.get((kind, tag)), spec=_spec_of(kind, tag)
+    )
 
 
 # broken components --------------------------------------------------------------------------
@@ -200,8 +213,6 @@ def test_check_command_exit_codes(capsys):
         capsys.readouterr().err
     )
     assert diffsde.cli.main(["check", "thing", "vp"]) == 2
-    assert diffsde.cli.main(["check", "method", "score_matching"]) == 2
-    assert "training methods have no conformance checks" in capsys.readouterr().err
 
 
 def test_check_command_fails_a_broken_plugin(capsys, tmp_path):
@@ -364,3 +375,40 @@ def test_check_command_names_the_option_at_fault(capsys):
         assert diffsde.cli.main(["check", *argv]) == 2, argv
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, (argv, err)
+
+
+class Frozen(diffsde.ScoreMatching):
+    """Computes its loss but never applies the update."""
+
+    def step(self, state, batch, *, step, key):
+        _, metrics = super().step(state, batch, step=step, key=key)
+        return state, metrics  # the mutation
+
+
+class NoLoss(diffsde.ScoreMatching):
+    metric_names: ClassVar[tuple[str, ...]] = ("lr", "grad_norm")
+
+
+def test_broken_methods_are_caught():
+    """Mutation: returning the updated state from `Frozen.step` passes it; naming "loss" passes
+    `NoLoss`."""
+    from diffsde._conformance._method import check_method
+
+    setup = diffsde.validate_text(
+        "sde: {type: vp}\ndata: {type: gmm, components: 2, std: 0.4}\n"
+        "model: {type: mlp, width: 32, depth: 2}\nobjective: {type: dsm}\n"
+    )
+    model = setup.spec.model.build(sde=setup.sde, key=jax.random.key(0), prior=setup.prior)
+    objective = setup.spec.objective.build(sde=setup.sde, data=setup.data)
+    good = diffsde.spec.build_method(
+        setup.spec, model, objective, sde=setup.sde, data=setup.data, prior=setup.prior
+    )
+    fields = {f: getattr(good, f) for f in ("model", "objective", "optimizer", "schedule")}
+    frozen = _by_name(
+        check_method(Frozen(**fields, ema_decay=0.9), setup.data, setup.sde, steps=200)
+    )
+    assert frozen["determinism"].passed and not frozen["trains"].passed
+    assert frozen["trains"].deviation > 0.99  # no progress at all
+    no_loss = check_method(NoLoss(**fields, ema_decay=0.9), setup.data, setup.sde, steps=200)
+    assert [(r.name, r.passed) for r in no_loss] == [("structure", False)]
+    assert "must contain 'loss'" in no_loss[0].line()
