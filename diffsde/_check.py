@@ -30,10 +30,13 @@ SECTION = {
     "sde": "sde",
     "sampler": "sampler",
     "objective": "objective",
+    "metric": "eval.metrics.0",
     "dataset": "data",
     "model": "model",
+    "transform": "transforms.0",
     "method": "method",
 }
+"""Where each kind's section sits in the spec ``diffsde check`` builds, as its errors name it."""
 DIMS = {
     "sde": 2,
     "sampler": 8,
@@ -76,8 +79,6 @@ def _spec(kind: str, tag: str, settings: Mapping[str, Any], sde: str, dim: int |
         spec["transforms"] = [section]
     else:
         spec[SECTION[kind]] = section
-    if kind == "dataset":
-        spec["data"] = section
     return spec
 
 

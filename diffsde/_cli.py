@@ -283,9 +283,9 @@ def _check(args) -> int:
 def _check_option(args, issue) -> str:
     """``--set KEY: message`` for a key of the checked section, ``--sde …``/``--dim …`` for the
     context, the message alone for the section's type (the component itself)."""
-    section = {"dataset": "data", "metric": "eval.metrics.0", "transform": "transforms.0"}.get(
-        args.kind, args.kind
-    )
+    from ._check import SECTION
+
+    section = SECTION[args.kind]
     key = issue.key
     if key == f"{section}.type" or key == section:
         return issue.message
