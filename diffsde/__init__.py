@@ -40,6 +40,14 @@ from ._expression import (
     ExpressionError as ExpressionError,
     compile_expression as compile_expression,
 )
+from ._grids import (
+    AbstractTimeGrid as AbstractTimeGrid,
+    ExpressionGrid as ExpressionGrid,
+    KarrasGrid as KarrasGrid,
+    LogSNRGrid as LogSNRGrid,
+    QuadraticGrid as QuadraticGrid,
+    UniformGrid as UniformGrid,
+)
 from ._likelihood import (
     LikelihoodMetric as LikelihoodMetric,
     LogLikelihood as LogLikelihood,
@@ -119,7 +127,6 @@ from ._sampler import (
     AbstractSampler as AbstractSampler,
     AbstractSDESolver as AbstractSDESolver,
     AbstractStepController as AbstractStepController,
-    AbstractTimeGrid as AbstractTimeGrid,
     AdaptiveReverseSDE as AdaptiveReverseSDE,
     ClassicalRK4 as ClassicalRK4,
     Dopri5 as Dopri5,
@@ -137,7 +144,6 @@ from ._sampler import (
     Samples as Samples,
     ShARK as ShARK,
     Tsit5 as Tsit5,
-    UniformGrid as UniformGrid,
     sample as sample,
 )
 from ._sde._base import (

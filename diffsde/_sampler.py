@@ -10,9 +10,10 @@ leaves have a leading axis of n rows, e.g. class indices of shape (n,)); each ro
 score bound to its condition (``diffsde._model.bind_condition``: a conditional score gets it, an
 unconditional one ignores it). ``condition=None`` is the unconditional sampler, unchanged.
 
-Time grids are uniform in forward time t, from T down to ε. The reverse SDE is integrated
-forwards in u = T − t (diffrax's Brownian paths and SDE solvers are tested in that direction);
-the probability-flow ODE backwards in t, from T to ε.
+Fixed-step samplers visit the forward times of a time grid (``grid:``, diffsde/_grids.py:
+uniform in t by default; log-SNR, Karras, quadratic or an expression), from T down to ε. The
+reverse SDE is integrated forwards in u = T − t (diffrax's Brownian paths and SDE solvers are
+tested in that direction); the probability-flow ODE backwards in t, from T to ε.
 """
 
 import abc
@@ -32,6 +33,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._custom_types import Conditions, Scalar, ScalarLike, ScoreFn
 from ._errors import SpecFieldError
+from ._grids import TIME_GRIDS, AbstractTimeGrid, UniformGrid
 from ._model import bind_condition
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
@@ -163,19 +165,17 @@ def _unpack(ys, save_ts: Array | None, shape: tuple[int, ...]) -> tuple[Array, A
     return final[-1].reshape(shape), path.reshape(len(save_ts), *shape)
 
 
-def _grid(sde: AbstractSDE, eps: float, steps: int) -> Float[Array, " steps_plus_one"]:
-    """Forward times T = t_0 > t_1 > … > t_steps = ε, uniform."""
-    return jnp.linspace(sde.T, eps, steps + 1)
+Grid = Float[Array, " steps_plus_one"]
 
 
 def _interpolate_grid(
-    states: Float[Array, "m n dim"], sde: AbstractSDE, eps: float, save_ts: SaveTs
+    states: Float[Array, "m n dim"], ts: Grid, save_ts: SaveTs
 ) -> Float[Array, "k n dim"]:
-    """States at ``save_ts`` from the states on the uniform grid (linear in t between nodes)."""
-    steps = states.shape[0] - 1
-    position = (sde.T - save_ts) / (sde.T - eps) * steps
-    index = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, steps - 1)
-    weight = (position - index)[:, None, None]
+    """States at ``save_ts`` from the states on the decreasing grid ``ts`` (linear in t between
+    nodes)."""
+    steps = ts.shape[0] - 1
+    index = jnp.clip(jnp.searchsorted(-ts, -save_ts, side="right") - 1, 0, steps - 1)
+    weight = ((ts[index] - save_ts) / (ts[index] - ts[index + 1]))[:, None, None]
     return (1 - weight) * states[index] + weight * states[index + 1]
 
 
@@ -186,7 +186,7 @@ def _nfe(value) -> Int[Array, ""]:
 # Euler–Maruyama ------------------------------------------------------------------------------
 
 
-def _scan_grid(step, x_T: Batch, ts, key: PRNGKeyArray, sde: AbstractSDE, eps: float, save_ts):
+def _scan_grid(step, x_T: Batch, ts: Grid, key: PRNGKeyArray, save_ts):
     """Run ``step(x, (t, t_next, key))`` over the grid ``ts`` with ``lax.scan``; return the end
     state and, if ``save_ts`` is given, the states interpolated at those times."""
     steps = ts.shape[0] - 1
@@ -194,11 +194,27 @@ def _scan_grid(step, x_T: Batch, ts, key: PRNGKeyArray, sde: AbstractSDE, eps: f
     if save_ts is None:
         return x, None
     states = jnp.concatenate([x_T[None], states])
-    return x, _interpolate_grid(states, sde, eps, save_ts)
+    return x, _interpolate_grid(states, ts, save_ts)
 
 
-class EulerMaruyama(AbstractSampler):
-    """Euler–Maruyama on the reverse SDE, ``steps`` uniform steps. NFE = steps.
+class AbstractFixedStepSampler(AbstractSampler):
+    """A sampler on a time grid of ``steps`` steps (``grid``, uniform in t by default)."""
+
+    steps: eqx.AbstractVar[int]
+    grid: eqx.AbstractVar[AbstractTimeGrid]
+
+    def check_sde(self, sde: AbstractSDE) -> None:
+        """Also: the grid must suit the SDE (log-SNR and Karras grids need a Gaussian kernel)."""
+        super().check_sde(sde)
+        self.grid.check_sde(sde)
+
+    def times(self, sde: AbstractSDE) -> Grid:
+        """The grid's forward times T = t_0 > … > t_steps = ε."""
+        return self.grid.times(sde, self.eps, self.steps)
+
+
+class EulerMaruyama(AbstractFixedStepSampler):
+    """Euler–Maruyama on the reverse SDE, ``steps`` steps on ``grid``. NFE = steps.
 
     diffrax's Euler on a fixed grid (``StepTo``), driven by ``UnsafeBrownianPath``: each interval
     is queried once, so its increments are exact N(0, h I) draws at O(1) cost per step (and
@@ -208,6 +224,7 @@ class EulerMaruyama(AbstractSampler):
     tag: ClassVar[str] = "euler_maruyama"
     steps: StepCount = eqx.field(static=True, default=1000)
     eps: Positive = eqx.field(static=True, default=1e-3)
+    grid: AbstractTimeGrid = UniformGrid()
 
     def __check_init__(self):
         if self.steps < 1:
@@ -227,7 +244,7 @@ class EulerMaruyama(AbstractSampler):
             dt0=None,
             y0=x_T.reshape(-1),
             saveat=_saveat(save_ts, lambda t: sde.T - t),
-            stepsize_controller=diffrax.StepTo(jnp.linspace(0.0, U, self.steps + 1)),
+            stepsize_controller=diffrax.StepTo(sde.T - self.times(sde)),
             max_steps=self.steps,
             adjoint=diffrax.ForwardMode(),  # UnsafeBrownianPath cannot be replayed backwards
         )
@@ -432,25 +449,6 @@ class Dopri5(AbstractODESolver):
 ODE_SOLVERS: tuple[type[AbstractODESolver], ...] = (Euler, Heun, ClassicalRK4, Tsit5, Dopri5)
 
 
-class AbstractTimeGrid(eqx.Module):
-    """A part: the forward times T = t_0 > t_1 > … > t_steps = ε a fixed-step solver visits."""
-
-    kind: ClassVar[str] = "time_grid"
-
-    @abc.abstractmethod
-    def times(self, T: float, eps: float, steps: int) -> Float[Array, " steps_plus_one"]:
-        """The ``steps + 1`` decreasing times from T to ε."""
-
-
-class UniformGrid(AbstractTimeGrid):
-    """Uniform in t."""
-
-    tag: ClassVar[str] = "uniform"
-
-    def times(self, T: float, eps: float, steps: int) -> Float[Array, " steps_plus_one"]:
-        return jnp.linspace(T, eps, steps + 1)
-
-
 Steps = Annotated[int, pydantic.Field(gt=0, le=MAX_SOLVER_STEPS)]
 
 
@@ -461,9 +459,13 @@ class AbstractStepController(eqx.Module):
     kind: ClassVar[str] = "step_controller"
     needs_error_estimate: ClassVar[bool]
 
+    def check_sde(self, sde: AbstractSDE) -> None:
+        """SpecFieldError if this controller cannot step ``sde`` (by default it can)."""
+        del sde
+
     @abc.abstractmethod
     def setup(
-        self, T: float, eps: float
+        self, sde: AbstractSDE, eps: float
     ) -> tuple[diffrax.AbstractStepSizeController, float | None, int]:
         """(diffrax controller, dt0 of a solve from T to ε, max_steps)."""
 
@@ -476,8 +478,11 @@ class FixedSteps(AbstractStepController):
     steps: Steps = eqx.field(static=True, default=100)
     grid: AbstractTimeGrid = UniformGrid()
 
-    def setup(self, T, eps):
-        return diffrax.StepTo(self.grid.times(T, eps, self.steps)), None, self.steps
+    def check_sde(self, sde):
+        self.grid.check_sde(sde)
+
+    def setup(self, sde, eps):
+        return diffrax.StepTo(self.grid.times(sde, eps, self.steps)), None, self.steps
 
 
 Tolerance = Annotated[float, pydantic.Field(gt=0)]
@@ -494,8 +499,8 @@ class PIDSteps(AbstractStepController):
     dt0: Tolerance = eqx.field(static=True, default=1e-2)
     max_steps: Steps = eqx.field(static=True, default=4096)
 
-    def setup(self, T, eps):
-        del T, eps
+    def setup(self, sde, eps):
+        del sde, eps
         controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
         return controller, self.dt0, self.max_steps
 
@@ -513,7 +518,7 @@ def check_solver(solver: AbstractODESolver, controller: AbstractStepController) 
         )
 
 
-_OLD_FLAT_KEYS = ("steps", "rtol", "atol", "dt0", "max_steps")
+_OLD_FLAT_KEYS = ("steps", "grid", "rtol", "atol", "dt0", "max_steps")
 _FIXED_BY_DEFAULT = ("euler", "heun", "rk4")
 
 
@@ -533,6 +538,11 @@ class ProbabilityFlow(AbstractSampler):
     def __check_init__(self):
         check_solver(self.solver, self.controller)
 
+    def check_sde(self, sde: AbstractSDE) -> None:
+        """Also: the controller's grid must suit the SDE."""
+        super().check_sde(sde)
+        self.controller.check_sde(sde)
+
     @property
     def order(self) -> float | None:
         """The solver's order on a fixed grid; None under an adaptive controller."""
@@ -546,7 +556,8 @@ class ProbabilityFlow(AbstractSampler):
     @classmethod
     def spec_aliases(cls, data: dict) -> dict:
         """The flat keys of diffsde 0.1, still read: ``steps`` (default 100 for euler, heun and
-        rk4 when no controller is given) is ``controller: {type: fixed, steps: …}``;
+        rk4 when no controller is given) is ``controller: {type: fixed, steps: …}``, and so
+        is ``grid`` (the key every fixed-step sampler has);
         ``rtol``/``atol``/``dt0``/``max_steps`` are the PID controller's (tsit5, dopri5). Flat
         keys update a given controller, so ``--set sampler.steps=20`` works on any spec."""
         flat = {k: data.pop(k) for k in _OLD_FLAT_KEYS if k in data}
@@ -561,7 +572,8 @@ class ProbabilityFlow(AbstractSampler):
                 data["controller"] = {"type": "fixed"}
             return data
         controller = dict(controller or {})
-        if "steps" in flat or (not controller and data.get("solver", "tsit5") in _FIXED_BY_DEFAULT):
+        fixed_solver = data.get("solver", "tsit5") in _FIXED_BY_DEFAULT
+        if "steps" in flat or "grid" in flat or (not controller and fixed_solver):
             if controller.get("type") != "fixed":
                 controller = {"type": "fixed"}
         elif controller.get("type", "pid") != "pid":
@@ -575,7 +587,7 @@ class ProbabilityFlow(AbstractSampler):
         self.check_sde(sde)
         field = _per_row(sde.probability_flow, score, condition)
         term = diffrax.ODETerm(lambda t, y, args: field(t, y.reshape(x_T.shape)).reshape(-1))
-        controller, dt0, max_steps = self.controller.setup(sde.T, self.eps)
+        controller, dt0, max_steps = self.controller.setup(sde, self.eps)
         sol = diffrax.diffeqsolve(
             term,
             self.solver.solver(),
@@ -595,7 +607,7 @@ class ProbabilityFlow(AbstractSampler):
 # predictor–corrector -------------------------------------------------------------------------
 
 
-class PredictorCorrector(AbstractSampler):
+class PredictorCorrector(AbstractFixedStepSampler):
     """Predictor–corrector (Song et al. 2021): per step, one Euler–Maruyama step of the reverse
     SDE from t_k to t_{k+1}, then ``corrector_steps`` Langevin steps at t_{k+1}
 
@@ -612,6 +624,7 @@ class PredictorCorrector(AbstractSampler):
     )
     snr: Positive = eqx.field(static=True, default=0.16)
     eps: Positive = eqx.field(static=True, default=1e-3)
+    grid: AbstractTimeGrid = UniformGrid()
 
     def __check_init__(self):
         if self.steps < 1 or self.corrector_steps < 0 or not self.snr > 0:
@@ -624,7 +637,7 @@ class PredictorCorrector(AbstractSampler):
         self.check_sde(sde)
         batched = _batched_score(score, condition)
         drift = _per_row(sde.reverse_drift, score, condition)
-        ts = _grid(sde, self.eps, self.steps)
+        ts = self.times(sde)
 
         def langevin(x, key, t):
             s = batched(x, t)
@@ -643,7 +656,7 @@ class PredictorCorrector(AbstractSampler):
             x, _ = jax.lax.scan(lambda x, k: langevin(x, k, t_next), x, corrector_keys)
             return x, x if save_ts is not None else None
 
-        x, trajectory = _scan_grid(step, x_T, ts, key, sde, self.eps, save_ts)
+        x, trajectory = _scan_grid(step, x_T, ts, key, save_ts)
         return Samples(x, _nfe(self.steps * (1 + self.corrector_steps)), trajectory)
 
 
@@ -711,7 +724,7 @@ class FrozenData(AbstractFrozenQuantity):
         return a, a * bridge, jnp.sqrt(bridge) * sigma_s / sigma_t
 
 
-class ExponentialIntegrator(AbstractSampler):
+class ExponentialIntegrator(AbstractFixedStepSampler):
     """Exponential integrator of the reverse SDE of a Gaussian-kernel (affine) SDE. NFE = steps.
 
     The forward drift is affine, so m_t(x₀) = c_t + λ_t x₀ (c_t = m_t(0)), and with ρ = σ/λ,
@@ -743,6 +756,7 @@ class ExponentialIntegrator(AbstractSampler):
     steps: StepCount = eqx.field(static=True, default=100)
     frozen: AbstractFrozenQuantity = FrozenNoise()
     eps: Positive = eqx.field(static=True, default=1e-3)
+    grid: AbstractTimeGrid = UniformGrid()
 
     order: ClassVar[float] = 1.0  # weak order 1, every frozen quantity
 
@@ -767,7 +781,7 @@ class ExponentialIntegrator(AbstractSampler):
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
         batched = _batched_score(score, condition)
-        ts = _grid(sde, self.eps, self.steps)
+        ts = self.times(sde)
         zero = jnp.zeros(x_T.shape[-1], x_T.dtype)
 
         def step(x, inputs):
@@ -778,7 +792,7 @@ class ExponentialIntegrator(AbstractSampler):
             x = c_s + a * (x - c_t) + kappa * batched(x, t) + std * noise
             return x, x if save_ts is not None else None
 
-        x, trajectory = _scan_grid(step, x_T, ts, key, sde, self.eps, save_ts)
+        x, trajectory = _scan_grid(step, x_T, ts, key, save_ts)
         return Samples(x, _nfe(self.steps), trajectory)
 
 
@@ -800,7 +814,7 @@ SAMPLERS = (
 """The built-in samplers (registered by ``diffsde._builtin``)."""
 SAMPLER_PARTS = (
     *ODE_SOLVERS,
-    UniformGrid,
+    *TIME_GRIDS,
     FixedSteps,
     PIDSteps,
     ShARK,
