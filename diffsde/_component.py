@@ -315,7 +315,10 @@ def _build_method(cls: type, kind: str, params: list[Parameter]) -> Callable:
                     )
                 values[p.name] = given
             else:
-                values[p.name] = _materialise(getattr(self, p.name), p.annotation)
+                try:
+                    values[p.name] = _materialise(getattr(self, p.name), p.annotation)
+                except SpecFieldError as err:  # a part's own error, located inside its key
+                    raise SpecFieldError(f"{p.name}.{err.field}", err.message, err.column) from None
         component = cls(**values)
         check = getattr(component, "check_context", None)
         if callable(check):
