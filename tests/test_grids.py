@@ -86,7 +86,8 @@ def test_expression_grids_reproduce_the_named_ones():
     """``w = u`` in t, log_snr and sigma_ratio space is the uniform, log-SNR and uniform-in-ρ
     grid; the Karras formula written as an expression in sigma_ratio space is the Karras grid.
 
-    Mutation: ExpressionGrid interpolating log ρ in sigma_ratio space makes this fail."""
+    Mutation: ExpressionGrid interpolating −log ρ (the log-SNR) in sigma_ratio space makes this
+    fail."""
     sde, steps = SDES["vp"], 10
 
     def close(a, b):
