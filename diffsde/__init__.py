@@ -34,6 +34,8 @@ from ._data import (
     load_digits as load_digits,
     split_batch as split_batch,
 )
+from ._dpm_solvers import DPMSolver as DPMSolver, DPMSolverPP as DPMSolverPP, UniPC as UniPC
+from ._edm_solvers import DDIM as DDIM, DEIS as DEIS, EDMHeun as EDMHeun
 from ._errors import SpecFieldError as SpecFieldError
 from ._expression import (
     Expression as Expression,

@@ -125,7 +125,7 @@ def _per_row(field_of, score: ScoreFn, condition: Conditions):
     return lambda t, x: rows(t, x, condition)
 
 
-def _batched_score(
+def batched_score(
     score: ScoreFn, condition: Conditions = None
 ) -> Callable[[Batch, ScalarLike], Batch]:
     field = _per_row(lambda s: lambda t, x: s(x, t), score, condition)
@@ -168,7 +168,7 @@ def _unpack(ys, save_ts: Array | None, shape: tuple[int, ...]) -> tuple[Array, A
 Grid = Float[Array, " steps_plus_one"]
 
 
-def _interpolate_grid(
+def interpolate_grid(
     states: Float[Array, "m n dim"], ts: Grid, save_ts: SaveTs
 ) -> Float[Array, "k n dim"]:
     """States at ``save_ts`` from the states on the decreasing grid ``ts`` (linear in t between
@@ -179,14 +179,14 @@ def _interpolate_grid(
     return (1 - weight) * states[index] + weight * states[index + 1]
 
 
-def _nfe(value) -> Int[Array, ""]:
+def as_nfe(value) -> Int[Array, ""]:
     return jnp.asarray(value, jnp.int32)
 
 
 # Euler–Maruyama ------------------------------------------------------------------------------
 
 
-def _scan_grid(step, x_T: Batch, ts: Grid, key: PRNGKeyArray, save_ts):
+def scan_grid(step, x_T: Batch, ts: Grid, key: PRNGKeyArray, save_ts):
     """Run ``step(x, (t, t_next, key))`` over the grid ``ts`` with ``lax.scan``; return the end
     state and, if ``save_ts`` is given, the states interpolated at those times."""
     steps = ts.shape[0] - 1
@@ -194,7 +194,7 @@ def _scan_grid(step, x_T: Batch, ts: Grid, key: PRNGKeyArray, save_ts):
     if save_ts is None:
         return x, None
     states = jnp.concatenate([x_T[None], states])
-    return x, _interpolate_grid(states, ts, save_ts)
+    return x, interpolate_grid(states, ts, save_ts)
 
 
 class AbstractFixedStepSampler(AbstractSampler):
@@ -249,7 +249,7 @@ class EulerMaruyama(AbstractFixedStepSampler):
             adjoint=diffrax.ForwardMode(),  # UnsafeBrownianPath cannot be replayed backwards
         )
         x, trajectory = _unpack(sol.ys, save_ts, x_T.shape)
-        return Samples(x, _nfe(self.steps), trajectory)
+        return Samples(x, as_nfe(self.steps), trajectory)
 
 
 # adaptive reverse SDE ------------------------------------------------------------------------
@@ -334,7 +334,7 @@ class AdaptiveReverseSDE(AbstractSampler):
             max_steps=self.max_steps,
         )
         x, trajectory = _unpack(sol.ys, save_ts, x_T.shape)
-        return Samples(x, _nfe(self.solver.stages * sol.stats["num_steps"]), trajectory)
+        return Samples(x, as_nfe(self.solver.stages * sol.stats["num_steps"]), trajectory)
 
 
 # probability-flow ODE ------------------------------------------------------------------------
@@ -601,7 +601,7 @@ class ProbabilityFlow(AbstractSampler):
         )
         x, trajectory = _unpack(sol.ys, save_ts, x_T.shape)
         nfe = self.solver.init + self.solver.per_step * sol.stats["num_steps"]
-        return Samples(x, _nfe(nfe), trajectory)
+        return Samples(x, as_nfe(nfe), trajectory)
 
 
 # predictor–corrector -------------------------------------------------------------------------
@@ -635,7 +635,7 @@ class PredictorCorrector(AbstractFixedStepSampler):
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
-        batched = _batched_score(score, condition)
+        batched = batched_score(score, condition)
         drift = _per_row(sde.reverse_drift, score, condition)
         ts = self.times(sde)
 
@@ -656,8 +656,8 @@ class PredictorCorrector(AbstractFixedStepSampler):
             x, _ = jax.lax.scan(lambda x, k: langevin(x, k, t_next), x, corrector_keys)
             return x, x if save_ts is not None else None
 
-        x, trajectory = _scan_grid(step, x_T, ts, key, save_ts)
-        return Samples(x, _nfe(self.steps * (1 + self.corrector_steps)), trajectory)
+        x, trajectory = scan_grid(step, x_T, ts, key, save_ts)
+        return Samples(x, as_nfe(self.steps * (1 + self.corrector_steps)), trajectory)
 
 
 # exponential integrator ----------------------------------------------------------------------
@@ -780,7 +780,7 @@ class ExponentialIntegrator(AbstractFixedStepSampler):
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
-        batched = _batched_score(score, condition)
+        batched = batched_score(score, condition)
         ts = self.times(sde)
         zero = jnp.zeros(x_T.shape[-1], x_T.dtype)
 
@@ -792,8 +792,8 @@ class ExponentialIntegrator(AbstractFixedStepSampler):
             x = c_s + a * (x - c_t) + kappa * batched(x, t) + std * noise
             return x, x if save_ts is not None else None
 
-        x, trajectory = _scan_grid(step, x_T, ts, key, save_ts)
-        return Samples(x, _nfe(self.steps), trajectory)
+        x, trajectory = scan_grid(step, x_T, ts, key, save_ts)
+        return Samples(x, as_nfe(self.steps), trajectory)
 
 
 _NOT_GAUSSIAN = (

@@ -16,7 +16,7 @@ from diffsde._grids import (
     QuadraticGrid,
     UniformGrid,
 )
-from diffsde._sampler import _interpolate_grid
+from diffsde._sampler import interpolate_grid
 from diffsde._schedule import (
     data_prediction,
     log_snr,
@@ -146,7 +146,7 @@ def test_interpolation_on_a_non_uniform_grid_is_exact_for_linear_paths():
     a, b = jnp.array([1.0, -2.0]), jnp.array([0.5, 3.0])
     states = (a + ts[:, None] * b)[:, None, :]
     save_ts = jnp.array([0.9, 0.5, 0.31, 0.05, 0.002])
-    got = _interpolate_grid(states, ts, save_ts)[:, 0]
+    got = interpolate_grid(states, ts, save_ts)[:, 0]
     np.testing.assert_allclose(got, a + save_ts[:, None] * b, rtol=1e-5, atol=1e-6)
 
 

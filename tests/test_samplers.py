@@ -373,12 +373,33 @@ def test_exponential_against_euler_maruyama_with_few_steps():
 # registry and spec -----------------------------------------------------------------------------
 
 
-def test_registry_lists_the_five_samplers():
+BUILT_IN_SAMPLERS = {
+    "euler_maruyama",
+    "reverse_sde_adaptive",
+    "pf_ode",
+    "pc",
+    "exponential",
+    "dpm_solver",
+    "dpm_solver_pp",
+    "unipc",
+    "edm_heun",
+    "ddim",
+    "deis",
+}
+FIXED_STEP = BUILT_IN_SAMPLERS - {"reverse_sde_adaptive", "pf_ode"}
+
+
+def test_registry_lists_the_built_in_samplers():
+    """Every built-in sampler is registered with a docstring and ``eps``; every fixed-step one
+    has ``steps`` and ``grid`` (pf_ode has them in its fixed controller)."""
     names = diffsde.get_registry().names("sampler")
-    assert {"euler_maruyama", "reverse_sde_adaptive", "pf_ode", "pc", "exponential"} <= set(names)
+    assert BUILT_IN_SAMPLERS <= set(names)
     for name in names:
         component = diffsde.get_registry().get("sampler", name)
         assert component.doc and "eps" in component.config.model_fields
+    for name in FIXED_STEP:
+        fields = diffsde.get_registry().get("sampler", name).config.model_fields
+        assert {"steps", "grid"} <= set(fields), name
 
 
 def test_pf_ode_spec_validates_and_prints_its_defaults():
