@@ -19,7 +19,7 @@ tested in that direction); the probability-flow ODE backwards in t, from T to ε
 import abc
 import dataclasses
 from collections.abc import Callable
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -213,12 +213,30 @@ class AbstractFixedStepSampler(AbstractSampler):
         return self.grid.times(sde, self.eps, self.steps)
 
 
+def _scan_times(step, x_T: Batch, ts: Grid, save_ts: SaveTs | None, carry=None):
+    """Run ``step((x, carry), (t, t_next)) -> (x, carry)`` over the decreasing grid ``ts`` with
+    ``lax.scan``; return the end state and, if ``save_ts`` is given, the states interpolated
+    (linearly in t) at those times. States are stacked only when ``save_ts`` is given."""
+
+    def body(state, times):
+        state = step(state, times)
+        return state, state[0] if save_ts is not None else None
+
+    (x, _), states = jax.lax.scan(body, (x_T, carry), (ts[:-1], ts[1:]))
+    if save_ts is None:
+        return x, None
+    return x, interpolate_grid(jnp.concatenate([x_T[None], states]), ts, save_ts)
+
+
 class EulerMaruyama(AbstractFixedStepSampler):
     """Euler–Maruyama on the reverse SDE, ``steps`` steps on ``grid``. NFE = steps.
 
-    diffrax's Euler on a fixed grid (``StepTo``), driven by ``UnsafeBrownianPath``: each interval
-    is queried once, so its increments are exact N(0, h I) draws at O(1) cost per step (and
-    only forward-mode differentiation goes through it).
+    A ``lax.scan`` over the grid (in u = T − t), the increments drawn from diffrax's
+    ``UnsafeBrownianPath``: each interval is queried once, so its increments are exact
+    N(0, h I) draws at O(1) cost per step. The draws and the update are those of diffrax's
+    ``Euler`` on ``StepTo`` (the same samples, to float32 round-off), without diffrax's loop
+    machinery (its while loop, step-size controller and dense output cost ~30 % at d = 32,
+    bench/loop_overhead.py).
     """
 
     tag: ClassVar[str] = "euler_maruyama"
@@ -234,21 +252,16 @@ class EulerMaruyama(AbstractFixedStepSampler):
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
-        U = sde.T - self.eps
+        drift = _per_row(sde.reverse_drift, score, condition)
         brownian = diffrax.UnsafeBrownianPath(shape=(x_T.size,), key=key)
-        sol = diffrax.diffeqsolve(
-            _flat_reverse_terms(sde, score, x_T.shape, brownian, condition),
-            diffrax.Euler(),
-            t0=0.0,
-            t1=U,
-            dt0=None,
-            y0=x_T.reshape(-1),
-            saveat=_saveat(save_ts, lambda t: sde.T - t),
-            stepsize_controller=diffrax.StepTo(sde.T - self.times(sde)),
-            max_steps=self.steps,
-            adjoint=diffrax.ForwardMode(),  # UnsafeBrownianPath cannot be replayed backwards
-        )
-        x, trajectory = _unpack(sol.ys, save_ts, x_T.shape)
+
+        def step(state, times):
+            x, _ = state
+            u, u_next = sde.T - times[0], sde.T - times[1]
+            dw = brownian.evaluate(u, u_next).reshape(x.shape)
+            return x + (u_next - u) * drift(u, x) + sde.reverse_diffusion(u) * dw, None
+
+        x, trajectory = _scan_times(step, x_T, self.times(sde), save_ts)
         return Samples(x, as_nfe(self.steps), trajectory)
 
 
@@ -522,6 +535,56 @@ _OLD_FLAT_KEYS = ("steps", "grid", "rtol", "atol", "dt0", "max_steps")
 _FIXED_BY_DEFAULT = ("euler", "heun", "rk4")
 
 
+class _Stages(NamedTuple):
+    """An explicit Runge–Kutta method as numbers: rows of the lower triangle ``a``, weights
+    ``b``, nodes ``c`` (of stages 2…), and ``fsal``: the last stage is f(t₁, y₁), the next
+    step's first."""
+
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
+    fsal: bool
+
+
+def _explicit_stages(solver: diffrax.AbstractSolver) -> _Stages | None:
+    """The tableau of diffrax's ``Euler`` or of an explicit diffrax RK solver; None otherwise."""
+    if isinstance(solver, diffrax.Euler):
+        return _Stages((), (1.0,), (), False)
+    if isinstance(solver, diffrax.AbstractERK) and not solver.tableau.implicit:
+        tableau = solver.tableau
+        a = tuple(tuple(float(v) for v in row) for row in tableau.a_lower)
+        b = tuple(float(v) for v in tableau.b_sol)
+        return _Stages(a, b, tuple(float(v) for v in tableau.c), bool(tableau.fsal))
+    return None
+
+
+def _combine(x, h, weights, fields):
+    """x + h Σ_j w_j f_j over the nonzero weights."""
+    terms = [w * f for w, f in zip(weights, fields) if w != 0.0]
+    return x if not terms else x + h * sum(terms[1:], terms[0])
+
+
+def _runge_kutta_scan(field, stages: _Stages, x_T: Batch, ts: Grid, save_ts: SaveTs | None):
+    """An explicit RK method on the grid ``ts`` by ``lax.scan``: the end state, the trajectory
+    at ``save_ts`` (None without) and the NFE (an FSAL method evaluates once at t_0, then
+    reuses its last stage as the next step's first)."""
+
+    def step(state, times):
+        x, first = state
+        t, t_next = times
+        h = t_next - t
+        fields = [first if stages.fsal else field(t, x)]
+        for a, c in zip(stages.a, stages.c):
+            fields.append(field(t + c * h, _combine(x, h, a, fields)))
+        return _combine(x, h, stages.b, fields), fields[-1] if stages.fsal else None
+
+    first = field(ts[0], x_T) if stages.fsal else None
+    x, trajectory = _scan_times(step, x_T, ts, save_ts, first)
+    steps = ts.shape[0] - 1
+    nfe = 1 + (len(stages.b) - 1) * steps if stages.fsal else len(stages.b) * steps
+    return x, trajectory, nfe
+
+
 class ProbabilityFlow(AbstractSampler):
     """Probability-flow ODE dx/dt = b − ½ g² s from T to ε: a diffrax solver × a step-size
     controller (a fixed time grid, or PID on the solver's error estimate).
@@ -583,9 +646,19 @@ class ProbabilityFlow(AbstractSampler):
         return data
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
+        """On a fixed grid with an explicit Runge–Kutta solver (euler, heun, rk4, tsit5,
+        dopri5): a ``lax.scan`` of the solver's Butcher tableau over the grid, the same update as
+        diffrax's on ``StepTo`` (same samples to float32 round-off) without its loop machinery;
+        the trajectory at ``save_ts`` is interpolated linearly in t between grid states.
+        Otherwise (adaptive steps, other solvers): diffrax's ``diffeqsolve``."""
         del key  # deterministic
         self.check_sde(sde)
         field = _per_row(sde.probability_flow, score, condition)
+        stages = _explicit_stages(self.solver.solver())
+        if isinstance(self.controller, FixedSteps) and stages is not None:
+            ts = self.controller.grid.times(sde, self.eps, self.controller.steps)
+            x, trajectory, nfe = _runge_kutta_scan(field, stages, x_T, ts, save_ts)
+            return Samples(x, as_nfe(nfe), trajectory)
         term = diffrax.ODETerm(lambda t, y, args: field(t, y.reshape(x_T.shape)).reshape(-1))
         controller, dt0, max_steps = self.controller.setup(sde, self.eps)
         sol = diffrax.diffeqsolve(
@@ -830,7 +903,10 @@ SAMPLER_PARTS = (
 
 
 @eqx.filter_jit
-def _sample_chunk(sampler, sde, score, x_T, key, save_ts, condition):
+def _sample_chunk(sampler, sde, score, x_T, key, index, save_ts, condition):
+    """Chunk ``index`` (a traced int32, so every chunk shares one compilation) of ``sample``,
+    with key ``fold_in(key, index)``."""
+    key = jr.fold_in(key, index)
     if condition is None:  # samplers of plugins written before conditions need not take one
         return sampler.sample_from(sde, score, x_T, key=key, save_ts=save_ts)
     return sampler.sample_from(sde, score, x_T, key=key, save_ts=save_ts, condition=condition)
@@ -884,6 +960,10 @@ def sample(
                 f"{bad[0]}: give e.g. jnp.full(({n},), label)"
             )
     size = min(chunk_size, n)
+    if size == n:  # one chunk: no slicing, padding or concatenation
+        return _sample_chunk(
+            sampler, sde, score, x_T, key, np.zeros((), np.int32), save_ts, condition
+        )
     outputs = []
     for i, start in enumerate(range(0, n, size)):
         chunk = x_T[start : start + size]
@@ -892,9 +972,8 @@ def sample(
         if rows < size:
             chunk = chunk[np.arange(size) % rows]
             chunk_condition = jax.tree.map(lambda c: c[np.arange(size) % rows], chunk_condition)
-        out = _sample_chunk(
-            sampler, sde, score, chunk, jr.fold_in(key, i), save_ts, chunk_condition
-        )
+        index = np.asarray(i, np.int32)
+        out = _sample_chunk(sampler, sde, score, chunk, key, index, save_ts, chunk_condition)
         outputs.append((out, rows))
     x = jnp.concatenate([out.x[:rows] for out, rows in outputs])
     nfe = jnp.max(jnp.stack([out.nfe for out, _ in outputs]))
