@@ -35,6 +35,7 @@ from ._custom_types import Conditions, Scalar, ScalarLike, ScoreFn
 from ._errors import SpecFieldError
 from ._grids import TIME_GRIDS, AbstractTimeGrid, UniformGrid
 from ._model import bind_condition
+from ._schedule import require_gaussian
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
 
 Batch = Float[Array, "n dim"]
@@ -835,8 +836,7 @@ class ExponentialIntegrator(AbstractFixedStepSampler):
 
     def check_sde(self, sde: AbstractSDE) -> None:
         """Also: the SDE must have a Gaussian kernel."""
-        if not isinstance(sde, AbstractGaussianSDE):
-            raise SpecFieldError("type", _NOT_GAUSSIAN.format(sde=type(sde).__name__))
+        require_gaussian(sde, "the exponential sampler (the linear part integrated exactly)")
         super().check_sde(sde)
 
     def __check_init__(self):
@@ -867,14 +867,6 @@ class ExponentialIntegrator(AbstractFixedStepSampler):
 
         x, trajectory = scan_grid(step, x_T, ts, key, save_ts)
         return Samples(x, as_nfe(self.steps), trajectory)
-
-
-_NOT_GAUSSIAN = (
-    "the exponential sampler integrates the linear part of an affine SDE exactly with its "
-    "Gaussian kernel (λ_t, σ_t), but {sde} has no Gaussian transition kernel; use an SDE with "
-    "one (ou, ve, vp, subvp, affine) or another sampler (euler_maruyama, pc, "
-    "reverse_sde_adaptive, pf_ode)"
-)
 
 
 SAMPLERS = (
