@@ -16,9 +16,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 
 
+@pytest.mark.slow
 def test_sampling_limit_quick():
     result = subprocess.run(
         [sys.executable, str(BENCH / "sampling_limit.py"), "--quick"],
