@@ -230,13 +230,22 @@ class Sweep:
         return 1e3 * statistics.median(self.walls) if self.walls else float("nan")
 
 
+HOPELESS = 20.0
+"""A sweep whose first rung is this many times the floor tries the --max-nfe rung next."""
+
+
+class Unreached(Exception):
+    """The sweep's search ends without a rung that reaches the floor."""
+
+
 def sweep(problem, family, grid_name, args) -> Sweep:
     """The first ladder rung that reaches the floor and whose next rung does too, found by a
     search that assumes reaching is monotone in the steps (where the evaluated rungs say
     otherwise it walks on up): one call at the rung nearest ``--start-nfe`` steps gives the
     NFE per step; from the rung whose NFE is nearest ``--start-nfe`` it walks down while rungs
     reach, or gallops up (1, 2, 4, … rungs) to one that reaches and bisects back. Rungs past
-    ``--max-nfe`` are not tried."""
+    ``--max-nfe`` are not tried; a first rung ``HOPELESS`` times the floor tries the last rung
+    at once and stops there if that misses too."""
     out = Sweep(family.name, grid_name, [], ladder=tuple(args.ladder))
     ladder = list(args.ladder)
     done = {}
@@ -260,16 +269,22 @@ def sweep(problem, family, grid_name, args) -> Sweep:
         reach(i)
         per_step = done[i].nfe / ladder[i]
         capped = [j for j, s in enumerate(ladder) if s * per_step <= args.max_nfe] or [0]
-        ladder = ladder[: capped[-1] + 1]
-        i = min(range(len(ladder)), key=lambda j: abs(ladder[j] * per_step - args.start_nfe))
+        last = capped[-1]  # the last rung searched; the one after may only confirm it
+        ladder = ladder[: last + 2]
+        i = min(range(last + 1), key=lambda j: abs(ladder[j] * per_step - args.start_nfe))
         if reach(i):
             while i > 0 and reach(i - 1):
                 i -= 1
         else:
-            low, jump = i, 1
-            while reach(low + jump) is False:
+            low = i
+            if done[i].sw2 > HOPELESS * problem.floor and not reach(last):
+                raise Unreached  # far off at the start and off at --max-nfe: stop here
+            jump = 1
+            while low + jump < last and reach(low + jump) is False:
                 low, jump = low + jump, 2 * jump
-            high = min(low + jump, len(ladder))  # reaches, or past the end
+            high = min(low + jump, last)
+            if not reach(high):
+                raise Unreached
             while high - low > 1:
                 mid = (low + high) // 2
                 if reach(mid):
@@ -280,27 +295,25 @@ def sweep(problem, family, grid_name, args) -> Sweep:
         # confirm: rung i and i + 1 reach; where noise breaks monotonicity, walk on up
         while i < len(ladder) and not (reach(i) and reach(i + 1)):
             i += 1
+    except Unreached:
+        pass
     except Exception as err:  # a sampler that refuses the configuration: one line, go on
         out.error = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
     out.rungs = [done[j] for j in sorted(done)]
     return out
 
 
-def diagnose(problem, family, grid_name, target, args):
+def diagnose(problem, family, grid_name, per_step, target, args):
     """Where along the path the error of ``family`` on ``grid_name`` builds up, at the most
     steps whose NFE is within ``target``: its states at the grid's own times (no interpolation)
     against exact draws of p_t there, as sliced W2² over that of a second exact set (1 = as
     good as exact)."""
-    fits = []
-    for steps in args.ladder:
-        sampler = family.make(steps, GRIDS[grid_name])
-        out, _ = problem.run(sampler)
-        if int(out.nfe) > target:
-            break
-        fits.append((steps, int(out.nfe), sampler))
+    fits = [s for s in args.ladder if s * per_step <= target]
     if not fits:
         return f"no rung of {family.name} / {grid_name} within {target} NFE"
-    steps, nfe, sampler = fits[-1]
+    steps = fits[-1]
+    sampler = family.make(steps, GRIDS[grid_name])
+    nfe = int(problem.run(sampler)[0].nfe)
     times = np.asarray(GRIDS[grid_name].times(problem.sde, EPS, steps))
     out = diffsde.sample(
         sampler,
@@ -403,9 +416,10 @@ def run_problem(name, args):
                 key=lambda s: min((r.sw2 for r in s.rungs if r.nfe <= target), default=np.inf),
             )
         family = next(f for f in families() if f.name == closest.family)
+        per_step = closest.rungs[0].nfe / closest.rungs[0].steps
         print(
             f"error by time (sliced W2² / exact-vs-exact; the state at each grid time) [{name}]: "
-            + diagnose(problem, family, closest.grid, target, args),
+            + diagnose(problem, family, closest.grid, per_step, target, args),
             flush=True,
         )
     print(f"[{name}] took {time.perf_counter() - start:.0f} s", flush=True)

@@ -15,6 +15,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -39,3 +40,50 @@ def test_sampling_limit_quick():
         assert int(best.group(1)) <= target
         assert f"(target ≤ {target} NFE: MET)" in out
     assert "500 components, d = 64" in out
+
+
+class FakeProblem:
+    """Sampler ``steps`` -> sliced W2² ``distance(steps)``; the floor is 1, reaching ≤ 1."""
+
+    floor, threshold = 1.0, 1.0
+
+    def __init__(self, distance, per_step=1):
+        self.distance_of, self.per_step, self.calls = distance, per_step, []
+
+    def run(self, steps):
+        self.calls.append(steps)
+        return types.SimpleNamespace(x=steps, nfe=steps * self.per_step), 0.0
+
+    def distance(self, steps):
+        return self.distance_of(steps)
+
+
+@pytest.mark.parametrize(
+    ("distance", "per_step", "fewest"),
+    [
+        (lambda s: 12 / s, 1, 12),  # monotone: first reaching rung 12, confirmed by 14
+        (lambda s: 0.5, 1, 2),  # reaches everywhere: walks down to the ladder's bottom
+        (lambda s: 0.5 if s in (12, 16) or s >= 20 else 2.0, 1, 16),  # 14 misses: 16, 20
+        (lambda s: 50.0 * 8 / s, 1, None),  # hopeless: start and --max-nfe rung miss
+        (lambda s: 3 / s, 4, 3),  # 4 NFE per step: the search starts near 8 NFE (2 steps)
+    ],
+)
+def test_sweep_search(distance, per_step, fewest):
+    """The search of ``sweep`` returns the first ladder rung that reaches the floor and whose
+    next rung does too, on scripted distances, and stops early on a hopeless sampler.
+
+    Mutation: dropping the final confirming loop (the next rung is then never evaluated)
+    makes this fail; so does dropping the walk down (the second case then gives 8).
+    """
+    sys.path.insert(0, str(BENCH))
+    import sampling_limit
+
+    problem = FakeProblem(distance, per_step)
+    family = sampling_limit.Family("fake", lambda steps, grid: steps)
+    args = types.SimpleNamespace(ladder=sampling_limit.LADDER, max_nfe=64, start_nfe=8)
+    result = sampling_limit.sweep(problem, family, "uniform", args)
+    assert result.error is None
+    got = result.fewest.steps if result.fewest else None
+    assert got == fewest, [(r.steps, r.sw2) for r in result.rungs]
+    if fewest is None:
+        assert len(problem.calls) == 2  # the start rung and the --max-nfe rung
