@@ -87,7 +87,10 @@ VARIANTS = {
         )
     ],
 }
-PF_ODE_SOLVERS = ("euler", "heun", "rk4")
+PF_ODE_SOLVERS = ("rk4", "heun", "euler")
+PRIORITY = ("dpm_solver_pp", "unipc", "dpm_solver", "deis", "edm_heun", "ddim", "pf_ode")
+"""Samplers swept first (the likely winners, for a run cut short by --budget); then the rest
+of the registry in alphabetical order."""
 QUICK_SAMPLERS = ("dpm_solver_pp history=2",)
 
 
@@ -104,7 +107,8 @@ def families() -> list[Family]:
     solvers."""
     registry = diffsde.get_registry()
     out = []
-    for tag in registry.names("sampler"):
+    first = [t for t in PRIORITY if t in registry.names("sampler")]
+    for tag in first + [t for t in registry.names("sampler") if t not in PRIORITY]:
         cls = registry.get("sampler", tag).cls
         fields = {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
         if tag == "pf_ode":
@@ -345,13 +349,16 @@ def run_problem(name, args):
         f"{problem.floor_sd:.1e}, reaches: sliced W2² ≤ {problem.threshold:.4e}",
         flush=True,
     )
-    sweeps = []
+    sweeps, skipped = [], []
     for family in families():
         if args.quick and family.name not in QUICK_SAMPLERS:
             continue
         if args.samplers and not any(family.name.startswith(s) for s in args.samplers):
             continue
         for grid_name in args.grids:
+            if args.budget and time.perf_counter() - start > args.budget:
+                skipped.append(f"{family.name} / {grid_name}")
+                continue
             s = sweep(problem, family, grid_name, args)
             sweeps.append(s)
             best = s.fewest
@@ -393,6 +400,8 @@ def run_problem(name, args):
             w2 = f"{min(r.sw2 for r in s.rungs):.3e} (best)" if s.rungs else (s.error or "–")
             row = f"{seen} | {w2} | {problem.floor:.3e} | –"
         print(f"| {s.family} | {s.grid} | {row} |")
+    if skipped:
+        print(f"\nnot run (past --budget {args.budget:g} s): {', '.join(skipped)}")
     target = TARGETS[name]
     if reaching:
         best = min(reaching, key=order)
@@ -400,9 +409,9 @@ def run_problem(name, args):
         fastest = min(timed, key=lambda s: s.wall_ms)
         print(
             f"\nbest [{name}]: {best.family} / {best.grid}, NFE {best.fewest.nfe}, "
-            f"{best.wall_ms:.0f} ms (target ≤ {target} NFE: {met}); fastest reaching: "
+            f"{best.wall_ms:.1f} ms (target ≤ {target} NFE: {met}); fastest reaching: "
             f"{fastest.family} / {fastest.grid}, NFE {fastest.fewest.nfe}, "
-            f"{fastest.wall_ms:.0f} ms"
+            f"{fastest.wall_ms:.1f} ms"
         )
     else:
         print(f"\nbest [{name}]: nothing reached the floor (target ≤ {target} NFE: NOT met)")
@@ -444,6 +453,12 @@ def main():
     )
     parser.add_argument("--ladder", type=int, nargs="+", default=list(LADDER))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=0.0,
+        help="seconds per problem after which no new sweep starts (listed as not run); 0: no limit",
+    )
     parser.add_argument(
         "--no-diagnose",
         dest="diagnose",
