@@ -88,7 +88,19 @@ VARIANTS = {
     ],
 }
 PF_ODE_SOLVERS = ("rk4", "heun", "euler")
-PRIORITY = ("dpm_solver_pp", "unipc", "dpm_solver", "deis", "edm_heun", "ddim", "pf_ode")
+PRIORITY = (
+    "dpm_solver_pp history=2",
+    "dpm_solver_pp history=3",
+    "unipc history=2",
+    "unipc history=3",
+    "dpm_solver stages=2",
+    "dpm_solver stages=3",
+    "deis history=3",
+    "deis history=2",
+    "edm_heun churn=0",
+    "pf_ode rk4",
+    "pf_ode heun",
+)
 """Samplers swept first (the likely winners, for a run cut short by --budget); then the rest
 of the registry in alphabetical order."""
 QUICK_SAMPLERS = ("dpm_solver_pp history=2",)
@@ -107,8 +119,7 @@ def families() -> list[Family]:
     solvers."""
     registry = diffsde.get_registry()
     out = []
-    first = [t for t in PRIORITY if t in registry.names("sampler")]
-    for tag in first + [t for t in registry.names("sampler") if t not in PRIORITY]:
+    for tag in registry.names("sampler"):
         cls = registry.get("sampler", tag).cls
         fields = {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
         if tag == "pf_ode":
@@ -122,7 +133,8 @@ def families() -> list[Family]:
         for label, kwargs in VARIANTS.get(tag, [("", {})]):
             name = f"{tag} {label}".strip()
             out.append(Family(name, _fixed(cls, kwargs)))
-    return out
+    rank = {name: i for i, name in enumerate(PRIORITY)}
+    return sorted(out, key=lambda f: rank.get(f.name, len(rank)))  # stable: then registry order
 
 
 def _fixed(cls, kwargs):
