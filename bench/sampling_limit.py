@@ -276,7 +276,7 @@ def sweep(problem, family, grid_name, args) -> Sweep:
             sw2 = problem.distance(samples.x)
             sw2 = sw2 if np.isfinite(sw2) else float("inf")
             nfe = int(samples.nfe)
-            done[i] = Rung(ladder[i], nfe, sw2, sw2 <= problem.threshold, sampler)
+            done[i] = Rung(ladder[i], nfe, sw2, bool(sw2 <= problem.threshold), sampler)
         return done[i].reaches
 
     try:

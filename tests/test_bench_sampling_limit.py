@@ -17,6 +17,7 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
@@ -55,7 +56,7 @@ class FakeProblem:
         return types.SimpleNamespace(x=steps, nfe=steps * self.per_step), 0.0
 
     def distance(self, steps):
-        return self.distance_of(steps)
+        return np.float64(self.distance_of(steps))  # a numpy scalar, as the real distance
 
 
 @pytest.mark.parametrize(
@@ -66,6 +67,7 @@ class FakeProblem:
         (lambda s: 0.5 if s in (12, 16) or s >= 20 else 2.0, 1, 16),  # 14 misses: 16, 20
         (lambda s: 50.0 * 8 / s, 1, None),  # hopeless: start and --max-nfe rung miss
         (lambda s: 3 / s, 4, 3),  # 4 NFE per step: the search starts near 8 NFE (2 steps)
+        (lambda s: 0.5 if s >= 25 else 2.0, 1, 25),  # gallops 8 → 9 → 12 → 20 → 40, bisects
     ],
 )
 def test_sweep_search(distance, per_step, fewest):
