@@ -75,7 +75,8 @@ def test_sweep_search(distance, per_step, fewest):
     next rung does too, on scripted distances, and stops early on a hopeless sampler.
 
     Mutation: dropping the final confirming loop (the next rung is then never evaluated)
-    makes this fail; so does dropping the walk down (the second case then gives 8).
+    makes this fail; so does dropping the walk down (the second case then gives 8), and so
+    does a numpy bool from ``reach`` (``is False`` never holds: the gallop stops at once).
     """
     sys.path.insert(0, str(BENCH))
     import sampling_limit
