@@ -80,9 +80,10 @@ SOLVERS = [diffsde.Euler, diffsde.Heun, diffsde.ClassicalRK4, diffsde.Tsit5, dif
 @pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: s.tag)
 @pytest.mark.parametrize("grid", ["uniform", "quadratic"])
 def test_fixed_step_pf_ode_gives_the_samples_and_nfe_of_diffrax(solver, grid):
-    """The scan over the solver's Butcher tableau is diffrax's update. Mutation: a wrong stage
-    node (t + h instead of t + c h), dropping FSAL's reuse (NFE 7·steps for tsit5), or the
-    weights b of the error estimate make this fail."""
+    """The scan over the solver's Butcher tableau is diffrax's update, and its NFE is the
+    number of score evaluations. Mutation (each done): a wrong stage node (t + h instead of
+    t + c h), dropping FSAL's reuse (tsit5 then evaluates 7·steps times), or the weights
+    b − b_error instead of b make this fail."""
     grids = {"uniform": diffsde.UniformGrid(), "quadratic": diffsde.QuadraticGrid()}
     controller = diffsde.FixedSteps(steps=7, grid=grids[grid])
     sampler = diffsde.ProbabilityFlow(solver=solver(), controller=controller)
@@ -90,13 +91,27 @@ def test_fixed_step_pf_ode_gives_the_samples_and_nfe_of_diffrax(solver, grid):
     expected, nfe = eqx.filter_jit(_diffrax_pf_ode)(sampler, SDE, SCORE, X_T)
     np.testing.assert_allclose(out.x, expected, rtol=1e-5, atol=2e-5)
     assert int(out.nfe) == int(nfe) == solver.init + solver.per_step * 7
+    assert _counted_nfe(sampler) == int(out.nfe)
+
+
+def _counted_nfe(sampler, rows=4):
+    """Evaluations of the batched score, counted by a callback in the score of one row."""
+    calls = []
+
+    def score(x, t):
+        jax.debug.callback(lambda _: calls.append(1), x)
+        return MIXTURE.score(x, t, SDE)
+
+    out = diffsde.sample(sampler, SDE, score, X_T[:rows], key=jr.key(0))
+    jax.block_until_ready(out.x)
+    jax.effects_barrier()
+    return len(calls) // rows
 
 
 @pytest.mark.parametrize("grid", ["uniform", "quadratic"])
 def test_euler_maruyama_gives_the_samples_of_diffrax(grid):
-    """Same Brownian increments, same update. Mutation: evaluating the drift at u_next, or
-    the diffusion at u_next, or a fresh jr.normal per step instead of the path makes this
-    fail."""
+    """Same Brownian increments, same update. Mutation (done): evaluating the drift at
+    u_next makes this fail."""
     grids = {"uniform": diffsde.UniformGrid(), "quadratic": diffsde.QuadraticGrid()}
     sampler = diffsde.EulerMaruyama(steps=9, grid=grids[grid])
     key = jr.key(3)
@@ -108,8 +123,8 @@ def test_euler_maruyama_gives_the_samples_of_diffrax(grid):
 
 def test_chunks_give_the_samples_of_one_chunk():
     """Deterministic samplers: chunking (with a padded last chunk) changes nothing, and the
-    key of chunk i is fold_in(key, i) for the stochastic ones. Mutation: folding in a
-    constant index makes the second part fail; slicing the padded rows wrong, the first."""
+    key of chunk i is fold_in(key, i) for the stochastic ones. Mutation (done): folding in a
+    constant index makes the second part fail."""
     sampler = diffsde.ProbabilityFlow(solver=diffsde.Heun(), controller=diffsde.FixedSteps(5))
     whole = diffsde.sample(sampler, SDE, SCORE, X_T, key=jr.key(0))
     chunked = diffsde.sample(sampler, SDE, SCORE, X_T, key=jr.key(0), chunk_size=16)
@@ -165,11 +180,10 @@ SAMPLERS = {
 
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_sample_compiles_once_across_chunks_and_score_models(name):
-    """Three chunks (the last padded) and then a call with a new score model of the same
-    structure (another mixture: other means, stds and weights) compile one function, once.
-    Mutation: passing the chunk index as a Python int (static under filter_jit) makes the
-    chunked call compile three times; closing the score over the mixture (a new lambda per
-    model) makes the second call compile again."""
+    """Three chunks (the last padded) compile the chunk function once, and a second call with
+    a new score model of the same structure (another mixture: other means, stds and weights,
+    passed as a pytree) compiles nothing at all. Mutation (done): passing the chunk index as a
+    Python int (static under filter_jit, one compilation per chunk) makes this fail."""
     sampler = SAMPLERS[name]
     x_T = jr.normal(jr.key(7), (45, DIM))
     other = diffsde.GaussianMixture([0.5, 0.5], [[1.0, 1.0, 0.0], [-1.0, 0.0, 2.0]], [0.3, 0.5])
@@ -187,8 +201,8 @@ def test_sample_compiles_once_across_chunks_and_score_models(name):
 
 def test_trajectory_of_the_scan_interpolates_the_grid_states():
     """A trajectory at grid nodes is the scan's state there (T, the middle node, ε), and
-    between nodes the linear interpolation of its neighbours. Mutation: recording the state
-    before the step (off by one node) makes this fail."""
+    between nodes the linear interpolation of its neighbours. Mutation (done): recording the
+    state before the step (off by one node) makes this fail."""
     steps = 4
     sampler = diffsde.ProbabilityFlow(solver=diffsde.Heun(), controller=diffsde.FixedSteps(steps))
     ts = np.asarray(diffsde.UniformGrid().times(SDE, sampler.eps, steps))
