@@ -326,6 +326,13 @@ class AdaptiveReverseSDE(AbstractSampler):
                 raise SpecFieldError(name, f"must be positive, got {getattr(self, name)}")
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
+        """diffrax's adaptive loop (kept: steps are chosen at run time). Cost: each step
+        walks the Brownian tree twice (at t₀ and t₁) down to ``brownian_tol``, drawing W and H
+        over the whole flattened batch at every level, so an NFE costs 10-30× one of
+        Euler–Maruyama in d = 32 (bench/loop_overhead.py --adaptive-variants). A looser tree
+        (1e-2: ~12×) is exact only for steps longer than its leaves, one solve per sample
+        under vmap is dearer (~20-30×), and diffrax refuses UnsafeBrownianPath under an
+        adaptive controller (a rejected step would draw fresh noise, biasing the law)."""
         self.check_sde(sde)
         U = sde.T - self.eps
         brownian = diffrax.VirtualBrownianTree(
