@@ -190,7 +190,7 @@ def test_deis_on_polynomial_noise_is_exact_after_warm_up():
     def antiderivative(rho):
         return e[0] * rho + e[1] * rho**2 / 2 + e[2] * rho**3 / 3
 
-    sampler = DEIS(steps=8, history=3, space="sigma_ratio")
+    sampler = DEIS(steps=8, history=3, space="sigma_ratio", grid=UniformGrid())
     ts = sampler.times(sde)
     rho = jax.vmap(lambda t: sigma_ratio(sde, t))(ts)
     x_T = jnp.zeros((1, 2))
@@ -206,7 +206,8 @@ def test_deis_on_polynomial_noise_is_exact_after_warm_up():
     want = alpha_e * (exact_u + warm - warm_exact)
     scale = float(jnp.max(jnp.abs(alpha_e * exact_u)))
     assert float(jnp.max(jnp.abs(out.x[0] - want))) < 1e-4 * scale
-    two = sample(DEIS(steps=8, history=2, space="sigma_ratio"), sde, score, x_T, key=jr.key(0))
+    two = DEIS(steps=8, history=2, space="sigma_ratio", grid=UniformGrid())
+    two = sample(two, sde, score, x_T, key=jr.key(0))
     assert float(jnp.max(jnp.abs(two.x[0] - want))) > 10 * 1e-4 * scale
 
 
@@ -295,8 +296,16 @@ def _mixture_errors(name, make, steps):
 ORDER_CASES = {  # name: (sampler from (steps, grid, eps), declared order, step counts)
     "edm_heun": (lambda k, g, e: EDMHeun(steps=k, grid=g, eps=e), 2, [16, 32, 64]),
     "ddim": (lambda k, g, e: DDIM(steps=k, grid=g, eps=e), 1, [32, 64, 128]),
-    "deis2": (lambda k, g, e: DEIS(steps=k, grid=g, eps=e, history=2), 2, [64, 128, 256]),
-    "deis3": (lambda k, g, e: DEIS(steps=k, grid=g, eps=e, history=3), 3, [64, 128, 256]),
+    "deis2": (
+        lambda k, g, e: DEIS(steps=k, grid=g, eps=e, history=2, space="sigma_ratio"),
+        2,
+        [64, 128, 256],
+    ),
+    "deis3": (
+        lambda k, g, e: DEIS(steps=k, grid=g, eps=e, history=3, space="sigma_ratio"),
+        3,
+        [64, 128, 256],
+    ),
     "deis3_t": (
         lambda k, g, e: DEIS(steps=k, grid=g, eps=e, history=3, space="t"),
         3,
