@@ -25,6 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import lineax
 
 import diffsde
 from diffsde import (
@@ -38,7 +39,6 @@ from diffsde import (
     PredictorCorrector,
     ProbabilityFlow,
 )
-from diffsde._sampler import _flat_reverse_terms
 
 EPS = 1e-3
 
@@ -258,6 +258,21 @@ def overhead(dim: int, n: int, args) -> None:
     print(
         "ratio: diffsde's median wall time / the faster hand-written loop's; CPU ratio: the same "
         "with the process's CPU time (insensitive to other load on the machine)"
+    )
+
+
+def _flat_reverse_terms(sde, score, shape, brownian) -> diffrax.MultiTerm:
+    """The reverse SDE of a whole batch as one flat state (what AdaptiveReverseSDE solves),
+    from the SDE's public reverse_drift and reverse_diffusion."""
+    drift = jax.vmap(sde.reverse_drift(score), in_axes=(None, 0))
+    return diffrax.MultiTerm(
+        diffrax.ODETerm(lambda u, y, args: drift(u, y.reshape(shape)).reshape(-1)),
+        diffrax.ControlTerm(
+            lambda u, y, args: lineax.DiagonalLinearOperator(
+                jnp.broadcast_to(sde.reverse_diffusion(u), y.shape)
+            ),
+            brownian,
+        ),
     )
 
 

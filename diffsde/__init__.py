@@ -1,6 +1,7 @@
 """diffsde: score-based diffusion models declared as SDEs, with plugins."""
 
 from . import (  # diffsde.cli is imported on demand (`python -m diffsde._cli` stays clean)
+    _xla_defaults as _xla_defaults,  # first: XLA flags before any computation starts jax's backend
     expression as expression,
     runs as runs,
     spec as spec,
