@@ -113,8 +113,8 @@ def test_exact_on_one_point_data(name, sampler):
     y_ε = α_ε m + (σ_ε/σ_T)(y_T − α_T m) in 3–5 steps, to float32 precision (5e-5 of σ_T).
 
     Mutation: DDIM's coefficient expm1(h) replaced by h makes DPM-Solver-1/2/3 fail; dropping the
-    offset c_t (``x = y_s``) makes every solver fail on mean_ou; the data-prediction decay
-    e^{−h} replaced by e^{−2h} makes DPM-Solver++ and UniPC fail."""
+    offset c_t (``x = y_s``) makes every solver fail on mean_ou; DPM-Solver++'s decay
+    σ_s/σ_t = (α_s/α_t) e^{−h} given e^{−2h} makes DPM-Solver++ fail."""
     sde = SDES[name]()
     m = jnp.array([0.7, -0.4])
 
@@ -164,8 +164,8 @@ def test_multistep_steps_integrate_polynomials_exactly(degree):
     weights 2e^{−2(ℓ_s−ℓ)}), UniP-3 ≤ 2, UniC-3 ≤ 3 (its new evaluation at ℓ_s included); the
     paper's 2M is exact for constants only beyond that (its D is a midpoint rule).
 
-    Mutation: UniC's new difference at r = 1 given r = 0.9 makes UniC fail at degree 2; 3M's
-    second divided difference without its ½ (x̂₀'' = d₂) makes 3M fail at degree 2."""
+    Mutation: UniC's new difference at r = 0.9 instead of 1 makes it fail at degrees 1–3; 3M's
+    x̂₀'' = d₂ instead of 2 d₂ makes it fail at degree 2."""
     ell = np.asarray(ELL, np.float64)
     i = 3
     h = float(ell[i + 1] - ell[i])
@@ -237,8 +237,8 @@ def test_fitted_order_on_a_gaussian_target(name, sampler, counts, order):
     slope over steps where the error is above the float32 floor: the declared order within 0.3.
 
     Mutation: DPM-Solver-2's weight 1/(2r₁) replaced by 1/r₁ drops its slope to 1; DPM-Solver-3's
-    r₂ = 0.7 in place of 2/3 (nodes and weights) drops it to 2; UniC's ρ for a single difference
-    0.6 in place of ½ drops UniPC-1 to 1."""
+    r₂ = 0.7 in place of 2/3 (nodes and weights) drops it to 2; UniC's new difference at
+    r = 0.9 instead of 1 makes UniPC-2 fail."""
     sde = SDES[name]()
     law, score = gaussian_target(sde)
     m_T, s_T = law(sde.T)
@@ -379,22 +379,14 @@ def test_trajectory_at_the_grid_nodes(sampler):
 
 
 @slow
-def test_dpm_solver_pp_sde_weak_order_and_target():
-    """The SDE variant on the Gaussian target: the conformance fit of the weak error of E|X − m|²
-    matches its declared weak order 1, and with the exact score the 2M-SDE step at 32 steps
-    returns the target's variance within 2 %.
+def test_dpm_solver_pp_sde_weak_order():
+    """The SDE variant (2M-SDE) on the Gaussian target: the conformance fit of the weak error of
+    E|X − m|² (50 000 samples, 8–256 steps) matches its declared weak order 1.
 
     Mutation: the noise std √(1 − e^{−2h}) replaced by √(1 − e^{−h}) makes this fail."""
-    sde = diffsde.VP(dim=2)
     sampler = DPMSolverPP(history=2, noise=True)
-    result = observed_order(sampler, sde, True, jr.key(3))
+    result = observed_order(sampler, diffsde.VP(dim=2), True, jr.key(3))
     assert result.passed, result
-    law, score = gaussian_target(sde)
-    m_T, s_T = law(sde.T)
-    m, s = law(sampler.eps)
-    x_T = m_T + s_T * jr.normal(jr.key(0), (40_000, 2))
-    x = sample(sampler.with_steps(32), sde, score, x_T, key=jr.key(1)).x
-    assert abs(float(jnp.mean((x - m) ** 2) / s**2) - 1) < 0.02
 
 
 def test_compiles_once():
