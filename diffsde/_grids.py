@@ -181,6 +181,33 @@ class ExpressionGrid(AbstractTimeGrid):
         return _pinned(time_at_sigma_ratio(sde, start + (end - start) * w), sde.T, eps)
 
 
+def check_times(grid: AbstractTimeGrid, sde: AbstractSDE, eps: float, steps: int) -> None:
+    """SpecFieldError at ``grid`` unless the grid's float32 times for ``steps`` steps strictly
+    decrease (a grid that bunches its times below float32's resolution, e.g. ``w: u**8`` over
+    many steps, repeats a time, and the multistep solvers divide by the zero step). Run
+    eagerly, where the spec is built."""
+    ts = np.asarray(grid.times(sde, eps, steps))
+    repeated = np.flatnonzero(np.diff(ts) >= 0)
+    if repeated.size:
+        k = int(repeated[0])
+        raise SpecFieldError(
+            "grid",
+            f"grid '{grid.tag}' gives {repeated.size} repeated float32 time(s) at {steps} steps "
+            f"(t_{k} = t_{k + 1} = {ts[k]:.9g}): spread it (a gentler expression) or take fewer "
+            "steps",
+        )
+
+
+def strictly_decreasing(ts: Times, tag: str) -> Times:
+    """``ts``, with a run-time error under jit if two times are equal or out of order (the
+    check of :func:`check_times`, for grids built from traced parameters)."""
+    return eqx.error_if(
+        ts,
+        jnp.any(jnp.diff(ts) >= 0),
+        f"time grid '{tag}' repeats a time in float32: spread it or take fewer steps",
+    )
+
+
 TIME_GRIDS: tuple[type[AbstractTimeGrid], ...] = (
     UniformGrid,
     QuadraticGrid,

@@ -33,7 +33,13 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._custom_types import Conditions, Scalar, ScalarLike, ScoreFn
 from ._errors import SpecFieldError
-from ._grids import TIME_GRIDS, AbstractTimeGrid, UniformGrid
+from ._grids import (
+    TIME_GRIDS,
+    AbstractTimeGrid,
+    UniformGrid,
+    check_times,
+    strictly_decreasing,
+)
 from ._model import bind_condition
 from ._schedule import require_gaussian
 from ._sde._base import AbstractGaussianSDE, AbstractSDE
@@ -209,9 +215,16 @@ class AbstractFixedStepSampler(AbstractSampler):
         super().check_sde(sde)
         self.grid.check_sde(sde)
 
+    def check_context(self, *, sde: AbstractSDE | None = None, **context) -> None:
+        """On building from a spec: also, the grid's times must strictly decrease in float32."""
+        super().check_context(sde=sde, **context)
+        if sde is not None:
+            check_times(self.grid, sde, self.eps, self.steps)
+
     def times(self, sde: AbstractSDE) -> Grid:
-        """The grid's forward times T = t_0 > … > t_steps = ε."""
-        return self.grid.times(sde, self.eps, self.steps)
+        """The grid's forward times T = t_0 > … > t_steps = ε (a run-time error if one
+        repeats)."""
+        return strictly_decreasing(self.grid.times(sde, self.eps, self.steps), self.grid.tag)
 
 
 def _scan_times(step, x_T: Batch, ts: Grid, save_ts: SaveTs | None, carry=None):
@@ -614,6 +627,12 @@ class ProbabilityFlow(AbstractSampler):
         super().check_sde(sde)
         self.controller.check_sde(sde)
 
+    def check_context(self, *, sde: AbstractSDE | None = None, **context) -> None:
+        """On building from a spec: also, a fixed grid's times must strictly decrease."""
+        super().check_context(sde=sde, **context)
+        if sde is not None and isinstance(self.controller, FixedSteps):
+            check_times(self.controller.grid, sde, self.eps, self.controller.steps)
+
     @property
     def order(self) -> float | None:
         """The solver's order on a fixed grid; None under an adaptive controller."""
@@ -664,7 +683,8 @@ class ProbabilityFlow(AbstractSampler):
         field = _per_row(sde.probability_flow, score, condition)
         stages = _explicit_stages(self.solver.solver())
         if isinstance(self.controller, FixedSteps) and stages is not None:
-            ts = self.controller.grid.times(sde, self.eps, self.controller.steps)
+            grid = self.controller.grid
+            ts = strictly_decreasing(grid.times(sde, self.eps, self.controller.steps), grid.tag)
             x, trajectory, nfe = _runge_kutta_scan(field, stages, x_T, ts, save_ts)
             return Samples(x, as_nfe(nfe), trajectory)
         term = diffrax.ODETerm(lambda t, y, args: field(t, y.reshape(x_T.shape)).reshape(-1))

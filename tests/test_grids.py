@@ -184,3 +184,31 @@ def test_grid_spec_key_reaches_every_fixed_step_sampler():
         {"type": "pf_ode", "solver": "rk4", "controller": {"type": "fixed", "grid": "log_snr"}}
     ).build()
     assert isinstance(nested.controller.grid, LogSNRGrid)
+
+
+def test_a_grid_that_repeats_a_float32_time_is_refused():
+    """``w = u**8`` over 50 steps bunches its first times below float32's resolution at T:
+    building the sampler from a spec refuses it at ``grid`` (every fixed-step sampler and
+    pf_ode's fixed controller), and sampling it from Python stops with the grid named instead
+    of returning NaN from a zero step.
+
+    Mutation: dropping ``check_times`` from AbstractFixedStepSampler.check_context makes the
+    first assertion fail; dropping ``strictly_decreasing`` from ``times`` the last."""
+    sde = SDES["vp"]
+    registry = diffsde.get_registry()
+    grid = {"type": "expression", "w": "u**8"}
+    for tag, extra in (
+        ("dpm_solver_pp", {}),
+        ("euler_maruyama", {}),
+        ("pf_ode", {"solver": "heun"}),
+    ):
+        config = registry.get("sampler", tag).config
+        section = config.model_validate({"type": tag, "steps": 50, "grid": grid, **extra})
+        with pytest.raises(diffsde.SpecFieldError, match="repeated float32 time") as caught:
+            section.build(sde=sde)
+        assert caught.value.field == "grid"
+    sampler = diffsde.DPMSolverPP(steps=50, grid=ExpressionGrid("u**8"))
+    with pytest.raises(Exception, match="repeats a time"):
+        diffsde.sample(
+            sampler, sde, lambda x, t: -x, jnp.zeros((4, 2)), key=jax.random.key(0)
+        ).x.block_until_ready()
