@@ -147,8 +147,7 @@ def test_deis_coefficients_integrate_polynomials_exactly(space, history):
     Σ_j C_ij v_{i−j}^p = ∫_{t_i}^{t_{i+1}} v^p dρ (VP, reference in float64 from the closed
     form of ρ by scipy quadrature; relative tolerance 2e-4, float32). So DEIS-k is exact on a
     path whose ε̂ is a polynomial of degree < k in v, once past its warm-up.
-    Mutation: a Lagrange basis through ``order - 1`` nodes, or an 8-node rule in t instead of
-    the quadrature in ρ, makes this fail."""
+    Mutation: a Lagrange basis through history − 1 nodes makes this fail."""
     sde = diffsde.VP(dim=2)
     sampler = DEIS(steps=7, history=history, space=space, grid=QuadraticGrid())
     ts = sampler.times(sde)
@@ -352,7 +351,7 @@ def test_order_on_mixture(case, name):
     """As test_order_on_mixture_vp, on VP and VE, every case, uniform and Karras grids (DEIS in
     t on the quadratic and Karras grids: on a uniform grid ε̂ ∝ √t near ε on VP and its
     order shows only far below the 256 steps tried).
-    Mutation: DDIM's ε̂ weight σ_t in place of σ_s makes ddim fit ~0 and fail."""
+    Mutation: DDIM's ε̂ weight σ_t in place of σ_s makes ddim fail."""
     make, declared, steps = ORDER_CASES[case]
     eps = EPS[name]
     for grid in ORDER_GRIDS.get(case, (UniformGrid(), KarrasGrid())):
@@ -479,7 +478,7 @@ def test_churn_weak_order_two_and_no_order_with_excess_noise():
     200 000 samples) falls as steps⁻² (fitted 2 ± 0.35 at 16, 32, 64 steps; measured 4.1e-1,
     8.9e-2, 2.2e-2, 4.7e-3 at 8–64). With S_noise = 1.1 it stalls near 0.2 (no order: the excess
     noise does not vanish with the step).
-    Mutation: declaring/achieving a churn std √(ρ̂² − ρ²)·S with S = 1.1 by default fails."""
+    Mutation: a churn noise of std ρ̂ − ρ_i in place of √(ρ̂² − ρ_i²) makes this fail."""
     sde = diffsde.VP(dim=2)
     steps = [16, 32, 64]
     errors = [
