@@ -154,7 +154,7 @@ class DPMSolver(_AbstractKernelSampler):
     """
 
     tag: ClassVar[str] = "dpm_solver"
-    steps: StepCount = eqx.field(static=True, default=20)
+    steps: StepCount = eqx.field(static=True, default=30)
     stages: Order = eqx.field(static=True, default=2)
     grid: AbstractTimeGrid = LogSNRGrid()
     eps: Positive = eqx.field(static=True, default=1e-3)

@@ -383,7 +383,8 @@ def test_dpm_solver_pp_sde_weak_order():
     """The SDE variant (2M-SDE) on the Gaussian target: the conformance fit of the weak error of
     E|X − m|² (50 000 samples, 8–256 steps) matches its declared weak order 1.
 
-    Mutation: the noise std √(1 − e^{−2h}) replaced by √(1 − e^{−h}) makes this fail."""
+    Mutation: the noise term dropped (its e^{−2h} drift kept) makes this fail; a noise std
+    √(1 − e^{−h}) in place of √(1 − e^{−2h}) is not caught by this fit (measured)."""
     sampler = DPMSolverPP(history=2, noise=True)
     result = observed_order(sampler, diffsde.VP(dim=2), True, jr.key(3))
     assert result.passed, result
