@@ -264,7 +264,7 @@ class DPMSolverPP(_AbstractKernelSampler):
     """
 
     tag: ClassVar[str] = "dpm_solver_pp"
-    steps: StepCount = eqx.field(static=True, default=20)
+    steps: StepCount = eqx.field(static=True, default=25)
     history: Order = eqx.field(static=True, default=2)
     lower_order_final: bool = eqx.field(static=True, default=True)
     noise: bool = eqx.field(static=True, default=False)
