@@ -273,7 +273,7 @@ MIXTURE_ORDERS = [
     (DPMSolverPP(history=2), (40, 80, 160)),
     (DPMSolverPP(history=3), (40, 80, 160)),
     (UniPC(history=2), (40, 80, 160)),
-    (UniPC(history=3), (40, 80, 160)),
+    (UniPC(history=3), (16, 32, 64)),
 ]
 
 
