@@ -37,7 +37,7 @@ from jaxtyping import Array, Float, Int
 from ._errors import SpecFieldError
 from ._grids import AbstractTimeGrid, LogSNRGrid
 from ._sampler import (
-    AbstractFixedStepSampler,
+    AbstractKernelSampler,
     Positive,
     Samples,
     StepCount,
@@ -45,7 +45,7 @@ from ._sampler import (
     batched_score,
     interpolate_grid,
 )
-from ._schedule import alpha_sigma, log_snr, offset, require_gaussian, time_at_log_snr
+from ._schedule import alpha_sigma, log_snr, offset, time_at_log_snr
 
 Order = Annotated[int, pydantic.Field(ge=1, le=3)]
 LOWER_ORDER_FINAL_BELOW = 10
@@ -119,15 +119,6 @@ def _check_order(name: str, value: int) -> None:
         raise SpecFieldError(name, f"must be 1, 2 or 3, got {value!r}")
 
 
-class _AbstractKernelSampler(AbstractFixedStepSampler):
-    """A fixed-step sampler written in the schedule (α_t, σ_t, ℓ_t) of a Gaussian kernel."""
-
-    def check_sde(self, sde) -> None:
-        """Also: the SDE must have a Gaussian kernel."""
-        require_gaussian(sde, f"sampler '{self.tag}'")
-        super().check_sde(sde)
-
-
 # DPM-Solver (singlestep, noise prediction) ----------------------------------------------------
 
 _SINGLESTEP_FRACTIONS = {1: (), 2: (1 / 2,), 3: (1 / 3, 2 / 3)}
@@ -135,7 +126,7 @@ _SINGLESTEP_FRACTIONS = {1: (), 2: (1 / 2,), 3: (1 / 3, 2 / 3)}
 Algorithms 1 and 2: r₁ = 1/2 for k = 2; r₁ = 1/3, r₂ = 2/3 for k = 3)."""
 
 
-class DPMSolver(_AbstractKernelSampler):
+class DPMSolver(AbstractKernelSampler):
     """Singlestep DPM-Solver-k (Lu et al. 2022), noise prediction ε̂ = −σ_t s, k = ``stages``.
 
     One step from t to s, h = ℓ_s − ℓ_t, ε₀ = ε̂(y_t, t), and the DDIM step
@@ -240,7 +231,7 @@ def _taylor_combination(h1, h2, w1, w2, w3=None) -> Array:
     return coef + w2[:, None] * (d0 + h1[:, None] * d2) + 2 * w3[:, None] * d2
 
 
-class DPMSolverPP(_AbstractKernelSampler):
+class DPMSolverPP(AbstractKernelSampler):
     """Multistep DPM-Solver++ (Lu et al. 2023), data prediction x̂₀ = (y + σ_t² s)/α_t.
 
     One evaluation per step, at the current node t; h = ℓ_s − ℓ_t, h₁, h₂ the two previous
@@ -341,7 +332,7 @@ def _unified_weights(r: Array, g: Array, size: int) -> Array:
     return jnp.linalg.solve(vander, g[:, :size, None])[..., 0]
 
 
-class UniPC(_AbstractKernelSampler):
+class UniPC(AbstractKernelSampler):
     """UniPC-p (Zhao et al. 2023): the multistep predictor UniP-p and the corrector UniC-p, data
     prediction x̂₀, p = ``history``, B(h) = h (``bh1``) or e^h − 1 (``bh2``, written 1 − e^{−h}
     in data-prediction form).

@@ -26,7 +26,7 @@ from jaxtyping import Array, Float
 from ._errors import SpecFieldError
 from ._grids import AbstractTimeGrid, KarrasGrid, QuadraticGrid, UniformGrid
 from ._sampler import (
-    AbstractFixedStepSampler,
+    AbstractKernelSampler,
     Positive,
     Samples,
     StepCount,
@@ -41,11 +41,9 @@ from ._schedule import (
     log_snr,
     noise_prediction,
     offset,
-    require_gaussian,
     sigma_ratio,
     time_at_sigma_ratio,
 )
-from ._sde._base import AbstractSDE
 
 NonNegative = Annotated[float, pydantic.Field(ge=0)]
 MAX_CHURN_GAMMA = float(np.sqrt(2.0) - 1.0)
@@ -61,7 +59,7 @@ def _eps_hat(sde, batched, x_hat, t, dim):
 # EDM Heun ------------------------------------------------------------------------------------
 
 
-class EDMHeun(AbstractFixedStepSampler):
+class EDMHeun(AbstractKernelSampler):
     """Karras et al. (2022), Algorithm 2, on any SDE with a Gaussian kernel: Heun's method in
     ρ = σ_t/α_t for x̂ = (x − c_t)/α_t, dx̂/dρ = (x̂ − D(x̂; ρ))/ρ (the form EDM's Table 1 calls
     s(t) = α_t, σ(t) = ρ_t), with optional stochastic churn. NFE = 2·steps.
@@ -129,11 +127,6 @@ class EDMHeun(AbstractFixedStepSampler):
         below the cap √2 − 1); None with churn_noise ≠ 1."""
         return 2.0 if self.churn == 0 or self.churn_noise == 1 else None
 
-    def check_sde(self, sde: AbstractSDE) -> None:
-        """The SDE needs a Gaussian kernel; the grid must suit it; ε in (0, T)."""
-        require_gaussian(sde, f"sampler '{self.tag}'")
-        super().check_sde(sde)
-
     def gamma(self, rho: Float[Array, "*k"]) -> Float[Array, "*k"]:
         """γ_i at ρ_i: min(churn/steps, √2 − 1) inside [churn_tmin, churn_tmax], else 0."""
         top = jnp.inf if self.churn_tmax is None else self.churn_tmax
@@ -176,7 +169,7 @@ class EDMHeun(AbstractFixedStepSampler):
 # DDIM ----------------------------------------------------------------------------------------
 
 
-class DDIM(AbstractFixedStepSampler):
+class DDIM(AbstractKernelSampler):
     """Song, Meng & Ermon (2021), DDIM, eq. 12 on any SDE with a Gaussian kernel. NFE = steps.
 
     On a step from t to s < t, with ε̂ = −σ_t s(x_t, t) and x̂₀ = (y_t − σ_t ε̂)/α_t,
@@ -212,11 +205,6 @@ class DDIM(AbstractFixedStepSampler):
                 f"must lie in [0, 1] (0: deterministic DDIM, 1: the DDPM ancestral step), got "
                 f"{self.eta}",
             )
-
-    def check_sde(self, sde: AbstractSDE) -> None:
-        """The SDE needs a Gaussian kernel; the grid must suit it; ε in (0, T)."""
-        require_gaussian(sde, f"sampler '{self.tag}'")
-        super().check_sde(sde)
 
     def sample_from(self, sde, score, x_T, *, key, save_ts=None, condition=None) -> Samples:
         self.check_sde(sde)
@@ -267,7 +255,7 @@ def _lagrange(v: Array, nodes: Float[Array, " H"], order: Array) -> Float[Array,
     return jnp.where(used, jnp.prod(factor, axis=1), 0.0)
 
 
-class DEIS(AbstractFixedStepSampler):
+class DEIS(AbstractKernelSampler):
     """Zhang & Chen (2022), DEIS (the multistep "AB-DEIS"), on any SDE with a Gaussian kernel.
     NFE = steps.
 
@@ -321,11 +309,6 @@ class DEIS(AbstractFixedStepSampler):
     def order(self) -> float:
         """``history``: the degree of the extrapolation plus one."""
         return float(self.history)
-
-    def check_sde(self, sde: AbstractSDE) -> None:
-        """The SDE needs a Gaussian kernel; the grid must suit it; ε in (0, T)."""
-        require_gaussian(sde, f"sampler '{self.tag}'")
-        super().check_sde(sde)
 
     def coefficients(self, sde, ts: Float[Array, " N1"]) -> Float[Array, "N H"]:
         """C_ij of every step i of the grid ``ts`` (zero for j ≥ min(history, i + 1))."""

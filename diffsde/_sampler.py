@@ -210,6 +210,12 @@ class AbstractFixedStepSampler(AbstractSampler):
     steps: eqx.AbstractVar[int]
     grid: eqx.AbstractVar[AbstractTimeGrid]
 
+    def __check_init__(self):
+        if not 1 <= self.steps <= MAX_SOLVER_STEPS:
+            raise SpecFieldError(
+                "steps", f"must be an integer from 1 to {MAX_SOLVER_STEPS}, got {self.steps}"
+            )
+
     def check_sde(self, sde: AbstractSDE) -> None:
         """Also: the grid must suit the SDE (log-SNR and Karras grids need a Gaussian kernel)."""
         super().check_sde(sde)
@@ -225,6 +231,16 @@ class AbstractFixedStepSampler(AbstractSampler):
         """The grid's forward times T = t_0 > … > t_steps = ε (a run-time error if one
         repeats)."""
         return strictly_decreasing(self.grid.times(sde, self.eps, self.steps), self.grid.tag)
+
+
+class AbstractKernelSampler(AbstractFixedStepSampler):
+    """A fixed-step sampler written in the schedule (α_t, σ_t, ℓ_t, ρ_t) of a Gaussian kernel
+    (diffsde/_schedule.py): it refuses an SDE without one, naming itself."""
+
+    def check_sde(self, sde: AbstractSDE) -> None:
+        """Also: the SDE must have a Gaussian kernel."""
+        require_gaussian(sde, f"sampler '{self.tag}'")
+        super().check_sde(sde)
 
 
 def _scan_times(step, x_T: Batch, ts: Grid, save_ts: SaveTs | None, carry=None):
@@ -825,7 +841,7 @@ class FrozenData(AbstractFrozenQuantity):
         return a, a * bridge, jnp.sqrt(bridge) * sigma_s / sigma_t
 
 
-class ExponentialIntegrator(AbstractFixedStepSampler):
+class ExponentialIntegrator(AbstractKernelSampler):
     """Exponential integrator of the reverse SDE of a Gaussian-kernel (affine) SDE. NFE = steps.
 
     The forward drift is affine, so m_t(x₀) = c_t + λ_t x₀ (c_t = m_t(0)), and with ρ = σ/λ,
@@ -860,11 +876,6 @@ class ExponentialIntegrator(AbstractFixedStepSampler):
     grid: AbstractTimeGrid = UniformGrid()
 
     order: ClassVar[float] = 1.0  # weak order 1, every frozen quantity
-
-    def check_sde(self, sde: AbstractSDE) -> None:
-        """Also: the SDE must have a Gaussian kernel."""
-        require_gaussian(sde, "the exponential sampler (the linear part integrated exactly)")
-        super().check_sde(sde)
 
     def __check_init__(self):
         if self.steps < 1:
