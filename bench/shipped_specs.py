@@ -47,7 +47,7 @@ import numpy as np
 import yaml
 
 import diffsde
-from diffsde._run import eval_reference, load_model, require_runnable, run, sample_conditions
+from diffsde.pipeline import eval_reference, load_model, require_runnable, run, sample_conditions
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LADDER = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256,

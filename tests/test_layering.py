@@ -41,6 +41,7 @@ SPEC_LAYER = (
     "diffsde._run",
     "diffsde._cli",
     "diffsde.spec",
+    "diffsde.pipeline",
 )
 GLUE = (
     "diffsde._spec",
@@ -56,6 +57,7 @@ GLUE = (
     "diffsde._jobs",
     "diffsde.jobs",
     "diffsde.spec",
+    "diffsde.pipeline",
     "diffsde.hookspecs",
     "diffsde._check",
     "diffsde.testing",
@@ -66,6 +68,7 @@ PUBLIC_MODULES = {
     "diffsde.runs",
     "diffsde.jobs",
     "diffsde.spec",
+    "diffsde.pipeline",
     "diffsde.expression",
     "diffsde.training",
     "diffsde.cli",
