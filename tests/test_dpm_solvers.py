@@ -458,4 +458,3 @@ def test_defaults_and_declared_orders():
     assert UniPC(history=2).order == 3.0
     for cls in SAMPLERS:
         assert isinstance(cls().grid, LogSNRGrid)
-    assert jax.tree.leaves(DPMSolver()) == jax.tree.leaves(DPMSolver())
