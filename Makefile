@@ -1,7 +1,7 @@
 # `make demo`: set up .venv (if absent, with the dashboard extra) and run the main job on the
 # shipped default spec.
-# `make test`: set up .venv (if absent) and run the test suite (the fast tests, ~19 min on 2 cores).
-# `make test-slow`: the long numerical checks marked `slow` (~8 min on 2 cores; CI runs both).
+# `make test`: set up .venv (if absent) and run the test suite (the fast tests, ~21 min on 2 cores).
+# `make test-slow`: the long numerical checks marked `slow` (~10.5 min on 2 cores; CI runs both).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
