@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from mean_ou import MeanOU
 from scipy import integrate
 
 import diffsde
@@ -22,35 +23,6 @@ from diffsde._edm_solvers import DDIM, DEIS, SAMPLERS, EDMHeun
 from diffsde._grids import AbstractTimeGrid, KarrasGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 from diffsde._sampler import ExponentialIntegrator, FrozenData, sample
 from diffsde._schedule import log_snr, sigma_ratio
-from diffsde._sde._base import AbstractGaussianSDE
-
-
-class MeanOU(AbstractGaussianSDE):
-    """dX = −(X − μ) dt + √2 dB: α_t = e^{−t}, σ_t² = 1 − e^{−2t}, offset c_t = μ(1 − e^{−t})
-    (the centring y = x − c_t is exercised)."""
-
-    tag: ClassVar[str] = "mean_ou"
-    dim: int = eqx.field(static=True)
-    mu: float = 1.5
-    T: float = eqx.field(static=True, default=3.0)
-
-    def drift(self, t, x):
-        del t
-        return -(x - self.mu)
-
-    def diffusion(self, t):
-        del t
-        return jnp.asarray(2.0**0.5, jnp.float32)
-
-    def kernel(self, t):
-        return jnp.exp(-t), jnp.sqrt(-jnp.expm1(-2 * t))
-
-    def marginal_mean(self, t, x0):
-        return self.mu + jnp.exp(-t) * (x0 - self.mu)
-
-    def prior(self):
-        return diffsde.GaussianPrior(self.dim, self.mu, 1.0)
-
 
 SDES = {
     "vp": lambda: diffsde.VP(dim=2),
