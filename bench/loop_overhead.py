@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import lineax
+from sampling import mixture  # bench/sampling.py, this script's directory
 
 import diffsde
 from diffsde import (
@@ -41,18 +42,6 @@ from diffsde import (
 )
 
 EPS = 1e-3
-
-
-def mixture(dim: int, key) -> diffsde.GaussianMixture:
-    """5 components: means at radius U[2, 3] in random directions, stds U[0.3, 0.5]
-    (bench/sampling.py's problem (a))."""
-    dkey, rkey, skey, wkey = jr.split(key, 4)
-    directions = jr.normal(dkey, (5, dim))
-    directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
-    means = jr.uniform(rkey, (5, 1), minval=2.0, maxval=3.0) * directions
-    stds = jr.uniform(skey, (5,), minval=0.3, maxval=0.5)
-    weights = jr.uniform(wkey, (5,), minval=0.5, maxval=1.5)
-    return diffsde.GaussianMixture(weights, means, stds)
 
 
 def mixture_score(mix, sde, x, t):
